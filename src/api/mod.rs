@@ -1,0 +1,1 @@
+//! The KES API: pure `(Request, Identity, &State) -> Response`.

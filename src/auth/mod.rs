@@ -1,0 +1,248 @@
+//! Who is calling, and may they? Identities (hex SHA-256 of a certificate's SPKI), API keys,
+//! policies (allow/deny path patterns, deny wins), and the [`Authorized`] proof that handlers
+//! require. Spec: `kes-api.md` §5, `kes-config-cli.md` §2 and §3.2, `kes-crypto.md` §7.
+//! Must not: know about sockets, TLS sessions or HTTP beyond the request path.
+
+pub mod apikey;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A client identity: 64 lowercase hex characters for certificates; config may also hold
+/// placeholders such as `disabled`, which no certificate can ever match.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Identity(String);
+
+impl Identity {
+    pub fn new(s: impl Into<String>) -> Identity {
+        Identity(s.into())
+    }
+
+    /// Identity of a certificate's DER SubjectPublicKeyInfo.
+    pub fn from_spki(spki_der: &[u8]) -> Identity {
+        let digest = ring::digest::digest(&ring::digest::SHA256, spki_der);
+        Identity(hex(digest.as_ref()))
+    }
+
+    /// Identity of a DER certificate: SHA-256 over its SPKI. `None` if it does not parse.
+    pub fn from_cert_der(cert_der: &[u8]) -> Option<Identity> {
+        let der = rustls_pki_types::CertificateDer::from(cert_der);
+        let cert = webpki::EndEntityCert::try_from(&der).ok()?;
+        Some(Identity::from_spki(&spki_with_header(cert.subject_public_key_info().as_ref())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether this looks like a real identity (hex), as the banner shows it.
+    pub fn is_hex(&self) -> bool {
+        !self.0.is_empty() && self.0.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Identity({})", self.0)
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+/// webpki hands out the SPKI *contents*; the identity hashes the whole DER SEQUENCE.
+fn spki_with_header(contents: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(contents.len() + 4);
+    out.push(0x30);
+    let len = contents.len();
+    if len < 0x80 {
+        out.push(len as u8);
+    } else if len <= 0xff {
+        out.extend_from_slice(&[0x81, len as u8]);
+    } else {
+        out.extend_from_slice(&[0x82, (len >> 8) as u8, (len & 0xff) as u8]);
+    }
+    out.extend_from_slice(contents);
+    out
+}
+
+/// Whether one policy pattern matches a decoded URL path (upstream HEAD semantics): a
+/// trailing `*` makes a prefix match, anything else must be equal, and `""` never matches.
+pub fn pattern_matches(pattern: &str, path: &str) -> bool {
+    if pattern.is_empty() {
+        return false;
+    }
+    match pattern.strip_suffix('*') {
+        Some(prefix) => path.starts_with(prefix),
+        None => pattern == path,
+    }
+}
+
+/// One named policy: allow and deny patterns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+impl Policy {
+    /// Deny wins over allow; nothing matching means no.
+    pub fn permits(&self, path: &str) -> bool {
+        if self.deny.iter().any(|p| pattern_matches(p, path)) {
+            return false;
+        }
+        self.allow.iter().any(|p| pattern_matches(p, path))
+    }
+}
+
+/// Policies and their identities, as loaded from config.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    pub admin: Identity,
+    pub policies: BTreeMap<String, Policy>,
+    /// identity -> policy name (an identity has at most one policy).
+    pub assignments: BTreeMap<Identity, String>,
+}
+
+/// Proof that a request passed the policy check. Only [`PolicySet::authorize`] and
+/// [`Authorized::unchecked_for_skip_auth`] make one, so a handler cannot run unchecked by
+/// accident.
+#[derive(Debug, Clone)]
+pub struct Authorized {
+    identity: Option<Identity>,
+}
+
+impl Authorized {
+    /// The caller, when a certificate was presented.
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    /// For routes whose authenticator is "none" or "identify-only" (`/version`,
+    /// `/v1/identity/self/describe`, `api.<path>.skip_auth: true`).
+    pub fn unchecked_for_skip_auth(identity: Option<Identity>) -> Authorized {
+        Authorized { identity }
+    }
+}
+
+/// Why authorization failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    /// The identity has no policy.
+    UnknownIdentity,
+    /// The identity's policy does not allow the path (or denies it).
+    RejectedByPolicy(String),
+}
+
+impl PolicySet {
+    /// Admin bypasses policies; otherwise the identity's policy must permit `path`.
+    pub fn authorize(&self, identity: &Identity, path: &str) -> Result<Authorized, Denied> {
+        if *identity == self.admin {
+            return Ok(Authorized { identity: Some(identity.clone()) });
+        }
+        let Some(name) = self.assignments.get(identity) else {
+            return Err(Denied::UnknownIdentity);
+        };
+        let permitted = self.policies.get(name).is_some_and(|p| p.permits(path));
+        if permitted {
+            Ok(Authorized { identity: Some(identity.clone()) })
+        } else {
+            Err(Denied::RejectedByPolicy(name.clone()))
+        }
+    }
+
+    pub fn is_admin(&self, identity: &Identity) -> bool {
+        *identity == self.admin
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(allow: &[&str], deny: &[&str]) -> Policy {
+        Policy {
+            allow: allow.iter().map(|s| s.to_string()).collect(),
+            deny: deny.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn empty_policy_allows_nothing() {
+        let p = policy(&[], &[]);
+        assert!(!p.permits("/v1/status"));
+        assert!(!p.permits("/v1/key/create/my-key"));
+        assert!(!p.permits("/v1/identity/list/a"));
+    }
+
+    #[test]
+    fn exact_pattern_is_exact() {
+        let p = policy(&["/v1/status"], &[]);
+        assert!(p.permits("/v1/status"));
+        assert!(!p.permits("/v1/status/"));
+        assert!(!p.permits("/v1/key/create/my-key"));
+        assert!(!p.permits("/v1/identity/list/a"));
+    }
+
+    #[test]
+    fn spec_vectors_prefix_and_deny_wins() {
+        let p = policy(&["/v1/key/create/my*", "/v1/key/create/your*"], &[]);
+        assert!(p.permits("/v1/key/create/my-key"));
+        assert!(p.permits("/v1/key/create/your-key"));
+        assert!(!p.permits("/v1/identity/list/somekey"));
+        let p = policy(&["/v1/key/create/my*", "/v1/key/create/your*"], &["/v1/key/create/my-key*"]);
+        assert!(!p.permits("/v1/key/create/my-key"));
+        assert!(!p.permits("/v1/key/create/my-key1"));
+        assert!(p.permits("/v1/key/create/my-minio-key"));
+        assert!(p.permits("/v1/key/create/your-minio-key"));
+    }
+
+    #[test]
+    fn star_inside_a_pattern_is_literal_and_empty_never_matches() {
+        assert!(!pattern_matches("/v1/key/*/my-key", "/v1/key/create/my-key"));
+        assert!(pattern_matches("/v1/key/*/my-key", "/v1/key/*/my-key"));
+        assert!(!pattern_matches("", ""));
+        assert!(!pattern_matches("", "/v1/status"));
+        assert!(pattern_matches("*", "/anything"));
+    }
+
+    #[test]
+    fn admin_bypasses_and_unknown_is_refused() {
+        let mut set = PolicySet { admin: Identity::new("aa"), ..Default::default() };
+        set.policies.insert("p".into(), policy(&["/v1/key/*"], &["/v1/key/delete/*"]));
+        set.assignments.insert(Identity::new("bb"), "p".into());
+        assert!(set.authorize(&Identity::new("aa"), "/v1/key/delete/x").is_ok());
+        assert!(set.authorize(&Identity::new("bb"), "/v1/key/create/x").is_ok());
+        assert_eq!(
+            set.authorize(&Identity::new("bb"), "/v1/key/delete/x").unwrap_err(),
+            Denied::RejectedByPolicy("p".into())
+        );
+        assert_eq!(
+            set.authorize(&Identity::new("cc"), "/v1/key/create/x").unwrap_err(),
+            Denied::UnknownIdentity
+        );
+    }
+
+    #[test]
+    fn hex_is_lowercase() {
+        assert_eq!(hex(&[0x00, 0xab, 0xff]), "00abff");
+    }
+}

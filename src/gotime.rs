@@ -1,0 +1,240 @@
+//! Go-compatible text forms of time: RFC 3339 with nanoseconds as Go's `time.RFC3339Nano`
+//! prints it, and Go duration strings (`5m0s`, `1h30m`, `720h`) as `time.ParseDuration`
+//! reads them. KES clients parse both, so the exact shapes matter (spec kes-api.md §7).
+
+use std::time::Duration;
+use time::{OffsetDateTime, UtcOffset};
+
+/// Formats like Go's `time.RFC3339Nano`: trailing zeros of the fraction are dropped,
+/// UTC is written `Z`, other offsets `+hh:mm`.
+pub fn format_rfc3339_nano(t: OffsetDateTime) -> String {
+    let mut s = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    let nanos = t.nanosecond();
+    if nanos != 0 {
+        let frac = format!("{nanos:09}");
+        s.push('.');
+        s.push_str(frac.trim_end_matches('0'));
+    }
+    push_offset(&mut s, t.offset());
+    s
+}
+
+/// Formats with millisecond precision, as Go's slog text handler does for `time=`.
+pub fn format_rfc3339_millis(t: OffsetDateTime) -> String {
+    let mut s = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    );
+    push_offset(&mut s, t.offset());
+    s
+}
+
+fn push_offset(s: &mut String, off: UtcOffset) {
+    if off.is_utc() {
+        s.push('Z');
+    } else {
+        let (h, m, _) = off.as_hms();
+        let sign = if off.is_negative() { '-' } else { '+' };
+        s.push_str(&format!("{sign}{:02}:{:02}", h.unsigned_abs(), m.unsigned_abs()));
+    }
+}
+
+/// The zero time as Go prints it; used for legacy keys without `created_at`.
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// Parses an RFC 3339 timestamp (with or without fraction, any offset).
+pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// Parses a Go duration string: an optional sign, then one or more decimal numbers with a
+/// unit each (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`); `0` alone is allowed. Negative
+/// durations are returned as `Err(Negative)` so that callers can report them.
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    let s = s.trim();
+    let (neg, mut rest) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(DurationError::Invalid);
+    }
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let digits_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or(DurationError::Invalid)?;
+        if digits_end == 0 {
+            return Err(DurationError::Invalid);
+        }
+        let number = &rest[..digits_end];
+        rest = &rest[digits_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_end];
+        rest = &rest[unit_end..];
+        let scale: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return Err(DurationError::Invalid),
+        };
+        let (int_part, frac_part) = match number.split_once('.') {
+            Some((i, f)) => (i, f),
+            None => (number, ""),
+        };
+        if int_part.is_empty() && frac_part.is_empty() {
+            return Err(DurationError::Invalid);
+        }
+        let int: u128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse().map_err(|_| DurationError::Invalid)?
+        };
+        let mut value = int.checked_mul(scale).ok_or(DurationError::Invalid)?;
+        if !frac_part.is_empty() {
+            if !frac_part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(DurationError::Invalid);
+            }
+            let mut div: u128 = 1;
+            let mut frac: u128 = 0;
+            for b in frac_part.bytes().take(18) {
+                frac = frac * 10 + u128::from(b - b'0');
+                div *= 10;
+            }
+            value = value
+                .checked_add(frac * scale / div)
+                .ok_or(DurationError::Invalid)?;
+        }
+        total = total.checked_add(value).ok_or(DurationError::Invalid)?;
+    }
+    if total > u128::from(u64::MAX) {
+        return Err(DurationError::Invalid);
+    }
+    if neg && total != 0 {
+        return Err(DurationError::Negative);
+    }
+    let secs = u64::try_from(total / 1_000_000_000).map_err(|_| DurationError::Invalid)?;
+    let nanos = u32::try_from(total % 1_000_000_000).map_err(|_| DurationError::Invalid)?;
+    Ok(Duration::new(secs, nanos))
+}
+
+/// Why a duration string was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DurationError {
+    Invalid,
+    Negative,
+}
+
+/// Formats like Go's `Duration.String()`: `1h30m0s`, `5m0s`, `1.5s`, `250ms`, `0s`.
+pub fn format_duration(d: Duration) -> String {
+    let total = d.as_nanos();
+    if total == 0 {
+        return "0s".to_string();
+    }
+    if total < 1_000_000_000 {
+        let (unit, scale) = if total < 1_000 {
+            ("ns", 1u128)
+        } else if total < 1_000_000 {
+            ("µs", 1_000)
+        } else {
+            ("ms", 1_000_000)
+        };
+        return format!("{}{unit}", fmt_frac(total, scale));
+    }
+    let hours = total / 3_600_000_000_000;
+    let rem = total % 3_600_000_000_000;
+    let minutes = rem / 60_000_000_000;
+    let rem = rem % 60_000_000_000;
+    let secs = fmt_frac(rem, 1_000_000_000);
+    let mut s = String::new();
+    if hours > 0 {
+        s.push_str(&format!("{hours}h"));
+    }
+    if hours > 0 || minutes > 0 {
+        s.push_str(&format!("{minutes}m"));
+    }
+    s.push_str(&secs);
+    s.push('s');
+    s
+}
+
+fn fmt_frac(value: u128, scale: u128) -> String {
+    let int = value / scale;
+    let frac = value % scale;
+    if frac == 0 {
+        return int.to_string();
+    }
+    let width = scale.ilog10() as usize;
+    let f = format!("{frac:0width$}");
+    format!("{int}.{}", f.trim_end_matches('0'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn rfc3339_nano_matches_go() {
+        assert_eq!(
+            format_rfc3339_nano(datetime!(2024-01-12 10:39:20.886816 UTC)),
+            "2024-01-12T10:39:20.886816Z"
+        );
+        assert_eq!(format_rfc3339_nano(datetime!(2009-11-10 23:00:00 UTC)), "2009-11-10T23:00:00Z");
+        assert_eq!(
+            format_rfc3339_nano(datetime!(2024-01-12 11:39:20.5 +01:00)),
+            "2024-01-12T11:39:20.5+01:00"
+        );
+        assert_eq!(format_rfc3339_nano(datetime!(0001-01-01 00:00:00 UTC)), ZERO_TIME);
+    }
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("720h"), Ok(Duration::from_secs(720 * 3600)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("-1s"), Err(DurationError::Negative));
+        assert_eq!(parse_duration("30"), Err(DurationError::Invalid));
+        assert_eq!(parse_duration("1d"), Err(DurationError::Invalid));
+        assert_eq!(parse_duration(""), Err(DurationError::Invalid));
+        assert_eq!(parse_duration("s"), Err(DurationError::Invalid));
+    }
+
+    #[test]
+    fn durations_format_like_go() {
+        assert_eq!(format_duration(Duration::from_secs(300)), "5m0s");
+        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m0s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(format_duration(Duration::from_micros(1500)), "1.5ms");
+        assert_eq!(format_duration(Duration::ZERO), "0s");
+        assert_eq!(format_duration(Duration::from_nanos(42)), "42ns");
+    }
+}

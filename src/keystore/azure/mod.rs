@@ -1,0 +1,1 @@
+//! Azure Key Vault store (`kes-azure-keystore.md`, `azure-rest.md`).

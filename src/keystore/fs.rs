@@ -1,0 +1,1 @@
+//! Directory store, upstream's `keystore.fs` layout (`kes-config-cli.md` §5).

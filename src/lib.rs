@@ -1,0 +1,53 @@
+//! # kes: a synchronous, hardened KES server and CLI
+//!
+//! A drop-in replacement for MinIO's KES (Key Encryption Service): the same wire API, the
+//! same config file, the same CLI, the same stored-key and ciphertext formats, with Azure
+//! Key Vault (or a local directory) as the key store. No async runtime: one thread per
+//! connection, blocking sockets with timeouts, and hard limits on everything a client sends.
+//!
+//! ## Layers (dependencies point down only)
+//!
+//! ```text
+//! L4  main -> cli                     argv -> commands; the only code that prints or exits
+//! L3  server (+ config)               sockets, threads, TLS, startup order, reload
+//! L2  api                             pure: (Request, Identity, &State) -> Response
+//! L1  http | auth | keystore | crypto | obs    (no imports between these)
+//! L0  sys                             the only `unsafe`: mlockall, prctl, rlimits, seccomp
+//! ```
+//!
+//! ## One request, end to end
+//!
+//! 1. `server` accepts; past the connection cap the socket is closed at once. Otherwise a
+//!    named thread with a small explicit stack takes it.
+//! 2. The thread completes the rustls handshake under a deadline and derives the client
+//!    [`auth::Identity`] (lowercase hex SHA-256 of the leaf certificate's SPKI).
+//! 3. `http` reads a bounded head, `api::routes` finds the route *before* the body is read,
+//!    then at most that route's `max_body` bytes are read.
+//! 4. `api::handle` authorizes (admin bypass, deny beats allow) into an
+//!    [`auth::Authorized`] proof, runs the handler, and maps failures to upstream's exact
+//!    `(status, message)` pairs in one function (`api::error`).
+//! 5. Handlers reach keys through `keystore::cache` (single-flight), decode them with
+//!    `crypto`, seal or open, and answer with the wire types of `api::wire`.
+//! 6. One audit record, the response is written, and the connection is kept or closed.
+//!
+//! ## Invariants
+//!
+//! * `http` never sees JSON; `api` never touches a socket or a TLS type.
+//! * Only `sys` contains `unsafe`; only `cli` prints or chooses exit codes.
+//! * Key material never reaches `Debug`, `Display`, a log line, an audit record or an error
+//!   message. Secret types zeroize on drop and have no `Debug`/`Clone`.
+//! * Every resource a client can consume has a named constant with a reason.
+
+#![deny(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod gotime;
+pub mod http;
+pub mod keystore;
+pub mod obs;
+pub mod server;
+pub mod sys;

@@ -1,0 +1,1 @@
+//! Observability: audit records, leveled error log, metrics.
