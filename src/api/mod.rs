@@ -16,7 +16,7 @@ pub fn valid_name(s: &str) -> bool {
 }
 
 /// `validPattern` of `kes-api.md` §4: `""` and `*` are valid; otherwise a valid name that
-/// may end in one `*` (the part before it must not end in `-`).
+/// may end in one `*`; `-` may not be first or last.
 pub fn valid_pattern(s: &str) -> bool {
     if s.is_empty() || s == "*" {
         return true;
@@ -25,7 +25,7 @@ pub fn valid_pattern(s: &str) -> bool {
         return false;
     }
     let body = s.strip_suffix('*').unwrap_or(s);
-    if body.starts_with('-') || body.ends_with('-') || body == "_" && !s.ends_with('*') {
+    if s.starts_with('-') || s.ends_with('-') || s == "_" {
         return false;
     }
     body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
