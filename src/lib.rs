@@ -45,6 +45,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod gojson;
 pub mod gotime;
 pub mod http;
 pub mod keystore;

@@ -1,1 +1,638 @@
-//! Observability: audit records, leveled error log, metrics.
+//! Observability: the audit trail, the leveled error log, their `/v1/log/*` subscribers,
+//! Prometheus metrics under upstream's names, and process statistics (`kes-api.md` §9.3,
+//! §9.4, §9.21, §10).
+//!
+//! Owns: fan-out of log events to the configured writer (stdout for audit, stderr for
+//! errors) and to bounded subscriber queues. A slow subscriber never blocks a request: when
+//! its queue is full the event is dropped for it and counted.
+//! Must not: ever receive key material, request bodies, plaintexts or ciphertexts. Events
+//! carry only paths, identities, addresses, statuses and fixed texts.
+
+use crate::config::Level;
+use crate::gotime;
+use std::fmt::Write as _;
+use std::io::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// Events a subscriber may fall behind by before events are dropped for it.
+pub const SUBSCRIBER_QUEUE: usize = 1024;
+
+/// Most concurrent subscribers per stream; more are refused with 503 rather than letting
+/// log fan-out cost grow without bound.
+pub const MAX_SUBSCRIBERS: usize = 256;
+
+/// Upper bounds (seconds) of the `kes_http_response_time` buckets, as upstream.
+pub const RESPONSE_TIME_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 3.0, 5.0, 10.0];
+
+/// A writer shared by log lines (stdout or stderr, or a buffer in tests).
+pub type SharedWriter = Arc<Mutex<Box<dyn Write + Send>>>;
+
+/// Fan-out of one stream (audit or error) to subscribers.
+#[derive(Default)]
+pub struct Hub {
+    subscribers: Mutex<Vec<SyncSender<Arc<Vec<u8>>>>>,
+    /// Events written to API subscribers (`kes_log_*_events`).
+    pub delivered: AtomicU64,
+    /// Events dropped because a subscriber was too slow.
+    pub dropped: AtomicU64,
+}
+
+/// Too many subscribers already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubFull;
+
+impl Hub {
+    /// A new subscription; dropped subscriptions are pruned on the next publish.
+    pub fn subscribe(&self) -> Result<Receiver<Arc<Vec<u8>>>, HubFull> {
+        let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        if subs.len() >= MAX_SUBSCRIBERS {
+            return Err(HubFull);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(SUBSCRIBER_QUEUE);
+        subs.push(tx);
+        Ok(rx)
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.subscribers.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Sends `line` (one NDJSON line) to every subscriber without blocking.
+    pub fn publish(&self, line: Vec<u8>) {
+        let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
+        if subs.is_empty() {
+            return;
+        }
+        let line = Arc::new(line);
+        subs.retain(|tx| match tx.try_send(line.clone()) {
+            Ok(()) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        });
+    }
+}
+
+/// One audited request.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub time: OffsetDateTime,
+    pub method: String,
+    pub path: String,
+    pub ip: Option<std::net::IpAddr>,
+    pub identity: String,
+    pub status: u16,
+    pub latency: Duration,
+    /// Upstream's fixed text, e.g. `secret key 'x' created`.
+    pub message: String,
+}
+
+/// Request counters and the response-time histogram.
+#[derive(Default)]
+pub struct Metrics {
+    /// Counts per status code, split by class when rendered.
+    codes: Mutex<std::collections::BTreeMap<u16, u64>>,
+    active: AtomicI64,
+    buckets: [AtomicU64; RESPONSE_TIME_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+/// Keeps `kes_http_request_active` raised while alive.
+pub struct ActiveGuard<'a>(&'a Metrics);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Metrics {
+    pub fn begin(&self) -> ActiveGuard<'_> {
+        self.active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(self)
+    }
+
+    /// Records one answered request. Statuses outside 2xx/4xx/5xx are not counted (upstream
+    /// cannot count them either).
+    pub fn observe(&self, status: u16, latency: Duration) {
+        if !matches!(status / 100, 2 | 4 | 5) {
+            return;
+        }
+        *self.codes.lock().unwrap_or_else(|e| e.into_inner()).entry(status).or_insert(0) += 1;
+        let secs = latency.as_secs_f64();
+        for (i, bound) in RESPONSE_TIME_BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+}
+
+/// Everything the server reports about itself: audit, error log, metrics.
+pub struct Obs {
+    pub audit: Hub,
+    pub errors: Hub,
+    pub metrics: Metrics,
+    audit_level: Level,
+    error_level: Level,
+    json: bool,
+    audit_out: Option<SharedWriter>,
+    error_out: Option<SharedWriter>,
+    /// Lines that could not be written (closed stdout/stderr).
+    pub write_failures: AtomicU64,
+}
+
+impl Obs {
+    /// `audit_out` gets audit lines when `audit_level` ≤ INFO; `error_out` gets error-log
+    /// lines at or above `error_level`. `json` selects JSON lines instead of slog text.
+    pub fn new(
+        audit_level: Level,
+        error_level: Level,
+        json: bool,
+        audit_out: Option<SharedWriter>,
+        error_out: Option<SharedWriter>,
+    ) -> Obs {
+        Obs {
+            audit: Hub::default(),
+            errors: Hub::default(),
+            metrics: Metrics::default(),
+            audit_level,
+            error_level,
+            json,
+            audit_out,
+            error_out,
+            write_failures: AtomicU64::new(0),
+        }
+    }
+
+    /// An `Obs` that writes nowhere (tests, CLI).
+    pub fn silent() -> Obs {
+        Obs::new(Level::INFO, Level::INFO, false, None, None)
+    }
+
+    pub fn audit_enabled(&self) -> bool {
+        self.audit_level <= Level::INFO
+    }
+
+    pub fn audit_level(&self) -> Level {
+        self.audit_level
+    }
+
+    pub fn error_level(&self) -> Level {
+        self.error_level
+    }
+
+    /// Records one request in the audit trail (stdout and `/v1/log/audit`).
+    pub fn audit(&self, e: &AuditEvent) {
+        if !self.audit_enabled() {
+            return;
+        }
+        if let Some(out) = &self.audit_out {
+            let line = if self.json { audit_json_line(e) } else { audit_text_line(e) };
+            self.write_line(out, &line);
+        }
+        self.audit.publish(audit_ndjson(e));
+    }
+
+    /// Logs at `level` with request-free fields.
+    pub fn log(&self, level: Level, msg: &str) {
+        self.log_with(level, msg, &[]);
+    }
+
+    /// Logs at `level` with extra `key=value` fields (never secrets).
+    pub fn log_with(&self, level: Level, msg: &str, fields: &[(&str, &str)]) {
+        if level < self.error_level {
+            return;
+        }
+        let now = OffsetDateTime::now_utc();
+        let text = slog_text(now, level, msg, fields);
+        if let Some(out) = &self.error_out {
+            let line = if self.json { slog_json(now, level, msg, fields) } else { text.clone() };
+            self.write_line(out, &line);
+        }
+        let mut ndjson = String::from("{\"message\":");
+        ndjson.push_str(&crate::gojson::go_json_string(&text));
+        ndjson.push_str("}\n");
+        self.errors.publish(ndjson.into_bytes());
+    }
+
+    fn write_line(&self, out: &SharedWriter, line: &str) {
+        let mut w = out.lock().unwrap_or_else(|e| e.into_inner());
+        if w.write_all(line.as_bytes())
+            .and_then(|_| w.write_all(b"\n"))
+            .and_then(|_| w.flush())
+            .is_err()
+        {
+            self.write_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn quote_if_needed(v: &str) -> String {
+    if v.is_empty() || v.chars().any(|c| c == ' ' || c == '"' || c == '=' || c.is_control()) {
+        crate::gojson::go_json_string(v)
+            .replace("\\u003c", "<")
+            .replace("\\u003e", ">")
+            .replace("\\u0026", "&")
+    } else {
+        v.to_string()
+    }
+}
+
+/// Go `slog` text handler shape: `time=… level=… msg=… k=v…`.
+fn slog_text(now: OffsetDateTime, level: Level, msg: &str, fields: &[(&str, &str)]) -> String {
+    let mut s = format!(
+        "time={} level={} msg={}",
+        gotime::format_rfc3339_millis(now),
+        level.name(),
+        quote_if_needed(msg)
+    );
+    for (k, v) in fields {
+        let _ = write!(s, " {k}={}", quote_if_needed(v));
+    }
+    s
+}
+
+fn slog_json(now: OffsetDateTime, level: Level, msg: &str, fields: &[(&str, &str)]) -> String {
+    let mut map = serde_json::Map::new();
+    map.insert("time".into(), gotime::format_rfc3339_nano(now).into());
+    map.insert("level".into(), level.name().into());
+    map.insert("msg".into(), msg.into());
+    for (k, v) in fields {
+        map.insert((*k).into(), (*v).into());
+    }
+    serde_json::Value::Object(map).to_string()
+}
+
+fn latency_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The stdout audit line (`kes-api.md` §10).
+pub fn audit_text_line(e: &AuditEvent) -> String {
+    let ip = e.ip.map(|i| i.to_string()).unwrap_or_default();
+    let code = e.status.to_string();
+    let latency = gotime::format_duration(e.latency);
+    slog_text(
+        e.time,
+        Level::INFO,
+        &e.message,
+        &[
+            ("req.method", &e.method),
+            ("req.path", &e.path),
+            ("req.ip", &ip),
+            ("req.identity", &e.identity),
+            ("res.code", &code),
+            ("res.time", &latency),
+        ],
+    )
+}
+
+fn audit_json_line(e: &AuditEvent) -> String {
+    serde_json::json!({
+        "time": gotime::format_rfc3339_nano(e.time),
+        "level": "INFO",
+        "msg": e.message,
+        "req": {
+            "method": e.method,
+            "path": e.path,
+            "ip": e.ip.map(|i| i.to_string()).unwrap_or_default(),
+            "identity": e.identity,
+        },
+        "res": { "code": e.status, "time": latency_ms(e.latency) },
+    })
+    .to_string()
+}
+
+/// The `/v1/log/audit` line (`kes-api.md` §9.21): `ip`/`identity` omitted when empty,
+/// `response.time` in milliseconds.
+pub fn audit_ndjson(e: &AuditEvent) -> Vec<u8> {
+    let mut request = serde_json::Map::new();
+    if let Some(ip) = e.ip {
+        request.insert("ip".into(), ip.to_string().into());
+    }
+    request.insert("path".into(), e.path.clone().into());
+    if !e.identity.is_empty() {
+        request.insert("identity".into(), e.identity.clone().into());
+    }
+    let v = serde_json::json!({
+        "time": gotime::format_rfc3339_nano(e.time),
+        "request": request,
+        "response": { "code": e.status, "time": latency_ms(e.latency) },
+    });
+    let mut out = crate::gojson::to_go_json(&v);
+    if out.last() != Some(&b'\n') {
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Process figures for `/v1/status` and `kes_system_*`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcStats {
+    pub heap_bytes: u64,
+    pub stack_bytes: u64,
+    pub threads: u64,
+    pub rss_bytes: u64,
+}
+
+impl ProcStats {
+    /// Parses `/proc/self/status` text.
+    pub fn from_status(text: &str) -> ProcStats {
+        let kib = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let threads = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        ProcStats {
+            heap_bytes: kib("RssAnon:") * 1024,
+            stack_bytes: kib("VmStk:") * 1024,
+            threads,
+            rss_bytes: kib("VmRSS:") * 1024,
+        }
+    }
+}
+
+/// Reads `/proc/self/status` through a descriptor opened once at startup, so that no file
+/// is opened after the seccomp filter is installed.
+pub struct ProcReader {
+    file: Option<std::fs::File>,
+}
+
+impl ProcReader {
+    pub fn open() -> ProcReader {
+        ProcReader { file: std::fs::File::open("/proc/self/status").ok() }
+    }
+
+    pub fn read(&self) -> ProcStats {
+        use std::os::unix::fs::FileExt;
+        let Some(f) = &self.file else { return ProcStats::default() };
+        let mut buf = vec![0u8; 8192];
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read_at(&mut buf[n..], n as u64) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(_) => return ProcStats::default(),
+            }
+        }
+        ProcStats::from_status(&String::from_utf8_lossy(&buf[..n]))
+    }
+}
+
+/// Everything `render_metrics` needs besides the counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemFigures {
+    pub uptime: Duration,
+    pub num_cpu: u64,
+    pub num_cpu_used: u64,
+    pub proc: ProcStats,
+}
+
+/// Extra figures we add under our own names (never upstream's).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreFigures {
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub backend_reads: u64,
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn fmt_f64(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 { format!("{v:.0}") } else { format!("{v}") }
+}
+
+/// Prometheus text exposition 0.0.4 with upstream's families, sorted by name, every family
+/// with at least one sample (kms-go's parser requires it).
+pub fn render_metrics(obs: &Obs, sys: &SystemFigures, store: &StoreFigures) -> String {
+    let m = &obs.metrics;
+    let codes = m.codes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut out = String::with_capacity(4096);
+    let class = |c: u16| codes.iter().filter(move |(k, _)| **k / 100 == c);
+
+    // Our own additions, under names upstream never used.
+    family(
+        &mut out,
+        "kes_cache_backend_reads",
+        "counter",
+        "Key store reads made by the key cache.",
+    );
+    let _ = writeln!(out, "kes_cache_backend_reads {}", store.backend_reads);
+    family(&mut out, "kes_cache_hits", "counter", "Key lookups answered from the cache.");
+    let _ = writeln!(out, "kes_cache_hits {}", store.cache_hits);
+    family(&mut out, "kes_cache_misses", "counter", "Key lookups that missed the cache.");
+    let _ = writeln!(out, "kes_cache_misses {}", store.cache_misses);
+
+    family(&mut out, "kes_http_request_active", "gauge", "Number of active requests.");
+    let _ = writeln!(out, "kes_http_request_active {}", m.active.load(Ordering::Relaxed).max(0));
+    if class(4).next().is_some() {
+        family(
+            &mut out,
+            "kes_http_request_error",
+            "counter",
+            "Number of requests answered with 4xx.",
+        );
+        for (code, n) in class(4) {
+            let _ = writeln!(out, "kes_http_request_error{{code=\"{code}\"}} {n}");
+        }
+    }
+    if class(5).next().is_some() {
+        family(
+            &mut out,
+            "kes_http_request_failure",
+            "counter",
+            "Number of requests answered with 5xx.",
+        );
+        for (code, n) in class(5) {
+            let _ = writeln!(out, "kes_http_request_failure{{code=\"{code}\"}} {n}");
+        }
+    }
+    if class(2).next().is_some() {
+        family(
+            &mut out,
+            "kes_http_request_success",
+            "counter",
+            "Number of requests answered with 2xx.",
+        );
+        for (code, n) in class(2) {
+            let _ = writeln!(out, "kes_http_request_success{{code=\"{code}\"}} {n}");
+        }
+    }
+    family(&mut out, "kes_http_response_time", "histogram", "Response time in seconds.");
+    for (i, bound) in RESPONSE_TIME_BUCKETS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "kes_http_response_time_bucket{{le=\"{}\"}} {}",
+            fmt_f64(*bound),
+            m.buckets[i].load(Ordering::Relaxed)
+        );
+    }
+    let count = m.count.load(Ordering::Relaxed);
+    let _ = writeln!(out, "kes_http_response_time_bucket{{le=\"+Inf\"}} {count}");
+    let sum = m.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+    let _ = writeln!(out, "kes_http_response_time_sum {}", fmt_f64(sum));
+    let _ = writeln!(out, "kes_http_response_time_count {count}");
+
+    family(&mut out, "kes_log_audit_events", "counter", "Audit events written to API subscribers.");
+    let _ = writeln!(out, "kes_log_audit_events {}", obs.audit.delivered.load(Ordering::Relaxed));
+    family(
+        &mut out,
+        "kes_log_audit_events_dropped",
+        "counter",
+        "Audit events dropped for slow subscribers.",
+    );
+    let _ =
+        writeln!(out, "kes_log_audit_events_dropped {}", obs.audit.dropped.load(Ordering::Relaxed));
+    family(
+        &mut out,
+        "kes_log_error_events",
+        "counter",
+        "Error-log events written to API subscribers.",
+    );
+    let _ = writeln!(out, "kes_log_error_events {}", obs.errors.delivered.load(Ordering::Relaxed));
+    family(
+        &mut out,
+        "kes_log_error_events_dropped",
+        "counter",
+        "Error-log events dropped for slow subscribers.",
+    );
+    let _ = writeln!(
+        out,
+        "kes_log_error_events_dropped {}",
+        obs.errors.dropped.load(Ordering::Relaxed)
+    );
+
+    family(
+        &mut out,
+        "kes_system_mem_heap_objects",
+        "gauge",
+        "Heap objects (not tracked: resident anonymous pages).",
+    );
+    let _ = writeln!(out, "kes_system_mem_heap_objects {}", sys.proc.heap_bytes / 4096);
+    family(
+        &mut out,
+        "kes_system_mem_heap_used",
+        "gauge",
+        "Heap memory in bytes (resident anonymous memory).",
+    );
+    let _ = writeln!(out, "kes_system_mem_heap_used {}", sys.proc.heap_bytes);
+    family(&mut out, "kes_system_mem_stack_used", "gauge", "Stack memory in bytes.");
+    let _ = writeln!(out, "kes_system_mem_stack_used {}", sys.proc.stack_bytes);
+    family(&mut out, "kes_system_num_cpu", "gauge", "Logical CPUs.");
+    let _ = writeln!(out, "kes_system_num_cpu {}", sys.num_cpu);
+    family(&mut out, "kes_system_num_cpu_used", "gauge", "CPUs the process may use.");
+    let _ = writeln!(out, "kes_system_num_cpu_used {}", sys.num_cpu_used);
+    family(&mut out, "kes_system_num_threads", "gauge", "Threads of the process.");
+    let _ = writeln!(out, "kes_system_num_threads {}", sys.proc.threads);
+    family(&mut out, "kes_system_up_time", "gauge", "Seconds since the server started.");
+    let up = (sys.uptime.as_millis() / 10) as f64 / 100.0;
+    let _ = writeln!(out, "kes_system_up_time {}", fmt_f64(up));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_subscribers_drop_instead_of_blocking() {
+        let hub = Hub::default();
+        let rx = hub.subscribe().unwrap();
+        for i in 0..(SUBSCRIBER_QUEUE + 10) {
+            hub.publish(format!("{i}\n").into_bytes());
+        }
+        assert_eq!(hub.delivered.load(Ordering::Relaxed), SUBSCRIBER_QUEUE as u64);
+        assert_eq!(hub.dropped.load(Ordering::Relaxed), 10);
+        assert_eq!(&**rx.recv().unwrap(), b"0\n");
+        drop(rx);
+        hub.publish(b"x\n".to_vec());
+        assert_eq!(hub.subscriber_count(), 0);
+    }
+
+    #[test]
+    fn audit_ndjson_shape() {
+        let e = AuditEvent {
+            time: time::macros::datetime!(2024-01-12 10:39:20.5 UTC),
+            method: "PUT".into(),
+            path: "/v1/key/create/k".into(),
+            ip: Some("127.0.0.1".parse().unwrap()),
+            identity: "abc".into(),
+            status: 200,
+            latency: Duration::from_millis(12),
+            message: "secret key 'k' created".into(),
+        };
+        assert_eq!(
+            String::from_utf8(audit_ndjson(&e)).unwrap(),
+            "{\"request\":{\"identity\":\"abc\",\"ip\":\"127.0.0.1\",\"path\":\"/v1/key/create/k\"},\"response\":{\"code\":200,\"time\":12},\"time\":\"2024-01-12T10:39:20.5Z\"}\n"
+        );
+        let line = audit_text_line(&e);
+        assert_eq!(
+            line,
+            "time=2024-01-12T10:39:20.500Z level=INFO msg=\"secret key 'k' created\" req.method=PUT req.path=/v1/key/create/k req.ip=127.0.0.1 req.identity=abc res.code=200 res.time=12ms"
+        );
+    }
+
+    #[test]
+    fn proc_status_parses() {
+        let s = ProcStats::from_status(
+            "Name:\tkes\nVmRSS:\t  2048 kB\nRssAnon:\t 1024 kB\nVmStk:\t 132 kB\nThreads:\t7\n",
+        );
+        assert_eq!(s.heap_bytes, 1024 * 1024);
+        assert_eq!(s.stack_bytes, 132 * 1024);
+        assert_eq!(s.threads, 7);
+        assert_eq!(s.rss_bytes, 2048 * 1024);
+        assert!(ProcReader::open().read().threads >= 1);
+    }
+
+    #[test]
+    fn metrics_families_are_sorted_and_complete() {
+        let obs = Obs::silent();
+        obs.metrics.observe(200, Duration::from_millis(3));
+        obs.metrics.observe(200, Duration::from_millis(300));
+        obs.metrics.observe(404, Duration::from_millis(3));
+        obs.metrics.observe(301, Duration::from_millis(3));
+        let text = render_metrics(
+            &obs,
+            &SystemFigures { num_cpu: 2, num_cpu_used: 2, ..Default::default() },
+            &StoreFigures::default(),
+        );
+        assert!(text.contains("kes_http_request_success{code=\"200\"} 2\n"));
+        assert!(text.contains("kes_http_request_error{code=\"404\"} 1\n"));
+        assert!(!text.contains("kes_http_request_failure"), "no empty families");
+        assert!(text.contains("kes_http_response_time_bucket{le=\"0.01\"} 2\n"));
+        assert!(text.contains("kes_http_response_time_bucket{le=\"0.5\"} 3\n"));
+        assert!(text.contains("kes_http_response_time_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("kes_http_response_time_count 3\n"));
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+    }
+}

@@ -1,59 +1,232 @@
-//! The KES API: pure `(Request, Identity, &State) -> Response`. Never touches a socket.
+//! The KES API: pure `(Request, Identity, &State) -> Response`. Never touches a socket or a
+//! TLS type: the connection loop hands it a parsed head, a bounded body and what the TLS
+//! layer learned about the client's certificates.
+//!
+//! Pipeline per request (order decides which error wins, `kes-api.md` §3): clean path ->
+//! route -> method -> (body read by the caller, bounded by the route) -> authenticate ->
+//! authorize -> handler -> one audit record and the metrics.
 
-/// Longest key, policy or identity name the API accepts (`kes-api.md` §4).
-pub const MAX_NAME_LEN: usize = 80;
+pub mod error;
+pub mod handlers;
+pub mod routes;
+pub mod wire;
 
-/// `validName` of `kes-api.md` §4: 1..=80 bytes of `[0-9A-Za-z_-]`, no leading or trailing
-/// `-`, and not `_` alone.
-pub fn valid_name(s: &str) -> bool {
-    if s.is_empty() || s.len() > MAX_NAME_LEN || s == "_" {
-        return false;
-    }
-    if s.starts_with('-') || s.ends_with('-') {
-        return false;
-    }
-    s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+use crate::auth::{Authorized, Denied, Identity, PolicySet};
+use crate::config::Level;
+use crate::http::{Head, Method, Response};
+use crate::keystore::cache::KeyCache;
+use crate::obs::{AuditEvent, Obs, ProcReader};
+use error::ApiError;
+use routes::{Auth, Route, RouteMethod};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+pub use handlers::validate::{MAX_NAME_LEN, valid_name, valid_pattern};
+
+/// Version facts reported by `/version`, `/v1/status` and the banner.
+#[derive(Debug, Clone)]
+pub struct BuildInfo {
+    pub version: &'static str,
+    pub commit: &'static str,
 }
 
-/// `validPattern` of `kes-api.md` §4: `""` and `*` are valid; otherwise a valid name that
-/// may end in one `*`; `-` may not be first or last.
-pub fn valid_pattern(s: &str) -> bool {
-    if s.is_empty() || s == "*" {
-        return true;
-    }
-    if s.len() > MAX_NAME_LEN {
-        return false;
-    }
-    let body = s.strip_suffix('*').unwrap_or(s);
-    if s.starts_with('-') || s.ends_with('-') || s == "_" {
-        return false;
-    }
-    body.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+/// An immutable snapshot of everything a request needs. Swapped whole on reload.
+pub struct State {
+    pub build: BuildInfo,
+    pub policies: PolicySet,
+    pub routes: Vec<Route>,
+    pub keys: Arc<KeyCache>,
+    /// Server start, in the local zone (reported as policy/identity `created_at`).
+    pub started: OffsetDateTime,
+    pub started_at: Instant,
+    pub obs: Arc<Obs>,
+    pub proc: Arc<ProcReader>,
+    /// Logical CPUs and CPUs this process may use.
+    pub cpus: (u64, u64),
 }
 
-#[cfg(test)]
-mod name_tests {
-    use super::*;
+/// What the TLS layer saw of the client's certificates (CA certificates already skipped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCert {
+    /// No leaf certificate was presented.
+    None,
+    /// Exactly one leaf: its identity.
+    One(Identity),
+    /// More than one non-CA certificate.
+    TooMany,
+}
 
-    #[test]
-    fn names_from_the_spec() {
-        for ok in ["my-key", "abc123", "0", "123ABC321", "_-___---_", "_0", "0-Z", "my_key-0"] {
-            assert!(valid_name(ok), "{ok} should be valid");
-        }
-        let long = "a".repeat(81);
-        for bad in ["", "my.key", "key/", "☰", "hel<lo", "Εmacs", long.as_str(), "_", "-a", "a-"] {
-            assert!(!valid_name(bad), "{bad} should be invalid");
-        }
-        assert!(valid_name(&"a".repeat(80)));
+/// Per-request inputs handed to a handler.
+pub struct Ctx<'a> {
+    pub state: &'a State,
+    pub head: &'a Head,
+    pub body: &'a [u8],
+    /// The path after the route prefix (decoded).
+    pub resource: &'a str,
+    /// When the route's timeout expires; key stores stop retrying by then.
+    pub deadline: Instant,
+    pub peer_ip: Option<IpAddr>,
+    /// Set by handlers that upstream audits (key create/import/delete).
+    pub audit_message: std::cell::RefCell<Option<String>>,
+}
+
+impl Ctx<'_> {
+    /// Logs an error with the request's fields (never a body or key material).
+    pub fn log_error(&self, level: Level, msg: &str, identity: Option<&Identity>) {
+        let ip = self.peer_ip.map(|i| i.to_string()).unwrap_or_default();
+        let id = identity.map(|i| i.as_str()).unwrap_or("");
+        self.state.obs.log_with(
+            level,
+            msg,
+            &[
+                ("req.method", self.head.method.as_str()),
+                ("req.path", &self.head.path),
+                ("req.ip", &ip),
+                ("req.identity", id),
+            ],
+        );
     }
+}
 
-    #[test]
-    fn patterns_from_the_spec() {
-        for ok in ["my*", "_-*", "*", "", "my-*", "abc"] {
-            assert!(valid_pattern(ok), "{ok} should be valid");
+/// What the connection loop should do with a request head before reading its body.
+pub enum Routed<'a> {
+    /// Read at most `route.max_body` bytes, then call [`handle`].
+    Route(&'a Route),
+    /// Answer at once (404, 405, 301) without reading a body.
+    Respond(Response),
+}
+
+/// `404 page not found`, as Go's mux answers unknown paths.
+pub fn not_found() -> Response {
+    Response::with_body(404, "text/plain; charset=utf-8", b"404 page not found\n".to_vec())
+        .header("X-Content-Type-Options", "nosniff")
+}
+
+/// Finds the route for a head: unclean paths are redirected, unknown paths get 404, wrong
+/// methods 405 (POST passes where PUT is expected).
+pub fn lookup<'a>(state: &'a State, head: &Head) -> Routed<'a> {
+    let cleaned = crate::http::clean_path(&head.path);
+    if cleaned != head.path {
+        let mut location = cleaned;
+        if !head.query.is_empty() {
+            location.push('?');
+            location.push_str(&head.query);
         }
-        for bad in ["*-*", "my.key", "key/", "my-", "**", "a*b"] {
-            assert!(!valid_pattern(bad), "{bad} should be invalid");
+        return Routed::Respond(Response::new(301).header("Location", location));
+    }
+    let Some(route) = routes::find(&state.routes, &head.path) else {
+        return Routed::Respond(not_found());
+    };
+    let ok = match (route.method, &head.method) {
+        (RouteMethod::Get, Method::Get) => true,
+        (RouteMethod::Put, Method::Put | Method::Post) => true,
+        (RouteMethod::Delete, Method::Delete) => true,
+        _ => false,
+    };
+    if !ok {
+        let err = ApiError::MethodNotAllowed {
+            received: head.method.as_str().to_string(),
+            expected: route.method.as_str(),
+        };
+        let response = err.to_response();
+        if route.metrics {
+            state.obs.metrics.observe(response.status, Duration::ZERO);
+        }
+        return Routed::Respond(response);
+    }
+    Routed::Route(route)
+}
+
+/// Runs one routed request: authenticate, authorize, handle, then audit and count.
+pub fn handle(
+    state: &State,
+    route: &Route,
+    head: &Head,
+    body: &[u8],
+    cert: &ClientCert,
+    peer_ip: Option<IpAddr>,
+) -> Response {
+    let started = Instant::now();
+    let _active = route.metrics.then(|| state.obs.metrics.begin());
+    let deadline = if route.timeout.is_zero() {
+        started + Duration::from_secs(24 * 3600)
+    } else {
+        started + route.timeout
+    };
+    let ctx = Ctx {
+        state,
+        head,
+        body,
+        resource: routes::resource(route, &head.path),
+        deadline,
+        peer_ip,
+        audit_message: std::cell::RefCell::new(None),
+    };
+    let identity = match cert {
+        ClientCert::One(id) => Some(id.clone()),
+        _ => None,
+    };
+    let result = authorize(state, route, &head.path, cert, &ctx)
+        .and_then(|auth| (route.handler)(&ctx, &auth));
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => e.to_response(),
+    };
+    let latency = started.elapsed();
+    if route.metrics {
+        state.obs.metrics.observe(response.status, latency);
+    }
+    if route.auth != Auth::None {
+        let message = ctx
+            .audit_message
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| format!("{} {}", head.method.as_str(), head.path));
+        state.obs.audit(&AuditEvent {
+            time: OffsetDateTime::now_utc(),
+            method: head.method.as_str().to_string(),
+            path: head.path.clone(),
+            ip: peer_ip,
+            identity: identity.map(|i| i.to_string()).unwrap_or_default(),
+            status: response.status,
+            latency,
+            message,
+        });
+    }
+    response
+}
+
+fn authorize(
+    state: &State,
+    route: &Route,
+    path: &str,
+    cert: &ClientCert,
+    ctx: &Ctx<'_>,
+) -> Result<Authorized, ApiError> {
+    match route.auth {
+        Auth::None => Ok(Authorized::unchecked_for_skip_auth(None)),
+        Auth::IdentifyOnly => Ok(Authorized::unchecked_for_skip_auth(match cert {
+            ClientCert::One(id) => Some(id.clone()),
+            _ => None,
+        })),
+        Auth::Verify => {
+            let id = match cert {
+                ClientCert::None => return Err(ApiError::NoClientCert),
+                ClientCert::TooMany => return Err(ApiError::TooManyClientCerts),
+                ClientCert::One(id) => id,
+            };
+            state.policies.authorize(id, path).map_err(|denied| {
+                let msg = match &denied {
+                    Denied::UnknownIdentity => "access denied: identity not found".to_string(),
+                    Denied::RejectedByPolicy(p) => {
+                        format!("access denied: rejected by policy '{p}'")
+                    }
+                };
+                ctx.log_error(Level::DEBUG, &msg, Some(id));
+                ApiError::NotAllowed
+            })
         }
     }
 }

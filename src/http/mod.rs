@@ -1,1 +1,620 @@
-//! Sans-IO HTTP/1.1.
+//! Sans-IO HTTP/1.1 (RFC 9112): a pure head parser with caller-supplied limits, the request
+//! and response types, body framing rules and response serialization. The connection loop
+//! in `server::conn` is a thin I/O shell around these functions.
+//!
+//! Must not: see JSON, know routes, or touch a socket.
+
+use std::fmt::Write as _;
+
+/// Most bytes a request head may have. kms-go and MinIO send well under 1 KiB; 16 KiB leaves
+/// room for proxies while keeping a slow-loris buffer small.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Most header fields in one request head.
+pub const MAX_HEADERS: usize = 64;
+
+/// Request methods the KES API knows; anything else is kept as text for the 405 message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Put,
+    Post,
+    Delete,
+    Head,
+    Other(String),
+}
+
+impl Method {
+    fn parse(s: &str) -> Method {
+        match s {
+            "GET" => Method::Get,
+            "PUT" => Method::Put,
+            "POST" => Method::Post,
+            "DELETE" => Method::Delete,
+            "HEAD" => Method::Head,
+            other => Method::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Get => "GET",
+            Method::Put => "PUT",
+            Method::Post => "POST",
+            Method::Delete => "DELETE",
+            Method::Head => "HEAD",
+            Method::Other(s) => s,
+        }
+    }
+}
+
+/// How the request body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// A parsed request head.
+#[derive(Debug, Clone)]
+pub struct Head {
+    pub method: Method,
+    /// The raw request target as sent.
+    pub target: String,
+    /// Percent-decoded path (Go's `URL.Path`).
+    pub path: String,
+    /// The raw query without `?`.
+    pub query: String,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    pub headers: Vec<(String, String)>,
+    pub framing: BodyFraming,
+    /// Whether the client wants the connection kept open after this request.
+    pub keep_alive: bool,
+}
+
+impl Head {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why a head was refused; each maps to one status in `server::conn`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadError {
+    /// Syntax error (400).
+    Malformed(&'static str),
+    /// More than [`MAX_HEAD_BYTES`] or [`MAX_HEADERS`] (431).
+    TooLarge,
+    /// Not HTTP/1.x (505).
+    Version,
+    /// Both or conflicting framing headers, or an unsupported transfer coding (400/501).
+    Framing(&'static str),
+}
+
+/// Parses a request head from the start of `buf`. `Ok(None)`: incomplete, read more.
+/// `Ok(Some((head, n)))`: the head used `n` bytes.
+pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let status = match req.parse(buf) {
+        Ok(s) => s,
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(httparse::Error::Version) => return Err(HeadError::Version),
+        Err(_) => return Err(HeadError::Malformed("malformed request head")),
+    };
+    let n = match status {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => {
+            if buf.len() > MAX_HEAD_BYTES {
+                return Err(HeadError::TooLarge);
+            }
+            return Ok(None);
+        }
+    };
+    if n > MAX_HEAD_BYTES {
+        return Err(HeadError::TooLarge);
+    }
+    let method = Method::parse(req.method.unwrap_or_default());
+    let target = req.path.unwrap_or_default().to_string();
+    let minor_version = req.version.unwrap_or(1);
+    let mut list = Vec::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let value = std::str::from_utf8(h.value)
+            .map_err(|_| HeadError::Malformed("header value is not valid UTF-8"))?;
+        list.push((h.name.to_string(), value.trim().to_string()));
+    }
+    let (raw_path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, q.to_string()),
+        None => (target.as_str(), String::new()),
+    };
+    if !raw_path.starts_with('/') {
+        return Err(HeadError::Malformed("request target must be an absolute path"));
+    }
+    let path = percent_decode(raw_path).ok_or(HeadError::Malformed("invalid URL escape"))?;
+    let framing = framing(&list)?;
+    let keep_alive = keep_alive(&list, minor_version);
+    let head =
+        Head { method, target, path, query, minor_version, headers: list, framing, keep_alive };
+    Ok(Some((head, n)))
+}
+
+/// RFC 9112 §6.3: `Transfer-Encoding` and `Content-Length` together are refused (request
+/// smuggling), as are duplicate or non-numeric lengths and codings other than `chunked`.
+fn framing(headers: &[(String, String)]) -> Result<BodyFraming, HeadError> {
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("content-length") {
+            if length.is_some() {
+                return Err(HeadError::Framing("duplicate Content-Length"));
+            }
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(HeadError::Framing("invalid Content-Length"));
+            }
+            length = Some(value.parse().map_err(|_| HeadError::Framing("invalid Content-Length"))?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if chunked || !value.eq_ignore_ascii_case("chunked") {
+                return Err(HeadError::Framing("unsupported Transfer-Encoding"));
+            }
+            chunked = true;
+        }
+    }
+    match (length, chunked) {
+        (Some(_), true) => Err(HeadError::Framing("both Content-Length and Transfer-Encoding")),
+        (Some(0), false) | (None, false) => Ok(BodyFraming::None),
+        (Some(n), false) => Ok(BodyFraming::Length(n)),
+        (None, true) => Ok(BodyFraming::Chunked),
+    }
+}
+
+/// HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 closes unless it asks
+/// for `keep-alive`.
+fn keep_alive(headers: &[(String, String)], minor_version: u8) -> bool {
+    let mut close = false;
+    let mut keep = false;
+    for (name, value) in headers {
+        if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(',') {
+                let t = token.trim();
+                close |= t.eq_ignore_ascii_case("close");
+                keep |= t.eq_ignore_ascii_case("keep-alive");
+            }
+        }
+    }
+    if close {
+        return false;
+    }
+    minor_version >= 1 || keep
+}
+
+/// Percent-decodes a URL path as Go's `url.PathUnescape` does; `None` on a bad escape or a
+/// result that is not UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return Some(s.to_string());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hi = hex_val(*bytes.get(i + 1)?)?;
+            let lo = hex_val(*bytes.get(i + 2)?)?;
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Go's `path.Clean` for the mux's redirect of unclean paths (`//`, `/./`, `/../`). A
+/// trailing slash is kept, as the mux keeps it.
+pub fn clean_path(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    let mut out = String::from("/");
+    out.push_str(&parts.join("/"));
+    if p.ends_with('/') && out != "/" {
+        out.push('/');
+    }
+    out
+}
+
+/// Incremental decoder for a chunked body (RFC 9112 §7.1), bounded by `limit` data bytes.
+#[derive(Debug)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+    limit: usize,
+    /// Decoded data so far.
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    Size,
+    Data(usize),
+    DataEnd,
+    Trailer,
+    Done,
+}
+
+/// A chunked body that cannot be decoded, or that exceeds its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkError {
+    Malformed,
+    TooLarge,
+}
+
+/// Longest chunk-size line or trailer line we accept.
+const MAX_CHUNK_LINE: usize = 1024;
+
+impl ChunkedDecoder {
+    pub fn new(limit: usize) -> ChunkedDecoder {
+        ChunkedDecoder { state: ChunkState::Size, limit, data: Vec::new() }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Consumes as much of `buf` as possible; returns how many bytes were used.
+    pub fn feed(&mut self, buf: &[u8]) -> Result<usize, ChunkError> {
+        let mut pos = 0;
+        loop {
+            match self.state {
+                ChunkState::Done => return Ok(pos),
+                ChunkState::Size | ChunkState::Trailer => {
+                    let Some(end) = find_crlf(&buf[pos..]) else {
+                        if buf.len() - pos > MAX_CHUNK_LINE {
+                            return Err(ChunkError::Malformed);
+                        }
+                        return Ok(pos);
+                    };
+                    let line = &buf[pos..pos + end];
+                    pos += end + 2;
+                    if self.state == ChunkState::Trailer {
+                        if line.is_empty() {
+                            self.state = ChunkState::Done;
+                        }
+                        continue;
+                    }
+                    let size_text = line.split(|&b| b == b';').next().unwrap_or_default();
+                    let size_text =
+                        std::str::from_utf8(size_text).map_err(|_| ChunkError::Malformed)?.trim();
+                    let size =
+                        usize::from_str_radix(size_text, 16).map_err(|_| ChunkError::Malformed)?;
+                    if size == 0 {
+                        self.state = ChunkState::Trailer;
+                    } else {
+                        if self.data.len().saturating_add(size) > self.limit {
+                            return Err(ChunkError::TooLarge);
+                        }
+                        self.state = ChunkState::Data(size);
+                    }
+                }
+                ChunkState::Data(left) => {
+                    if pos == buf.len() {
+                        return Ok(pos);
+                    }
+                    let take = left.min(buf.len() - pos);
+                    self.data.extend_from_slice(&buf[pos..pos + take]);
+                    pos += take;
+                    self.state = if take == left {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(left - take)
+                    };
+                }
+                ChunkState::DataEnd => {
+                    if buf.len() - pos < 2 {
+                        return Ok(pos);
+                    }
+                    if &buf[pos..pos + 2] != b"\r\n" {
+                        return Err(ChunkError::Malformed);
+                    }
+                    pos += 2;
+                    self.state = ChunkState::Size;
+                }
+            }
+        }
+    }
+}
+
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\r\n")
+}
+
+/// A response body: bytes, or a stream of events (the `/v1/log/*` routes) that the
+/// connection loop writes chunk by chunk until the client goes away.
+pub enum Body {
+    Bytes(Vec<u8>),
+    Stream(Box<dyn EventStream>),
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Body::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+            Body::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
+/// A source of streamed events. `next` waits at most `wait` and returns `Ok(None)` when
+/// nothing arrived (the loop then checks that the client is still there).
+pub trait EventStream: Send {
+    fn next(&mut self, wait: std::time::Duration) -> Option<Vec<u8>>;
+}
+
+/// A response to write.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Body,
+}
+
+impl Response {
+    pub fn new(status: u16) -> Response {
+        Response { status, headers: Vec::new(), body: Body::Bytes(Vec::new()) }
+    }
+
+    pub fn with_body(status: u16, content_type: &str, body: Vec<u8>) -> Response {
+        Response {
+            status,
+            headers: vec![("Content-Type", content_type.to_string())],
+            body: Body::Bytes(body),
+        }
+    }
+
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn get_header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn body_bytes(&self) -> &[u8] {
+        match &self.body {
+            Body::Bytes(b) => b,
+            Body::Stream(_) => &[],
+        }
+    }
+
+    /// Serializes the status line and headers (and a byte body). Stream bodies are sent
+    /// with `Transfer-Encoding: chunked`.
+    pub fn head_bytes(&self, keep_alive: bool, minor_version: u8, date: &str) -> Vec<u8> {
+        let mut s = String::with_capacity(256);
+        let _ = write!(s, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        for (name, value) in &self.headers {
+            let _ = write!(s, "{name}: {value}\r\n");
+        }
+        let _ = write!(s, "Date: {date}\r\n");
+        match &self.body {
+            Body::Bytes(b) => {
+                let _ = write!(s, "Content-Length: {}\r\n", b.len());
+            }
+            Body::Stream(_) => s.push_str("Transfer-Encoding: chunked\r\n"),
+        }
+        if !keep_alive {
+            s.push_str("Connection: close\r\n");
+        } else if minor_version == 0 {
+            s.push_str("Connection: keep-alive\r\n");
+        }
+        s.push_str("\r\n");
+        let mut out = s.into_bytes();
+        if let Body::Bytes(b) = &self.body {
+            out.extend_from_slice(b);
+        }
+        out
+    }
+}
+
+/// One chunk of a chunked body.
+pub fn chunk(data: &[u8]) -> Vec<u8> {
+    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Reason phrases for the statuses this server sends.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Request Entity Too Large",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// An HTTP date (RFC 9110 §5.6.7) for the `Date` header.
+pub fn http_date(t: time::OffsetDateTime) -> String {
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        DAYS[usize::from(t.weekday().number_days_from_monday())],
+        t.day(),
+        MONTHS[usize::from(u8::from(t.month()) - 1)],
+        t.year(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Head {
+        parse_head(s.as_bytes()).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn parses_a_kms_go_request() {
+        let raw = "POST /v1/key/generate/my-key HTTP/1.1\r\nHost: kes:7373\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}";
+        let (head, n) = parse_head(raw.as_bytes()).unwrap().unwrap();
+        assert_eq!(n, raw.len() - 2);
+        assert_eq!(head.method, Method::Post);
+        assert_eq!(head.path, "/v1/key/generate/my-key");
+        assert_eq!(head.framing, BodyFraming::Length(2));
+        assert!(head.keep_alive);
+        assert_eq!(head.header("content-type"), Some("application/json"));
+    }
+
+    #[test]
+    fn partial_heads_ask_for_more_and_oversized_ones_fail() {
+        assert!(parse_head(b"GET /version HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
+        let mut big = b"GET /version HTTP/1.1\r\nX: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', MAX_HEAD_BYTES + 1));
+        assert_eq!(parse_head(&big).unwrap_err(), HeadError::TooLarge);
+        let mut many = String::from("GET / HTTP/1.1\r\n");
+        for i in 0..=MAX_HEADERS {
+            many.push_str(&format!("X-{i}: v\r\n"));
+        }
+        many.push_str("\r\n");
+        assert_eq!(parse_head(many.as_bytes()).unwrap_err(), HeadError::TooLarge);
+    }
+
+    #[test]
+    fn rejects_garbage_and_wrong_versions() {
+        assert!(matches!(parse_head(b"\x16\x03\x01garbage\r\n\r\n"), Err(HeadError::Malformed(_))));
+        assert_eq!(parse_head(b"GET / HTTP/2.0\r\n\r\n").unwrap_err(), HeadError::Version);
+        assert!(matches!(
+            parse_head(b"GET http://x/ HTTP/1.1\r\n\r\n"),
+            Err(HeadError::Malformed("request target must be an absolute path"))
+        ));
+        assert!(matches!(parse_head(b"GET /a%zz HTTP/1.1\r\n\r\n"), Err(HeadError::Malformed(_))));
+    }
+
+    #[test]
+    fn framing_rules() {
+        let both = "PUT / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(matches!(parse_head(both.as_bytes()), Err(HeadError::Framing(_))));
+        let dup = "PUT / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n";
+        assert!(matches!(parse_head(dup.as_bytes()), Err(HeadError::Framing(_))));
+        let neg = "PUT / HTTP/1.1\r\nContent-Length: -1\r\n\r\n";
+        assert!(matches!(parse_head(neg.as_bytes()), Err(HeadError::Framing(_))));
+        let gz = "PUT / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n";
+        assert!(matches!(parse_head(gz.as_bytes()), Err(HeadError::Framing(_))));
+        assert_eq!(
+            parse("PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").framing,
+            BodyFraming::Chunked
+        );
+        assert_eq!(parse("GET / HTTP/1.1\r\n\r\n").framing, BodyFraming::None);
+    }
+
+    #[test]
+    fn keep_alive_rules() {
+        assert!(parse("GET / HTTP/1.1\r\n\r\n").keep_alive);
+        assert!(!parse("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive);
+        assert!(!parse("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(parse("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn decodes_paths_like_go() {
+        assert_eq!(parse("GET /v1/key/list/%2A HTTP/1.1\r\n\r\n").path, "/v1/key/list/*");
+        assert_eq!(parse("GET /a?b=c HTTP/1.1\r\n\r\n").query, "b=c");
+        assert_eq!(percent_decode("%E2%98%B0").as_deref(), Some("☰"));
+        assert_eq!(percent_decode("%ff"), None);
+        assert_eq!(percent_decode("%4"), None);
+    }
+
+    #[test]
+    fn cleans_paths_like_go() {
+        assert_eq!(clean_path("/v1//key/list/"), "/v1/key/list/");
+        assert_eq!(clean_path("/v1/./status"), "/v1/status");
+        assert_eq!(clean_path("/v1/key/../status"), "/v1/status");
+        assert_eq!(clean_path("/../.."), "/");
+        assert_eq!(clean_path("/version"), "/version");
+    }
+
+    #[test]
+    fn chunked_bodies_decode_in_pieces_and_respect_limits() {
+        let body = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nTrailer: x\r\n\r\n";
+        let mut d = ChunkedDecoder::new(100);
+        let mut used = 0;
+        for end in 1..=body.len() {
+            used += d.feed(&body[used..end]).unwrap();
+        }
+        assert!(d.is_done());
+        assert_eq!(used, body.len());
+        assert_eq!(d.data, b"Wikipedia");
+        let mut small = ChunkedDecoder::new(4);
+        assert_eq!(small.feed(b"5\r\nhello\r\n0\r\n\r\n"), Err(ChunkError::TooLarge));
+        let mut bad = ChunkedDecoder::new(100);
+        assert_eq!(bad.feed(b"zz\r\n"), Err(ChunkError::Malformed));
+        let mut bad = ChunkedDecoder::new(100);
+        assert_eq!(bad.feed(b"1\r\nab\r\n"), Err(ChunkError::Malformed));
+    }
+
+    #[test]
+    fn responses_serialize_with_length_and_connection() {
+        let r = Response::with_body(200, "application/json", b"{}\n".to_vec());
+        let bytes = r.head_bytes(true, 1, "Fri, 27 Nov 2026 20:00:00 GMT");
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nDate: Fri, 27 Nov 2026 20:00:00 GMT\r\nContent-Length: 3\r\n\r\n{}\n"
+        );
+        let r = Response::new(200);
+        let s = String::from_utf8(r.head_bytes(true, 0, "d")).unwrap();
+        assert!(s.contains("Connection: keep-alive\r\n"));
+        let s = String::from_utf8(Response::new(400).head_bytes(false, 1, "d")).unwrap();
+        assert!(s.starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        assert!(s.contains("Connection: close\r\n"));
+        assert_eq!(chunk(b"abc"), b"3\r\nabc\r\n");
+    }
+
+    #[test]
+    fn http_dates() {
+        let t = time::macros::datetime!(2026-11-27 20:37:41 UTC);
+        assert_eq!(http_date(t), "Fri, 27 Nov 2026 20:37:41 GMT");
+    }
+}

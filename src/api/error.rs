@@ -1,0 +1,209 @@
+//! `ApiError` -> `(status, {"message"})`: the one place failure statuses are chosen.
+//! Texts are upstream's, byte for byte, because kms-go compares errors by status *and*
+//! message (`kes-api.md` §6). Details of 5xx failures go to the error log, never to clients.
+
+use crate::gojson::go_json_string;
+use crate::http::Response;
+
+/// Which operation a key-store failure interrupted; it picks upstream's 502 text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    Create,
+    Read,
+    Delete,
+    List,
+}
+
+/// Every failure a handler or the pipeline can answer with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    NotAllowed,
+    KeyNotFound,
+    KeyExists,
+    PolicyNotFound,
+    IdentityNotFound,
+    DecryptionFailed,
+    /// `400 tls: client certificate is required`.
+    NoClientCert,
+    /// `400 tls: received more than one client certificate`.
+    TooManyClientCerts,
+    /// A key name in the path failed `validName`.
+    InvalidKeyName(String),
+    InvalidPolicyName(String),
+    InvalidIdentity(String),
+    InvalidPattern(String),
+    /// A request body that does not decode; the text is route-specific.
+    InvalidBody(&'static str),
+    MethodNotAllowed {
+        received: String,
+        expected: &'static str,
+    },
+    /// 406 for an import `cipher` we do not know.
+    UnsupportedAlgorithm(String),
+    /// 406 for an import key that is not 32 bytes.
+    InvalidKeySize(String),
+    /// 409: the key was stored without an HMAC key.
+    HmacUnsupported,
+    /// 502 with the operation's message.
+    KeyStore(StoreOp),
+    /// `/v1/ready`: 504 when the store is unreachable, 502 otherwise.
+    StoreUnreachable,
+    StoreUnavailable,
+    /// 500 with a fixed text (RNG or AEAD failure).
+    Internal(&'static str),
+}
+
+impl ApiError {
+    /// The status and exact message upstream sends.
+    pub fn status_and_message(&self) -> (u16, String) {
+        match self {
+            ApiError::NotAllowed => (403, "not authorized: insufficient permissions".into()),
+            ApiError::KeyNotFound => (404, "key does not exist".into()),
+            ApiError::KeyExists => (400, "key already exists".into()),
+            ApiError::PolicyNotFound => (404, "policy does not exist".into()),
+            ApiError::IdentityNotFound => (404, "identity does not exist".into()),
+            ApiError::DecryptionFailed => {
+                (400, "decryption failed: ciphertext is not authentic".into())
+            }
+            ApiError::NoClientCert => (400, "tls: client certificate is required".into()),
+            ApiError::TooManyClientCerts => {
+                (400, "tls: received more than one client certificate".into())
+            }
+            ApiError::InvalidKeyName(n) => {
+                (400, format!("key name '{n}' is empty, too long or contains invalid characters"))
+            }
+            ApiError::InvalidPolicyName(n) => (
+                400,
+                format!("policy name '{n}' is empty, too long or contains invalid characters"),
+            ),
+            ApiError::InvalidIdentity(n) => {
+                (400, format!("identity '{n}' is empty, too long or contains invalid characters"))
+            }
+            ApiError::InvalidPattern(p) => {
+                (400, format!("listing pattern '{p}' is empty, too long or is invalid"))
+            }
+            ApiError::InvalidBody(m) => (400, (*m).into()),
+            ApiError::MethodNotAllowed { received, expected } => {
+                (405, format!("received method '{received}' expected '{expected}'"))
+            }
+            ApiError::UnsupportedAlgorithm(c) => (406, format!("algorithm '{c}' is not supported")),
+            ApiError::InvalidKeySize(c) => (406, format!("invalid key size for '{c}'")),
+            ApiError::HmacUnsupported => (409, "key does not support HMAC".into()),
+            ApiError::KeyStore(op) => (
+                502,
+                match op {
+                    StoreOp::Create => "failed to create key",
+                    StoreOp::Read => "failed to read key",
+                    StoreOp::Delete => "failed to delete key",
+                    StoreOp::List => "failed to list keys",
+                }
+                .into(),
+            ),
+            ApiError::StoreUnreachable => (504, "key store is not reachable".into()),
+            ApiError::StoreUnavailable => (502, "key store is unavailable".into()),
+            ApiError::Internal(m) => (500, (*m).into()),
+        }
+    }
+
+    /// The JSON error response; 405 also names the expected method in `Accept`.
+    pub fn to_response(&self) -> Response {
+        let (status, message) = self.status_and_message();
+        let response = error_response(status, &message);
+        match self {
+            ApiError::MethodNotAllowed { expected, .. } => response.header("Accept", *expected),
+            _ => response,
+        }
+    }
+}
+
+/// `{"message":"…"\n}`: upstream writes the message with Go's JSON encoder (which ends the
+/// value with a newline) inside a hand-written object, HTML-escaped as Go escapes.
+pub fn error_response(status: u16, message: &str) -> Response {
+    let mut body = String::from("{\"message\":");
+    body.push_str(&go_json_string(message));
+    body.push_str("\n}");
+    Response::with_body(status, "application/json", body.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(e: ApiError) -> (u16, String) {
+        e.status_and_message()
+    }
+
+    #[test]
+    fn every_mapping_is_upstreams() {
+        let cases: Vec<(ApiError, u16, &str)> = vec![
+            (ApiError::NotAllowed, 403, "not authorized: insufficient permissions"),
+            (ApiError::KeyNotFound, 404, "key does not exist"),
+            (ApiError::KeyExists, 400, "key already exists"),
+            (ApiError::PolicyNotFound, 404, "policy does not exist"),
+            (ApiError::IdentityNotFound, 404, "identity does not exist"),
+            (ApiError::DecryptionFailed, 400, "decryption failed: ciphertext is not authentic"),
+            (ApiError::NoClientCert, 400, "tls: client certificate is required"),
+            (ApiError::TooManyClientCerts, 400, "tls: received more than one client certificate"),
+            (
+                ApiError::InvalidKeyName("a.b".into()),
+                400,
+                "key name 'a.b' is empty, too long or contains invalid characters",
+            ),
+            (
+                ApiError::InvalidPolicyName("".into()),
+                400,
+                "policy name '' is empty, too long or contains invalid characters",
+            ),
+            (
+                ApiError::InvalidIdentity("x/y".into()),
+                400,
+                "identity 'x/y' is empty, too long or contains invalid characters",
+            ),
+            (
+                ApiError::InvalidPattern("*-*".into()),
+                400,
+                "listing pattern '*-*' is empty, too long or is invalid",
+            ),
+            (ApiError::InvalidBody("invalid request body"), 400, "invalid request body"),
+            (
+                ApiError::MethodNotAllowed { received: "GET".into(), expected: "PUT" },
+                405,
+                "received method 'GET' expected 'PUT'",
+            ),
+            (ApiError::UnsupportedAlgorithm("".into()), 406, "algorithm '' is not supported"),
+            (ApiError::InvalidKeySize("AES256".into()), 406, "invalid key size for 'AES256'"),
+            (ApiError::HmacUnsupported, 409, "key does not support HMAC"),
+            (ApiError::KeyStore(StoreOp::Create), 502, "failed to create key"),
+            (ApiError::KeyStore(StoreOp::Read), 502, "failed to read key"),
+            (ApiError::KeyStore(StoreOp::Delete), 502, "failed to delete key"),
+            (ApiError::KeyStore(StoreOp::List), 502, "failed to list keys"),
+            (ApiError::StoreUnreachable, 504, "key store is not reachable"),
+            (ApiError::StoreUnavailable, 502, "key store is unavailable"),
+            (
+                ApiError::Internal("failed to generate encryption key"),
+                500,
+                "failed to generate encryption key",
+            ),
+        ];
+        for (err, status, msg) in cases {
+            assert_eq!(pair(err.clone()), (status, msg.to_string()), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn error_bodies_are_gos_bytes() {
+        let r = ApiError::KeyNotFound.to_response();
+        assert_eq!(r.status, 404);
+        assert_eq!(r.get_header("Content-Type"), Some("application/json"));
+        assert_eq!(r.body_bytes(), b"{\"message\":\"key does not exist\"\n}");
+        let r = ApiError::InvalidKeyName("hel<lo".into()).to_response();
+        assert_eq!(
+            r.body_bytes(),
+            b"{\"message\":\"key name 'hel\\u003clo' is empty, too long or contains invalid characters\"\n}"
+                .as_slice()
+        );
+        let r =
+            ApiError::MethodNotAllowed { received: "GET".into(), expected: "PUT" }.to_response();
+        assert_eq!(r.get_header("Accept"), Some("PUT"));
+    }
+}

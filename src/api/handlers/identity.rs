@@ -1,0 +1,91 @@
+//! `/v1/identity/{describe,list,self/describe}` (`kes-api.md` §9.18–9.20).
+
+use super::json;
+use super::policy::{created_at, matching, rule_map};
+use crate::api::error::ApiError;
+use crate::api::{Ctx, valid_name, valid_pattern};
+use crate::auth::{Authorized, Identity};
+use crate::http::Response;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+pub fn handle_describe_identity(ctx: &Ctx<'_>, _: &Authorized) -> Result<Response, ApiError> {
+    #[derive(Serialize)]
+    struct Admin {
+        admin: bool,
+        created_at: String,
+    }
+    #[derive(Serialize)]
+    struct User<'a> {
+        policy: &'a str,
+        created_at: String,
+        created_by: &'a str,
+    }
+    let id = ctx.resource;
+    if !valid_name(id) {
+        return Err(ApiError::InvalidIdentity(id.to_string()));
+    }
+    let id = Identity::new(id);
+    let set = &ctx.state.policies;
+    if set.is_admin(&id) {
+        return Ok(json(&Admin { admin: true, created_at: created_at(ctx) }));
+    }
+    let policy = set.assignments.get(&id).ok_or(ApiError::IdentityNotFound)?;
+    Ok(json(&User { policy, created_at: created_at(ctx), created_by: set.admin.as_str() }))
+}
+
+pub fn handle_list_identities(ctx: &Ctx<'_>, _: &Authorized) -> Result<Response, ApiError> {
+    #[derive(Serialize)]
+    struct List {
+        identities: Vec<String>,
+        continue_at: &'static str,
+    }
+    let pattern = ctx.resource;
+    if !valid_pattern(pattern) {
+        return Err(ApiError::InvalidPattern(pattern.to_string()));
+    }
+    let set = &ctx.state.policies;
+    let all =
+        std::iter::once(set.admin.as_str()).chain(set.assignments.keys().map(Identity::as_str));
+    Ok(json(&List { identities: matching(all, pattern), continue_at: "" }))
+}
+
+/// DECISION D2: non-admins get the flat layout kms-go's `DescribeSelf` parses.
+pub fn handle_describe_self(ctx: &Ctx<'_>, auth: &Authorized) -> Result<Response, ApiError> {
+    #[derive(Serialize)]
+    struct Admin<'a> {
+        identity: &'a str,
+        admin: bool,
+        created_at: String,
+    }
+    #[derive(Serialize)]
+    struct User<'a> {
+        identity: &'a str,
+        created_at: String,
+        created_by: &'a str,
+        policy: &'a str,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        allow: BTreeMap<&'a str, serde_json::Map<String, serde_json::Value>>,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        deny: BTreeMap<&'a str, serde_json::Map<String, serde_json::Value>>,
+    }
+    let Some(id) = auth.identity() else { return Err(ApiError::IdentityNotFound) };
+    let set = &ctx.state.policies;
+    if set.is_admin(id) {
+        return Ok(json(&Admin {
+            identity: id.as_str(),
+            admin: true,
+            created_at: created_at(ctx),
+        }));
+    }
+    let name = set.assignments.get(id).ok_or(ApiError::IdentityNotFound)?;
+    let policy = set.policies.get(name).ok_or(ApiError::IdentityNotFound)?;
+    Ok(json(&User {
+        identity: id.as_str(),
+        created_at: created_at(ctx),
+        created_by: set.admin.as_str(),
+        policy: name,
+        allow: rule_map(&policy.allow),
+        deny: rule_map(&policy.deny),
+    }))
+}

@@ -1,0 +1,66 @@
+//! JSON exactly as Go's `encoding/json` writes it: HTML-safe escaping (`<`, `>`, `&` as
+//! `\u003c`…) and the encoder's trailing newline. KES clients compare error texts byte for
+//! byte, so the API and the log streams share these two functions.
+
+/// A JSON string literal escaped exactly as Go's `encoding/json` escapes it.
+pub fn go_json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Encodes a JSON value as Go's `json.Encoder` does: compact, `<`, `>`, `&` escaped, and a
+/// trailing newline.
+pub fn to_go_json(value: &impl serde::Serialize) -> Vec<u8> {
+    let raw = serde_json::to_string(value).unwrap_or_else(|_| "null".into());
+    let mut out = String::with_capacity(raw.len() + 8);
+    for c in raw.chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out.push('\n');
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_string_escaping() {
+        assert_eq!(
+            go_json_string("a\"b\\c\n<>&\u{1}"),
+            "\"a\\\"b\\\\c\\n\\u003c\\u003e\\u0026\\u0001\""
+        );
+        assert_eq!(go_json_string("☰"), "\"☰\"");
+    }
+
+    #[test]
+    fn go_json_output() {
+        let v = serde_json::json!({"name": "a<b", "n": 1});
+        assert_eq!(to_go_json(&v), b"{\"n\":1,\"name\":\"a\\u003cb\"}\n");
+    }
+}
