@@ -119,12 +119,12 @@ pub fn lookup<'a>(state: &'a State, head: &Head) -> Routed<'a> {
     let Some(route) = routes::find(&state.routes, &head.path) else {
         return Routed::Respond(not_found());
     };
-    let ok = match (route.method, &head.method) {
-        (RouteMethod::Get, Method::Get) => true,
-        (RouteMethod::Put, Method::Put | Method::Post) => true,
-        (RouteMethod::Delete, Method::Delete) => true,
-        _ => false,
-    };
+    let ok = matches!(
+        (route.method, &head.method),
+        (RouteMethod::Get, Method::Get)
+            | (RouteMethod::Put, Method::Put | Method::Post)
+            | (RouteMethod::Delete, Method::Delete)
+    );
     if !ok {
         let err = ApiError::MethodNotAllowed {
             received: head.method.as_str().to_string(),

@@ -1,1 +1,481 @@
-//! The listener.
+//! The server: builds an immutable [`api::State`] from the config, hardens the process,
+//! binds, and runs a bounded thread-per-connection accept loop. No async runtime: every
+//! connection is a named thread with a small explicit stack, and everything a client can
+//! hold (a thread, a socket, buffered bytes, time) is bounded by a named constant.
+//!
+//! Startup order: config -> TLS material -> key store -> declarative keys -> bind ->
+//! harden -> accept. Reload (SIGHUP) swaps the state and TLS config atomically.
+
+pub mod conn;
+pub mod tls;
+
+use crate::api::{self, BuildInfo, State};
+use crate::auth::{Identity, Policy, PolicySet};
+use crate::config::{self, Config, KeyStoreConfig, Level};
+use crate::crypto::{Algorithm, KeyVersion};
+use crate::keystore::cache::KeyCache;
+use crate::keystore::mem::MemStore;
+use crate::keystore::{KeyStore, StoreError};
+use crate::obs::{Obs, ProcReader, SharedWriter};
+use crate::sys::{self, MlockPolicy};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// Default cap on concurrent connections. Each holds one thread; with [`CONN_STACK_SIZE`]
+/// this bounds locked stack memory under mlockall to about 512 MiB worst case.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// Stack of a connection thread. mlockall makes every stack resident, so it is explicit
+/// and small; debug builds use bigger frames and get more.
+pub const CONN_STACK_SIZE: usize = if cfg!(debug_assertions) { 2 << 20 } else { 512 << 10 };
+
+/// Deadline for creating declarative `keys:` at startup.
+pub const STARTUP_KEYS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The address `--dev` binds to unless `--addr` says otherwise: loopback only.
+pub const DEV_ADDRESS: &str = "127.0.0.1:7373";
+
+/// Version facts of this build.
+pub fn build_info() -> BuildInfo {
+    BuildInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        commit: option_env!("KES_BUILD_COMMIT").unwrap_or("<unknown>"),
+    }
+}
+
+/// How to run the server.
+pub struct Options {
+    pub config: Option<PathBuf>,
+    pub dev: bool,
+    /// `--addr`, overriding the config's `address`.
+    pub addr: Option<String>,
+    pub mlock: MlockPolicy,
+    pub max_connections: usize,
+    /// Log lines as JSON (journald users want fields); text otherwise.
+    pub log_json: bool,
+    /// Where audit lines go (stdout in production).
+    pub audit_out: Option<SharedWriter>,
+    /// Where error-log lines go (stderr in production).
+    pub error_out: Option<SharedWriter>,
+    /// Inject a key store instead of the configured one (tests, `--dev`).
+    pub store: Option<Arc<dyn KeyStore>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            config: None,
+            dev: false,
+            addr: None,
+            mlock: MlockPolicy::Try,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            log_json: false,
+            audit_out: None,
+            error_out: None,
+            store: None,
+        }
+    }
+}
+
+/// What the banner shows.
+pub struct Banner {
+    pub keystore: String,
+    pub admin: Identity,
+    pub addr: SocketAddr,
+    pub error_level: Level,
+    pub audit_level: Level,
+    pub mlock: bool,
+    /// `--dev`: the admin API key, to print once.
+    pub dev_api_key: Option<Zeroizing<String>>,
+    /// `--dev`: the server certificate (PEM), so clients can trust it.
+    pub dev_cert_pem: Option<String>,
+    /// Config warnings (e.g. glob-style policy patterns).
+    pub warnings: Vec<String>,
+}
+
+/// State and TLS config shared by all connections, swapped whole on reload.
+pub struct Shared {
+    state: RwLock<Arc<State>>,
+    tls: RwLock<Arc<rustls::ServerConfig>>,
+    active: AtomicUsize,
+    stopping: AtomicBool,
+}
+
+impl Shared {
+    pub fn state(&self) -> Arc<State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn tls(&self) -> Arc<rustls::ServerConfig> {
+        self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn active_connections(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub banner: Banner,
+    shared: Arc<Shared>,
+    accept: Mutex<Option<std::thread::JoinHandle<()>>>,
+    options: ReloadInputs,
+}
+
+/// What a reload needs to rebuild the state.
+struct ReloadInputs {
+    config: Option<PathBuf>,
+    log_json: bool,
+    audit_out: Option<SharedWriter>,
+    error_out: Option<SharedWriter>,
+}
+
+/// A startup failure with a message that says what to do.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Parses a listen address: host empty or a literal IP, port required.
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("address '{s}': missing port"))?;
+    let port: u16 = port.parse().map_err(|_| format!("address '{s}': invalid port '{port}'"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: IpAddr = if host.is_empty() {
+        IpAddr::from([0, 0, 0, 0])
+    } else {
+        host.parse().map_err(|_| format!("'{host}' is not a valid IP address"))?
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn policy_set(cfg: &Config) -> PolicySet {
+    let mut set =
+        PolicySet { admin: Identity::new(cfg.admin_identity.clone()), ..Default::default() };
+    for (name, p) in &cfg.policies {
+        set.policies.insert(name.clone(), Policy { allow: p.allow.clone(), deny: p.deny.clone() });
+        for id in &p.identities {
+            set.assignments.insert(Identity::new(id.clone()), name.clone());
+        }
+    }
+    set
+}
+
+/// Opens the configured key store.
+pub fn open_store(cfg: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, StartError> {
+    match cfg {
+        KeyStoreConfig::Fs { path } => {
+            let _ = path;
+            Err(StartError("keystore.fs: not available in this build yet".into()))
+        }
+        KeyStoreConfig::Azure(_) => {
+            Err(StartError("keystore.azure: not available in this build yet".into()))
+        }
+    }
+}
+
+/// Creates each declarative key that does not exist yet; any error but "exists" aborts.
+pub fn create_declared_keys(
+    store: &dyn KeyStore,
+    names: &[String],
+    admin: &Identity,
+) -> Result<(), StartError> {
+    for name in names {
+        let key = KeyVersion::generate(
+            Algorithm::preferred(),
+            admin.as_str(),
+            time::OffsetDateTime::now_utc(),
+        )
+        .map_err(|_| StartError(format!("keys: failed to generate key '{name}'")))?;
+        let value = key
+            .encode()
+            .map_err(|e| StartError(format!("keys: failed to encode key '{name}': {e}")))?;
+        match store.create(name, value.as_bytes(), Instant::now() + STARTUP_KEYS_TIMEOUT) {
+            Ok(()) | Err(StoreError::Exists) => {}
+            Err(e) => return Err(StartError(format!("keys: failed to create key '{name}': {e}"))),
+        }
+    }
+    Ok(())
+}
+
+fn build_state(cfg: &Config, store: Arc<dyn KeyStore>, obs: Arc<Obs>) -> State {
+    let started = time::OffsetDateTime::now_utc();
+    State {
+        build: build_info(),
+        policies: policy_set(cfg),
+        routes: api::routes::with_overrides(api::routes::default_routes(), &cfg.api),
+        keys: KeyCache::new(store, cfg.cache),
+        started,
+        started_at: Instant::now(),
+        obs,
+        proc: Arc::new(ProcReader::open()),
+        cpus: (sys::online_cpus(), sys::usable_cpus()),
+    }
+}
+
+fn tls_config(cfg: &Config) -> Result<Arc<rustls::ServerConfig>, StartError> {
+    let password = cfg.tls.password.as_ref().map(|p| p.as_str());
+    let identity = tls::load_identity(&cfg.tls.cert, &cfg.tls.key, password).map_err(StartError)?;
+    let optional = cfg.api.values().any(|o| o.skip_auth);
+    let auth = if cfg.tls.verify_client_chain {
+        tls::ClientAuth::Verify {
+            roots: tls::load_roots(cfg.tls.ca.as_deref()).map_err(StartError)?,
+            optional,
+        }
+    } else {
+        tls::ClientAuth::AnyCertificate { optional }
+    };
+    tls::server_config(identity, &auth).map_err(StartError)
+}
+
+fn make_obs(cfg: &Config, inputs: &ReloadInputs) -> Arc<Obs> {
+    Arc::new(Obs::new(
+        cfg.log.audit,
+        cfg.log.error,
+        inputs.log_json,
+        inputs.audit_out.clone(),
+        inputs.error_out.clone(),
+    ))
+}
+
+/// The configuration `--dev` runs with: an in-memory store, an ephemeral certificate and a
+/// fresh admin API key.
+fn dev_setup(
+    addr: SocketAddr,
+) -> Result<(Config, Arc<rustls::ServerConfig>, Zeroizing<String>, String), StartError> {
+    let key = crate::auth::apikey::ApiKey::generate()
+        .map_err(|_| StartError("failed to generate an API key".into()))?;
+    let mut ips: Vec<IpAddr> =
+        vec![IpAddr::from([127, 0, 0, 1]), IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])];
+    if !addr.ip().is_unspecified() && !ips.contains(&addr.ip()) {
+        ips.push(addr.ip());
+    }
+    let (identity, pem) = tls::dev_identity(&ips).map_err(StartError)?;
+    let tls = tls::server_config(identity, &tls::ClientAuth::AnyCertificate { optional: false })
+        .map_err(StartError)?;
+    let cfg = Config {
+        address: None,
+        admin_identity: key.identity().to_string(),
+        tls: config::TlsConfig {
+            key: PathBuf::new(),
+            cert: PathBuf::new(),
+            password: None,
+            verify_client_chain: false,
+            ca: None,
+            proxy_identities: Vec::new(),
+        },
+        policies: Default::default(),
+        cache: config::CacheConfig::default(),
+        api: Default::default(),
+        log: config::LogConfig::default(),
+        keys: Vec::new(),
+        keystore: KeyStoreConfig::Fs { path: PathBuf::new() },
+    };
+    Ok((cfg, tls, key.to_string_secret(), pem))
+}
+
+/// Loads everything, binds and starts serving in background threads.
+pub fn start(opts: Options) -> Result<Server, StartError> {
+    let inputs = ReloadInputs {
+        config: opts.config.clone(),
+        log_json: opts.log_json,
+        audit_out: opts.audit_out.clone(),
+        error_out: opts.error_out.clone(),
+    };
+    let (cfg, tls, store, dev_key, dev_pem, addr) = if opts.dev {
+        let addr = parse_addr(opts.addr.as_deref().unwrap_or(DEV_ADDRESS)).map_err(StartError)?;
+        let (cfg, tls, key, pem) = dev_setup(addr)?;
+        let store: Arc<dyn KeyStore> =
+            opts.store.clone().unwrap_or_else(|| Arc::new(MemStore::new()));
+        (cfg, tls, store, Some(key), Some(pem), addr)
+    } else {
+        let path = opts.config.as_ref().ok_or_else(|| {
+            StartError("no config file specified: use --config FILE, or --dev".into())
+        })?;
+        let cfg = config::load(path).map_err(|e| StartError(e.to_string()))?;
+        let addr = opts
+            .addr
+            .clone()
+            .or_else(|| cfg.address.clone())
+            .unwrap_or_else(|| config::DEFAULT_ADDRESS.to_string());
+        let addr = parse_addr(&addr).map_err(StartError)?;
+        let tls = tls_config(&cfg)?;
+        let store = match opts.store.clone() {
+            Some(s) => s,
+            None => open_store(&cfg.keystore)?,
+        };
+        (cfg, tls, store, None, None, addr)
+    };
+    create_declared_keys(store.as_ref(), &cfg.keys, &Identity::new(cfg.admin_identity.clone()))?;
+    let obs = make_obs(&cfg, &inputs);
+    let keystore_desc = store.describe();
+    let state = build_state(&cfg, store, obs);
+
+    let listener = TcpListener::bind(addr).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            StartError(format!("cannot listen on {addr}: the address is already in use; stop the other process or choose another port with --addr"))
+        } else {
+            StartError(format!("cannot listen on {addr}: {e}"))
+        }
+    })?;
+    let addr = listener.local_addr().map_err(|e| StartError(e.to_string()))?;
+    let hardened = sys::harden(opts.mlock).map_err(StartError)?;
+
+    let banner = Banner {
+        keystore: keystore_desc,
+        admin: state.policies.admin.clone(),
+        addr,
+        error_level: cfg.log.error,
+        audit_level: cfg.log.audit,
+        mlock: hardened.mlock,
+        dev_api_key: dev_key,
+        dev_cert_pem: dev_pem,
+        warnings: Vec::new(),
+    };
+    let shared = Arc::new(Shared {
+        state: RwLock::new(Arc::new(state)),
+        tls: RwLock::new(tls),
+        active: AtomicUsize::new(0),
+        stopping: AtomicBool::new(false),
+    });
+    let max = opts.max_connections.max(1);
+    let accept_shared = shared.clone();
+    let accept = std::thread::Builder::new()
+        .name("kes-accept".into())
+        .stack_size(CONN_STACK_SIZE)
+        .spawn(move || accept_loop(listener, accept_shared, max))
+        .map_err(|e| StartError(format!("cannot start the accept thread: {e}")))?;
+    Ok(Server { addr, banner, shared, accept: Mutex::new(Some(accept)), options: inputs })
+}
+
+/// Decrements the connection count when a connection thread ends.
+struct ConnGuard(Arc<Shared>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>, max: usize) {
+    for stream in listener.incoming() {
+        if shared.stopping.load(Ordering::Acquire) {
+            break;
+        }
+        let Ok(stream) = stream else { continue };
+        if shared.active.fetch_add(1, Ordering::AcqRel) >= max {
+            shared.active.fetch_sub(1, Ordering::AcqRel);
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            continue;
+        }
+        let guard = ConnGuard(shared.clone());
+        let conn_shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("kes-conn".into())
+            .stack_size(CONN_STACK_SIZE)
+            .spawn(move || {
+                let _guard = guard;
+                conn::serve(stream, conn_shared);
+            });
+        if let Err(e) = spawned {
+            shared
+                .state()
+                .obs
+                .log(Level::ERROR, &format!("http: cannot start a connection thread: {e}"));
+        }
+    }
+}
+
+impl Server {
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Re-reads the config file and swaps state and TLS config. The listen address stays.
+    pub fn reload(&self) -> Result<(), StartError> {
+        let Some(path) = &self.options.config else {
+            return Err(StartError(
+                "nothing to reload: the server runs without a config file".into(),
+            ));
+        };
+        let cfg = config::load(path).map_err(|e| StartError(e.to_string()))?;
+        let tls = tls_config(&cfg)?;
+        let store = open_store(&cfg.keystore)?;
+        create_declared_keys(
+            store.as_ref(),
+            &cfg.keys,
+            &Identity::new(cfg.admin_identity.clone()),
+        )?;
+        let obs = make_obs(&cfg, &self.options);
+        let state = build_state(&cfg, store, obs);
+        let old = std::mem::replace(
+            &mut *self.shared.state.write().unwrap_or_else(|e| e.into_inner()),
+            Arc::new(state),
+        );
+        *self.shared.tls.write().unwrap_or_else(|e| e.into_inner()) = tls;
+        old.keys.shutdown();
+        Ok(())
+    }
+
+    /// Stops accepting; open connections end on their own timeouts.
+    pub fn shutdown(&self) {
+        self.shared.stopping.store(true, Ordering::Release);
+        let _ = std::net::TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_secs(1));
+        if let Some(h) = self.accept.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = h.join();
+        }
+        self.shared.state().keys.shutdown();
+    }
+
+    /// Blocks until the accept loop ends.
+    pub fn wait(&self) {
+        let handle = self.accept.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+fn wake_addr(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        let ip = if addr.is_ipv4() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])
+        };
+        SocketAddr::new(ip, addr.port())
+    } else {
+        addr
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_addr("0.0.0.0:7373").unwrap(), "0.0.0.0:7373".parse().unwrap());
+        assert_eq!(parse_addr(":7373").unwrap(), "0.0.0.0:7373".parse().unwrap());
+        assert_eq!(parse_addr("[::1]:7373").unwrap(), "[::1]:7373".parse().unwrap());
+        assert_eq!(
+            parse_addr("localhost:7373").unwrap_err(),
+            "'localhost' is not a valid IP address"
+        );
+        assert!(parse_addr("127.0.0.1").is_err());
+    }
+}

@@ -1,1 +1,116 @@
-//! The only module allowed `unsafe`.
+//! Process hardening, in one place and in a fixed order (`STACK.md` §3): lock memory so key
+//! material never reaches swap, make the process non-dumpable (no core files, no ptrace
+//! by other users). The only module that may use `unsafe` (it needs none today: nix
+//! wraps every call).
+
+use nix::sys::mman::{MlockAllFlags, mlockall};
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+
+/// Whether to lock memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MlockPolicy {
+    /// Lock when the process can lock without limit; otherwise run without locking.
+    Try,
+    /// Lock or fail (`--mlock`).
+    Require,
+    /// Never lock (`--no-mlock`, tests).
+    Skip,
+}
+
+/// What hardening achieved, for the banner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hardened {
+    pub mlock: bool,
+}
+
+/// Capability bit of CAP_IPC_LOCK in `CapEff`.
+const CAP_IPC_LOCK: u32 = 14;
+
+/// Why locking would fail, or `None` when it can succeed. mlockall without CAP_IPC_LOCK
+/// "succeeds" at startup and then aborts the process on the first allocation over
+/// RLIMIT_MEMLOCK, so this is checked *before* locking.
+pub fn mlock_obstacle() -> Option<String> {
+    let cap = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0);
+    if cap {
+        return None;
+    }
+    match getrlimit(Resource::RLIMIT_MEMLOCK) {
+        Ok((soft, _)) if soft == nix::sys::resource::RLIM_INFINITY => None,
+        Ok((soft, _)) => Some(format!(
+            "the process lacks CAP_IPC_LOCK and RLIMIT_MEMLOCK is {soft} bytes, not unlimited"
+        )),
+        Err(e) => Some(format!("cannot read RLIMIT_MEMLOCK: {e}")),
+    }
+}
+
+/// The fix to print when `--mlock` cannot be honoured.
+pub const MLOCK_FIX: &str = "grant the capability with 'sudo setcap cap_ipc_lock=+ep $(readlink -f $(which kes))', \
+or run under systemd with AmbientCapabilities=CAP_IPC_LOCK and LimitMEMLOCK=infinity";
+
+/// Hardens the process. Runs once, before the first accept.
+pub fn harden(policy: MlockPolicy) -> Result<Hardened, String> {
+    let mut locked = false;
+    if policy != MlockPolicy::Skip {
+        match mlock_obstacle() {
+            None => match mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE) {
+                Ok(()) => locked = true,
+                Err(e) if policy == MlockPolicy::Require => {
+                    return Err(format!("failed to lock memory (mlockall): {e}; {MLOCK_FIX}"));
+                }
+                Err(_) => {}
+            },
+            Some(why) if policy == MlockPolicy::Require => {
+                return Err(format!("cannot lock memory: {why}; {MLOCK_FIX}"));
+            }
+            Some(_) => {}
+        }
+    }
+    nix::sys::prctl::set_dumpable(false)
+        .map_err(|e| format!("failed to set the process non-dumpable: {e}"))?;
+    setrlimit(Resource::RLIMIT_CORE, 0, 0)
+        .map_err(|e| format!("failed to disable core dumps: {e}"))?;
+    Ok(Hardened { mlock: locked })
+}
+
+/// Logical CPUs online (`/sys/devices/system/cpu/online`, e.g. `0-3,6`); read at startup.
+pub fn online_cpus() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/sys/devices/system/cpu/online") else {
+        return usable_cpus();
+    };
+    let mut n = 0u64;
+    for part in text.trim().split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<u64>(), b.parse::<u64>()) {
+                    n += b.saturating_sub(a) + 1;
+                }
+            }
+            None if !part.is_empty() => n += 1,
+            None => {}
+        }
+    }
+    n.max(1)
+}
+
+/// CPUs this process may run on.
+pub fn usable_cpus() -> u64 {
+    std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_counts_are_positive() {
+        assert!(online_cpus() >= usable_cpus().min(online_cpus()));
+        assert!(usable_cpus() >= 1);
+    }
+}

@@ -1,0 +1,190 @@
+//! `kes server`: flags, the startup banner (`kes-config-cli.md` §3.7, with our own
+//! licence lines), signals (SIGHUP reload, SIGINT/SIGTERM stop).
+
+use super::{CmdResult, Fail, err, out};
+use crate::config::Level;
+use crate::server::{self, Options};
+use crate::sys::MlockPolicy;
+use lexopt::prelude::*;
+use nix::sys::signal::{SigSet, Signal};
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+
+const USAGE: &str = "Usage:
+    kes server [options]
+
+Options:
+    --addr <IP:PORT>         The network interface the KES server will listen on.
+                             The default is '0.0.0.0:7373' ('127.0.0.1:7373' with --dev).
+    --config <PATH>          Path to the KES server config file.
+    --dev                    Start a KES server in development mode: in-memory keys,
+                             an ephemeral certificate and a printed admin API key.
+    --mlock                  Fail unless all memory can be locked (no swapping).
+    --no-mlock               Do not lock memory, even when permitted.
+    --max-connections <N>    Refuse connections beyond N (default 1024).
+    --log-format <FMT>       'text' or 'json' (default: json unless stdout is a terminal).
+
+    -h, --help               Print command line options.
+
+Examples:
+    $ kes server --dev
+    $ kes server --config config.yml
+";
+
+fn stdio(w: impl std::io::Write + Send + 'static) -> crate::obs::SharedWriter {
+    Arc::new(Mutex::new(Box::new(w)))
+}
+
+pub fn run(args: Vec<std::ffi::OsString>) -> CmdResult {
+    let mut opts = Options::default();
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut log_format: Option<String> = None;
+    let mut mlock_flag = false;
+    let mut no_mlock = false;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("config") => opts.config = Some(parser.value()?.into()),
+            Long("addr") => opts.addr = Some(parser.value()?.string()?),
+            Long("dev") => opts.dev = true,
+            Long("mlock") => mlock_flag = true,
+            Long("no-mlock") => no_mlock = true,
+            Long("max-connections") => {
+                opts.max_connections = parser.value()?.parse().map_err(|_| {
+                    Fail::Error("--max-connections: expected a positive number".into())
+                })?
+            }
+            Long("log-format") => log_format = Some(parser.value()?.string()?),
+            Long(flag @ ("key" | "cert" | "auth")) => {
+                let flag = flag.to_string();
+                let _ = parser.value()?;
+                err(&format!(
+                    "WARNING: '--{flag}' is deprecated and ignored; set it in the config file (tls.{flag}) instead\n"
+                ));
+            }
+            Short('h') | Long("help") => return Err(Fail::Usage(USAGE.into())),
+            Value(v) => {
+                return Err(Fail::Error(format!(
+                    "too many arguments: '{}'. See 'kes server --help'",
+                    v.to_string_lossy()
+                )));
+            }
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    if opts.dev && opts.config.is_some() {
+        return Err(Fail::Error("'--config' and '--dev' are mutually exclusive".into()));
+    }
+    if !opts.dev && opts.config.is_none() {
+        return Err(Fail::Usage(format!(
+            "Error: no config file specified: use --config FILE, or --dev\n\n{USAGE}"
+        )));
+    }
+    if mlock_flag && no_mlock {
+        return Err(Fail::Error("'--mlock' and '--no-mlock' are mutually exclusive".into()));
+    }
+    opts.mlock = if mlock_flag {
+        MlockPolicy::Require
+    } else if no_mlock {
+        MlockPolicy::Skip
+    } else {
+        MlockPolicy::Try
+    };
+    opts.log_json = match log_format.as_deref() {
+        None => !std::io::stdout().is_terminal(),
+        Some("json") => true,
+        Some("text") => false,
+        Some(other) => {
+            return Err(Fail::Error(format!(
+                "--log-format: unknown format '{other}' (use 'text' or 'json')"
+            )));
+        }
+    };
+    opts.audit_out = Some(stdio(std::io::stdout()));
+    opts.error_out = Some(stdio(std::io::stderr()));
+
+    // Signals are handled by sigwait on this thread: block them before any thread starts,
+    // so that every thread inherits the mask.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGHUP);
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGTERM);
+    signals.thread_block().map_err(|e| Fail::Error(format!("cannot block signals: {e}")))?;
+
+    let srv = server::start(opts).map_err(|e| Fail::Error(e.0))?;
+    out(&banner(&srv.banner))?;
+    loop {
+        match signals.wait() {
+            Ok(Signal::SIGHUP) => match srv.reload() {
+                Ok(()) => {
+                    out(&banner(&srv.banner))?;
+                    out("=> Reloading configuration after SIGHUP signal completed.\n")?;
+                }
+                Err(e) => err(&format!("Failed to reload server config: {e}\n")),
+            },
+            Ok(_) => {
+                out("\n=> Stopping server... Goodbye.\n")?;
+                srv.shutdown();
+                return Ok(());
+            }
+            Err(e) => return Err(Fail::Error(format!("waiting for signals failed: {e}"))),
+        }
+    }
+}
+
+fn row(label: &str, value: &str) -> String {
+    format!("{label:<11}{value}\n")
+}
+
+/// The startup banner.
+pub fn banner(b: &server::Banner) -> String {
+    let mut s = String::new();
+    for (k, v) in super::version_lines() {
+        s.push_str(&row(&k, &v));
+    }
+    s.push('\n');
+    s.push_str(&row("KMS", &b.keystore));
+    let port = b.addr.port();
+    if b.addr.ip().is_unspecified() {
+        s.push_str(&row("API", &format!("· https://127.0.0.1:{port}")));
+        s.push_str(&row("", &format!("· https://{}:{port} (all interfaces)", b.addr.ip())));
+    } else {
+        let host = match b.addr.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        s.push_str(&row("API", &format!("· https://{host}:{port}")));
+    }
+    s.push('\n');
+    s.push_str(&row("Docs", "see README.md"));
+    s.push('\n');
+    if let Some(key) = &b.dev_api_key {
+        s.push_str(&row("API Key", key));
+    }
+    let admin = if b.admin.is_hex() { b.admin.to_string() } else { "<disabled>".to_string() };
+    s.push_str(&row("Admin", &admin));
+    s.push_str(&row("Logs", &format!("error=stderr level={}", b.error_level.name())));
+    if b.audit_level <= Level::INFO || b.dev_api_key.is_some() {
+        s.push_str(&row("", &format!("audit=stdout level={}", b.audit_level.name())));
+    }
+    if b.mlock {
+        s.push_str(&row("MLock", "enabled"));
+    }
+    for w in &b.warnings {
+        s.push_str(&format!("\nWARNING: {w}\n"));
+    }
+    if let Some(key) = &b.dev_api_key {
+        let host = if b.addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            b.addr.ip().to_string()
+        };
+        s.push_str("\nClient environment (paste into a shell):\n");
+        s.push_str(&format!("    export KES_SERVER=https://{host}:{}\n", b.addr.port()));
+        s.push_str(&format!("    export KES_API_KEY={}\n", key.as_str()));
+        s.push_str(
+            "    # the dev certificate is self-signed: pass -k / --insecure to the kes CLI\n",
+        );
+    }
+    s.push_str("\n=> Server is up and running...\n");
+    s
+}

@@ -1,0 +1,351 @@
+//! One connection: TLS handshake under a deadline, then HTTP/1.1 requests with hard limits,
+//! each handed to `api::handle`. Runs on its own named thread; a panic while serving is
+//! caught here, logged without secrets, and ends only this connection.
+
+use super::Shared;
+use crate::api::{self, ClientCert, Routed};
+use crate::auth::{Identity, x509};
+use crate::config::Level;
+use crate::http::{
+    self, Body, BodyFraming, ChunkError, ChunkedDecoder, HeadError, Method, Response,
+};
+use rustls::{ServerConnection, StreamOwned};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A client must finish the TLS handshake within this (Go's server uses its
+/// ReadHeaderTimeout, 5 s, for the handshake too).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Once a request has started, its head must arrive within this (upstream: 5 s).
+pub const READ_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A kept-alive connection may wait this long for its next request (upstream: 90 s).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Bound on reading a body for routes without a timeout.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Bound on one write to a log-stream subscriber; a reader that stalls longer is dropped.
+pub const STREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an idle log stream checks whether its client went away.
+pub const STREAM_POLL: Duration = Duration::from_millis(500);
+/// Bodies of refused requests (404, 405) up to this size are drained to keep the
+/// connection; larger ones close it.
+pub const DISCARD_LIMIT: u64 = 64 * 1024;
+/// Read buffer size.
+const READ_CHUNK: usize = 8 * 1024;
+
+type Tls = StreamOwned<ServerConnection, TcpStream>;
+
+/// Serves one accepted TCP connection to completion.
+pub fn serve(stream: TcpStream, shared: Arc<Shared>) {
+    let peer_ip = stream.peer_addr().ok().map(|a| a.ip());
+    let _ = stream.set_nodelay(true);
+    let config = shared.tls();
+    let Ok(conn) = ServerConnection::new(config) else { return };
+    let mut tls = StreamOwned::new(conn, stream);
+    match handshake(&mut tls) {
+        Ok(()) => {}
+        Err(e) => {
+            shared.state().obs.log(
+                Level::INFO,
+                &format!("http: TLS handshake error from {}: {e}", ip_text(peer_ip)),
+            );
+            return;
+        }
+    }
+    let cert = client_cert(&tls.conn);
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    loop {
+        let state = shared.state();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            one_request(&mut tls, &mut buf, &state, &cert, peer_ip)
+        }));
+        match outcome {
+            Ok(Next::KeepAlive) => continue,
+            Ok(Next::Close) => break,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                state.obs.log(
+                    Level::ERROR,
+                    &format!("http: panic serving {}: {what}", ip_text(peer_ip)),
+                );
+                let r = crate::api::error::error_response(500, "internal server error");
+                let _ = write_response(&mut tls, &r, false, 1, Method::Get);
+                break;
+            }
+        }
+    }
+    tls.conn.send_close_notify();
+    let _ = tls.conn.complete_io(&mut tls.sock);
+    let _ = tls.sock.shutdown(std::net::Shutdown::Both);
+}
+
+fn ip_text(ip: Option<IpAddr>) -> String {
+    ip.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into())
+}
+
+fn handshake(tls: &mut Tls) -> std::io::Result<()> {
+    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    while tls.conn.is_handshaking() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(ErrorKind::TimedOut, "handshake timed out"));
+        }
+        tls.sock.set_read_timeout(Some(left))?;
+        tls.sock.set_write_timeout(Some(left))?;
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    Ok(())
+}
+
+/// The client's identity per `kes-api.md` §5: CA certificates skipped, exactly one leaf.
+fn client_cert(conn: &ServerConnection) -> ClientCert {
+    let Some(certs) = conn.peer_certificates() else { return ClientCert::None };
+    let leaves: Vec<_> = certs.iter().filter(|c| !x509::is_ca(c.as_ref())).collect();
+    match leaves.as_slice() {
+        [] => ClientCert::None,
+        [one] => match Identity::from_cert_der(one.as_ref()) {
+            Some(id) => ClientCert::One(id),
+            None => ClientCert::None,
+        },
+        _ => ClientCert::TooMany,
+    }
+}
+
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Reads into `buf` until `f(buf)` is satisfied, with a deadline.
+fn read_more(tls: &mut Tls, buf: &mut Vec<u8>, deadline: Instant) -> std::io::Result<usize> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(std::io::Error::new(ErrorKind::TimedOut, "read deadline exceeded"));
+    }
+    tls.sock.set_read_timeout(Some(left))?;
+    let start = buf.len();
+    buf.resize(start + READ_CHUNK, 0);
+    let r = tls.read(&mut buf[start..]);
+    match r {
+        Ok(n) => {
+            buf.truncate(start + n);
+            Ok(n)
+        }
+        Err(e) => {
+            buf.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+fn plain(status: u16) -> Response {
+    let text = format!("{status} {}", http::reason(status));
+    Response::with_body(status, "text/plain; charset=utf-8", text.into_bytes())
+}
+
+fn one_request(
+    tls: &mut Tls,
+    buf: &mut Vec<u8>,
+    state: &api::State,
+    cert: &ClientCert,
+    peer_ip: Option<IpAddr>,
+) -> Next {
+    // Wait for the first byte of the next request (idle keep-alive), then the whole head.
+    let mut deadline = Instant::now() + IDLE_TIMEOUT;
+    let mut started = !buf.is_empty();
+    if started {
+        deadline = Instant::now() + READ_HEADER_TIMEOUT;
+    }
+    let (head, used) = loop {
+        match http::parse_head(buf) {
+            Ok(Some(parsed)) => break parsed,
+            Ok(None) => {}
+            Err(e) => {
+                let status = match e {
+                    HeadError::TooLarge => 431,
+                    HeadError::Version => 505,
+                    HeadError::Framing("unsupported Transfer-Encoding") => 501,
+                    HeadError::Malformed(_) | HeadError::Framing(_) => 400,
+                };
+                let _ = write_response(tls, &plain(status), false, 1, Method::Get);
+                return Next::Close;
+            }
+        }
+        match read_more(tls, buf, deadline) {
+            Ok(0) => return Next::Close,
+            Ok(_) => {
+                if !started {
+                    started = true;
+                    deadline = Instant::now() + READ_HEADER_TIMEOUT;
+                }
+            }
+            Err(_) => {
+                if started {
+                    let _ = write_response(tls, &plain(408), false, 1, Method::Get);
+                }
+                return Next::Close;
+            }
+        }
+    };
+    buf.drain(..used);
+
+    let route = match api::lookup(state, &head) {
+        Routed::Route(r) => r,
+        Routed::Respond(response) => {
+            let keep = head.keep_alive && discard_body(tls, buf, head.framing);
+            let _ = write_response(tls, &response, keep, head.minor_version, head.method.clone());
+            return if keep { Next::KeepAlive } else { Next::Close };
+        }
+    };
+
+    let body_deadline =
+        Instant::now() + if route.timeout.is_zero() { BODY_TIMEOUT } else { route.timeout };
+    if head.framing != BodyFraming::None
+        && route.max_body > 0
+        && head.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+        && buf.is_empty()
+    {
+        let _ = tls.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").and_then(|_| tls.flush());
+    }
+    let (body, complete) = match read_body(tls, buf, head.framing, route.max_body, body_deadline) {
+        Ok(b) => b,
+        Err(_) => return Next::Close,
+    };
+
+    let write_timeout = if route.timeout.is_zero() { STREAM_WRITE_TIMEOUT } else { route.timeout };
+    let _ = tls.sock.set_write_timeout(Some(write_timeout));
+    let response = api::handle(state, route, &head, &body, cert, peer_ip);
+    let keep = head.keep_alive && complete && !matches!(response.body, Body::Stream(_));
+    if write_response(tls, &response, keep, head.minor_version, head.method.clone()).is_err() {
+        return Next::Close;
+    }
+    if let Body::Stream(stream) = response.body {
+        pump(tls, stream);
+        return Next::Close;
+    }
+    if keep { Next::KeepAlive } else { Next::Close }
+}
+
+/// Reads a body bounded by `max_body`. Returns the bytes and whether the body was read
+/// completely (an over-limit body is truncated, the handler then fails to decode it as
+/// upstream's limited reader makes it fail, and the connection is closed afterwards).
+fn read_body(
+    tls: &mut Tls,
+    buf: &mut Vec<u8>,
+    framing: BodyFraming,
+    max_body: usize,
+    deadline: Instant,
+) -> std::io::Result<(Vec<u8>, bool)> {
+    match framing {
+        BodyFraming::None => Ok((Vec::new(), true)),
+        BodyFraming::Length(n) => {
+            let want = usize::try_from(n).unwrap_or(usize::MAX);
+            let limit = want.min(max_body);
+            while buf.len() < limit {
+                if read_more(tls, buf, deadline)? == 0 {
+                    return Err(ErrorKind::UnexpectedEof.into());
+                }
+            }
+            let body: Vec<u8> = buf.drain(..limit).collect();
+            if want > limit {
+                // Unread rest of an oversized body: the connection cannot be reused.
+                buf.clear();
+                return Ok((body, false));
+            }
+            Ok((body, true))
+        }
+        BodyFraming::Chunked => {
+            let mut dec = ChunkedDecoder::new(max_body);
+            loop {
+                match dec.feed(buf) {
+                    Ok(used) => {
+                        buf.drain(..used);
+                    }
+                    Err(ChunkError::TooLarge) => {
+                        buf.clear();
+                        return Ok((dec.data, false));
+                    }
+                    Err(ChunkError::Malformed) => {
+                        buf.clear();
+                        return Ok((Vec::new(), false));
+                    }
+                }
+                if dec.is_done() {
+                    return Ok((dec.data, true));
+                }
+                if read_more(tls, buf, deadline)? == 0 {
+                    return Err(ErrorKind::UnexpectedEof.into());
+                }
+            }
+        }
+    }
+}
+
+/// Drains a small body of a refused request so the connection can be reused.
+fn discard_body(tls: &mut Tls, buf: &mut Vec<u8>, framing: BodyFraming) -> bool {
+    match framing {
+        BodyFraming::None => true,
+        BodyFraming::Length(n) if n <= DISCARD_LIMIT => {
+            let deadline = Instant::now() + READ_HEADER_TIMEOUT;
+            read_body(tls, buf, framing, DISCARD_LIMIT as usize, deadline)
+                .is_ok_and(|(_, complete)| complete)
+        }
+        _ => false,
+    }
+}
+
+fn write_response(
+    tls: &mut Tls,
+    r: &Response,
+    keep: bool,
+    minor: u8,
+    method: Method,
+) -> std::io::Result<()> {
+    let date = http::http_date(time::OffsetDateTime::now_utc());
+    let mut bytes = r.head_bytes(keep, minor, &date);
+    if method == Method::Head
+        && let Body::Bytes(b) = &r.body
+    {
+        bytes.truncate(bytes.len() - b.len());
+    }
+    tls.write_all(&bytes)?;
+    tls.flush()
+}
+
+/// Writes streamed events as chunks until the client goes away or stalls.
+fn pump(tls: &mut Tls, mut stream: Box<dyn http::EventStream>) {
+    let _ = tls.sock.set_write_timeout(Some(STREAM_WRITE_TIMEOUT));
+    loop {
+        match stream.next(STREAM_POLL) {
+            Some(event) => {
+                if tls.write_all(&http::chunk(&event)).and_then(|_| tls.flush()).is_err() {
+                    return;
+                }
+            }
+            None => {
+                if client_gone(tls) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Whether the client closed its side: a read with a tiny timeout returning EOF or an
+/// error other than "would block".
+fn client_gone(tls: &mut Tls) -> bool {
+    if tls.sock.set_read_timeout(Some(Duration::from_millis(1))).is_err() {
+        return true;
+    }
+    let mut scratch = [0u8; 512];
+    match tls.read(&mut scratch) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+    }
+}

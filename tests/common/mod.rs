@@ -1,0 +1,323 @@
+//! Test harness: a real server on 127.0.0.1:0 (in-process, or the real binary) and a raw
+//! mTLS HTTP/1.1 client, so that tests assert exact statuses, headers and bytes.
+#![allow(dead_code)]
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let mut rnd = [0u8; 8];
+        getrandom::getrandom(&mut rnd).unwrap();
+        let p = std::env::temp_dir().join(format!("kes-test-{tag}-{}", kes::auth::hex(&rnd)));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A client identity: an Ed25519 certificate and its key.
+pub struct ClientId {
+    pub cert: CertificateDer<'static>,
+    pub key: PrivateKeyDer<'static>,
+    pub identity: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// A fresh self-signed Ed25519 client certificate (CA=false, as kms-go makes them).
+pub fn client_id() -> ClientId {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "test-client");
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.self_signed(&key).unwrap();
+    let der = cert.der().clone();
+    let identity = kes::auth::Identity::from_cert_der(&der).unwrap().to_string();
+    ClientId {
+        cert: der,
+        key: PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        identity,
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+/// Writes a server certificate (SANs 127.0.0.1, localhost) and key into `dir`.
+pub fn server_cert(dir: &Path) -> (PathBuf, PathBuf, CertificateDer<'static>) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.subject_alt_names.push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let cert = params.self_signed(&key).unwrap();
+    let (c, k) = (dir.join("server.crt"), dir.join("server.key"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k, cert.der().clone())
+}
+
+/// A server running in this process.
+pub struct TestServer {
+    pub server: kes::server::Server,
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    pub server_cert: CertificateDer<'static>,
+    pub admin: ClientId,
+    pub store: Arc<kes::keystore::mem::MemStore>,
+    pub audit: Arc<std::sync::Mutex<Vec<u8>>>,
+    pub errors: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+/// A writer into a shared buffer, to read what the server logged.
+#[derive(Clone)]
+pub struct Capture(pub Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl TestServer {
+    /// Starts a server with `extra` YAML appended to a config that names the admin and the
+    /// TLS files. The key store is in memory.
+    pub fn start(extra: &str) -> TestServer {
+        Self::start_with(extra, kes::server::DEFAULT_MAX_CONNECTIONS)
+    }
+
+    pub fn start_with(extra: &str, max_connections: usize) -> TestServer {
+        let dir = TempDir::new("srv");
+        let (cert, key, server_cert) = server_cert(dir.path());
+        let admin = client_id();
+        let yaml = format!(
+            "address: 127.0.0.1:0\nadmin:\n  identity: {}\ntls:\n  key: {}\n  cert: {}\nkeystore:\n  fs:\n    path: {}\n{extra}",
+            admin.identity,
+            key.display(),
+            cert.display(),
+            dir.join("keys").display(),
+        );
+        let cfg = dir.join("config.yml");
+        std::fs::write(&cfg, yaml).unwrap();
+        let store = Arc::new(kes::keystore::mem::MemStore::new());
+        let audit = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let opts = kes::server::Options {
+            config: Some(cfg),
+            mlock: kes::sys::MlockPolicy::Skip,
+            max_connections,
+            store: Some(store.clone()),
+            audit_out: Some(Arc::new(std::sync::Mutex::new(Box::new(Capture(audit.clone()))))),
+            error_out: Some(Arc::new(std::sync::Mutex::new(Box::new(Capture(errors.clone()))))),
+            ..Default::default()
+        };
+        let server = kes::server::start(opts).unwrap_or_else(|e| panic!("server start: {e}"));
+        let addr = server.addr;
+        TestServer { server, addr, dir, server_cert, admin, store, audit, errors }
+    }
+
+    pub fn client(&self, id: Option<&ClientId>) -> Client {
+        Client::connect(self.addr, &self.server_cert, id)
+    }
+
+    pub fn admin(&self) -> Client {
+        self.client(Some(&self.admin))
+    }
+
+    pub fn audit_text(&self) -> String {
+        String::from_utf8_lossy(&self.audit.lock().unwrap()).into_owned()
+    }
+
+    pub fn error_text(&self) -> String {
+        String::from_utf8_lossy(&self.errors.lock().unwrap()).into_owned()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.server.shutdown();
+    }
+}
+
+/// Client TLS config trusting `server_cert`, presenting `id` (if any).
+pub fn client_config(server_cert: &CertificateDer<'static>, id: Option<&ClientId>) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server_cert.clone()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut cfg = match id {
+        Some(id) => builder.with_client_auth_cert(vec![id.cert.clone()], id.key.clone_key()).unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+    /// The `message` of a KES error body.
+    pub fn message(&self) -> String {
+        self.json()["message"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// One kept-alive mTLS connection speaking raw HTTP/1.1.
+pub struct Client {
+    pub tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr, server_cert: &CertificateDer<'static>, id: Option<&ClientId>) -> Client {
+        let sock = TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let name = ServerName::try_from("127.0.0.1").unwrap();
+        let conn = rustls::ClientConnection::new(client_config(server_cert, id), name).unwrap();
+        Client { tls: rustls::StreamOwned::new(conn, sock), buf: Vec::new() }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.tls.write_all(bytes)?;
+        self.tls.flush()
+    }
+
+    pub fn request(&mut self, method: &str, path: &str, body: Option<&[u8]>) -> Reply {
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: kes\r\n");
+        if let Some(b) = body {
+            req.push_str(&format!("Content-Length: {}\r\n", b.len()));
+        }
+        req.push_str("\r\n");
+        let mut bytes = req.into_bytes();
+        if let Some(b) = body {
+            bytes.extend_from_slice(b);
+        }
+        self.send_raw(&bytes).expect("send request");
+        self.read_reply().expect("read reply")
+    }
+
+    pub fn get(&mut self, path: &str) -> Reply {
+        self.request("GET", path, None)
+    }
+
+    pub fn post(&mut self, path: &str, body: &str) -> Reply {
+        self.request("POST", path, Some(body.as_bytes()))
+    }
+
+    fn fill(&mut self) -> std::io::Result<usize> {
+        let mut chunk = [0u8; 8192];
+        let n = self.tls.read(&mut chunk)?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    /// Reads one response (Content-Length framing).
+    pub fn read_reply(&mut self) -> std::io::Result<Reply> {
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                let mut lines = head.split("\r\n");
+                let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+                let headers: Vec<(String, String)> = lines
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                    .collect();
+                let len: usize = headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                    .map(|(_, v)| v.parse().unwrap())
+                    .unwrap_or(0);
+                while self.buf.len() < end + 4 + len {
+                    if self.fill()? == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
+                let body = self.buf[end + 4..end + 4 + len].to_vec();
+                self.buf.drain(..end + 4 + len);
+                return Ok(Reply { status, headers, body });
+            }
+            if self.fill()? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+
+    /// Reads a response head only (for streams); returns status and headers.
+    pub fn read_head(&mut self) -> std::io::Result<(u16, Vec<(String, String)>)> {
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                self.buf.drain(..end + 4);
+                let mut lines = head.split("\r\n");
+                let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+                let headers = lines
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                    .collect();
+                return Ok((status, headers));
+            }
+            if self.fill()? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+
+    /// Reads one chunk of a chunked body.
+    pub fn read_chunk(&mut self) -> std::io::Result<Vec<u8>> {
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let size = usize::from_str_radix(std::str::from_utf8(&self.buf[..end]).unwrap().trim(), 16).unwrap();
+                while self.buf.len() < end + 2 + size + 2 {
+                    if self.fill()? == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
+                let data = self.buf[end + 2..end + 2 + size].to_vec();
+                self.buf.drain(..end + 2 + size + 2);
+                return Ok(data);
+            }
+            if self.fill()? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+}
