@@ -1,66 +1,949 @@
 //! The key cache in front of every store (`kes-azure-keystore.md` §7).
-//! (Placeholder until the full cache lands: no expiry, no single-flight.)
+//!
+//! Owns: parsed keys by name ([`KeyVersion`] zeroizes itself), the single-flight miss path,
+//! the offline flag, and one background thread (`kes-cache`) that runs the four periodic
+//! tasks of §7: full flush (`any`), unused sweep (`unused / 2`), offline flush (`offline`)
+//! and the offline probe. Must not: cache errors, call the store on a miss while offline,
+//! or keep raw stored values (they are dropped, and so wiped, right after parsing).
+//!
+//! Miss path, in order: look up; if offline fail at once; join the in-flight load of that
+//! name or start one; the starter re-checks the cache, reads the store, parses, inserts with
+//! `used = true`, then hands its result (value or error) to every thread that joined.
+//! Hits set `used = true` under a read lock only.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use super::{KeyStore, StoreError};
 use crate::config::CacheConfig;
 use crate::crypto::{FormatError, KeyVersion};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
+/// Decodes a stored value; [`KeyVersion::parse`] in production, a stand-in in tests.
+pub type ParseFn = fn(&[u8]) -> Result<KeyVersion, FormatError>;
+
+/// How often [`KeyCache::new`] probes the store (§7: fixed at 10 s upstream).
+pub const OFFLINE_PROBE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Deadline of one probe; upstream gives `Status()` the same 10 s.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Name of the background thread, as `ps -T` and panics show it.
+const THREAD_NAME: &str = "kes-cache";
+
+/// Stack of the background thread. Its deepest call is the store probe, which runs the same
+/// TLS client code as a connection thread, so it gets the same 256 KiB budget; mlockall
+/// locks every stack in full (STACK.md §3.2), so the std 2 MiB default would waste RAM.
+const THREAD_STACK: usize = 256 * 1024;
+
+/// Shortest period a task runs at. A configured `1ns` would otherwise make the thread spin;
+/// no one needs keys flushed more often than this.
+const MIN_PERIOD: Duration = Duration::from_millis(10);
+
+/// How long `shutdown` waits for the thread to leave. It only stays longer when it is inside
+/// a probe (bounded by [`PROBE_TIMEOUT`]); then it is left to finish on its own, holding
+/// nothing but its share of the cache state, so a SIGHUP reload is never held up by a
+/// hanging store.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
+
+/// Why a lookup failed. Never carries key material.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheError {
+    /// The store failed, or the cache is offline (`Unreachable`), or the key does not exist.
     Store(StoreError),
+    /// The stored value is not a key (`502 failed to read key`).
     Format(FormatError),
 }
 
+impl fmt::Display for CacheError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CacheError::Store(e) => e.fmt(f),
+            CacheError::Format(e) => write!(f, "stored key is malformed: {e}"),
+        }
+    }
+}
+
+impl From<StoreError> for CacheError {
+    fn from(e: StoreError) -> Self {
+        CacheError::Store(e)
+    }
+}
+
+/// Counters since the cache was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
+    /// Lookups answered from the cache.
     pub hits: u64,
+    /// Lookups not in the cache (including those that then waited on another's load, and
+    /// those refused at once while offline).
     pub misses: u64,
+    /// `KeyStore::get` calls made by the cache.
     pub backend_reads: u64,
 }
 
-pub struct KeyCache {
-    store: Arc<dyn KeyStore>,
-    keys: Mutex<HashMap<String, Arc<KeyVersion>>>,
+fn offline_error() -> StoreError {
+    StoreError::Unreachable("cache is in offline mode".to_string())
 }
 
-impl KeyCache {
-    pub fn new(store: Arc<dyn KeyStore>, config: CacheConfig) -> Arc<KeyCache> {
-        let _ = config;
-        Arc::new(KeyCache { store, keys: Mutex::new(HashMap::new()) })
+// Every critical section below leaves its data consistent at each step (one map call, or a
+// flag store), so a panic elsewhere while a lock was held does not make the data unusable:
+// poisoning is ignored rather than spread to every request thread.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Entry {
+    key: Arc<KeyVersion>,
+    /// Set by every hit, cleared by every unused sweep.
+    used: AtomicBool,
+}
+
+struct Entries {
+    map: HashMap<String, Entry>,
+    /// Bumped by every `remove`. A load that started before a removal must not insert what
+    /// it read, or a key deleted through this node could come back from a stale read.
+    removals: u64,
+    /// False without a background thread (spawn failed, or after `shutdown`): nothing would
+    /// ever expire, so the cache stays a single-flight pass-through instead.
+    enabled: bool,
+}
+
+type LoadResult = Result<Arc<KeyVersion>, CacheError>;
+
+/// One in-progress load of a name, shared by the thread doing it and those waiting for it.
+struct Flight {
+    state: Mutex<FlightState>,
+    done: Condvar,
+}
+
+struct FlightState {
+    result: Option<LoadResult>,
+    waiters: usize,
+}
+
+impl Flight {
+    fn new() -> Flight {
+        Flight { state: Mutex::new(FlightState { result: None, waiters: 0 }), done: Condvar::new() }
     }
 
-    pub fn get(&self, name: &str, deadline: Instant) -> Result<Arc<KeyVersion>, CacheError> {
-        if let Some(k) = self.keys.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
-            return Ok(k.clone());
+    fn publish(&self, result: LoadResult) {
+        lock(&self.state).result = Some(result);
+        self.done.notify_all();
+    }
+
+    /// The loader's result, or `Unreachable` if `deadline` passes first (the loader is held
+    /// to its own deadline; this caller's may be shorter).
+    fn wait(&self, deadline: Instant) -> LoadResult {
+        let mut state = lock(&self.state);
+        state.waiters += 1;
+        loop {
+            if let Some(result) = &state.result {
+                return result.clone();
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                state.waiters -= 1;
+                return Err(CacheError::Store(StoreError::Unreachable(
+                    "timed out waiting for the key store".to_string(),
+                )));
+            }
+            state =
+                self.done.wait_timeout(state, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
         }
-        let value = self.store.get(name, deadline).map_err(CacheError::Store)?;
-        let key = Arc::new(KeyVersion::parse(&value).map_err(CacheError::Format)?);
-        self.keys.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), key.clone());
+    }
+}
+
+/// Finishes a flight when the loading thread leaves `get`, by return or by unwinding, so
+/// waiters are never stranded. Order matters: the entry was inserted before this runs, the
+/// flight leaves the map next, waiters are woken last. A later miss that finds no flight
+/// therefore finds the entry on its re-check.
+struct Loader<'a> {
+    shared: &'a Shared,
+    name: &'a str,
+    flight: Arc<Flight>,
+    result: Option<LoadResult>,
+}
+
+impl Drop for Loader<'_> {
+    fn drop(&mut self) {
+        let result = self.result.take().unwrap_or_else(|| {
+            Err(CacheError::Store(StoreError::Failed("key cache: loading the key panicked".into())))
+        });
+        {
+            let mut flights = lock(&self.shared.flights);
+            if flights.get(self.name).is_some_and(|f| Arc::ptr_eq(f, &self.flight)) {
+                flights.remove(self.name);
+            }
+        }
+        self.flight.publish(result);
+    }
+}
+
+/// Stop request and exit notice between the handles and the background thread.
+struct Control {
+    stop: bool,
+    exited: bool,
+}
+
+/// Everything the background thread shares with the handles. The thread holds an `Arc` of
+/// this, never of [`KeyCache`], so dropping the last `KeyCache` can stop it.
+struct Shared {
+    store: Arc<dyn KeyStore>,
+    config: CacheConfig,
+    parse: ParseFn,
+    entries: RwLock<Entries>,
+    flights: Mutex<HashMap<String, Arc<Flight>>>,
+    offline: AtomicBool,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    backend_reads: AtomicU64,
+    control: Mutex<Control>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn read_entries(&self) -> std::sync::RwLockReadGuard<'_, Entries> {
+        self.entries.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_entries(&self) -> std::sync::RwLockWriteGuard<'_, Entries> {
+        self.entries.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lookup(&self, name: &str) -> Option<Arc<KeyVersion>> {
+        let entries = self.read_entries();
+        let entry = entries.map.get(name)?;
+        entry.used.store(true, Ordering::Relaxed);
+        Some(Arc::clone(&entry.key))
+    }
+
+    /// The flight leader's work: re-check, read, parse, insert.
+    fn load(&self, name: &str, deadline: Instant) -> LoadResult {
+        let removals = {
+            let entries = self.read_entries();
+            if let Some(entry) = entries.map.get(name) {
+                entry.used.store(true, Ordering::Relaxed);
+                return Ok(Arc::clone(&entry.key));
+            }
+            entries.removals
+        };
+        self.backend_reads.fetch_add(1, Ordering::Relaxed);
+        // `value` is a `Zeroizing` buffer, wiped when it drops at the end of this function.
+        let value = self.store.get(name, deadline)?;
+        let key = Arc::new((self.parse)(&value).map_err(CacheError::Format)?);
+        let mut entries = self.write_entries();
+        if entries.enabled && entries.removals == removals {
+            let entry = Entry { key: Arc::clone(&key), used: AtomicBool::new(true) };
+            entries.map.insert(name.to_string(), entry);
+        }
         Ok(key)
     }
 
+    /// Whether the normal expiries run now: always while online, and while offline only
+    /// when offline caching is off (§7).
+    fn normal_expiry_applies(&self) -> bool {
+        !self.offline.load(Ordering::SeqCst) || self.config.offline.is_zero()
+    }
+
+    fn flush_all(&self) {
+        self.write_entries().map.clear();
+    }
+
+    fn sweep_unused(&self) {
+        let mut entries = self.write_entries();
+        entries.map.retain(|_, e| e.used.load(Ordering::Relaxed));
+        for entry in entries.map.values() {
+            entry.used.store(false, Ordering::Relaxed);
+        }
+    }
+
+    fn probe(&self) {
+        let result = self.store.status(Instant::now() + PROBE_TIMEOUT);
+        let was_offline = self.offline.swap(result.is_err(), Ordering::SeqCst);
+        match result {
+            Err(e) if !was_offline => log::warn!("{THREAD_NAME}: key store unreachable: {e}"),
+            Ok(_) if was_offline => log::info!("{THREAD_NAME}: key store reachable again"),
+            _ => {}
+        }
+    }
+
+    fn run_task(&self, task: Task) {
+        match task {
+            Task::Flush if self.normal_expiry_applies() => self.flush_all(),
+            Task::SweepUnused if self.normal_expiry_applies() => self.sweep_unused(),
+            Task::OfflineFlush if self.offline.load(Ordering::SeqCst) => self.flush_all(),
+            Task::Probe => self.probe(),
+            _ => {}
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Task {
+    Flush,
+    SweepUnused,
+    OfflineFlush,
+    Probe,
+}
+
+/// A task with its period; zero disables it (§7: "a period ≤ 0 disables the task").
+struct Schedule {
+    task: Task,
+    period: Duration,
+    next: Instant,
+}
+
+impl Schedule {
+    fn new(task: Task, period: Duration, now: Instant) -> Option<Schedule> {
+        if period.is_zero() {
+            return None;
+        }
+        let period = period.max(MIN_PERIOD);
+        Some(Schedule { task, period, next: now + period })
+    }
+}
+
+/// Marks the thread as gone however it leaves, so `shutdown` never waits for a dead thread.
+struct ExitNotice<'a>(&'a Shared);
+
+impl Drop for ExitNotice<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.control).exited = true;
+        self.0.wake.notify_all();
+    }
+}
+
+fn background(shared: Arc<Shared>, probe_interval: Duration) {
+    let _exit = ExitNotice(&shared);
+    let now = Instant::now();
+    let config = &shared.config;
+    let mut tasks: Vec<Schedule> = [
+        Schedule::new(Task::Flush, config.any, now),
+        Schedule::new(Task::SweepUnused, config.unused / 2, now),
+        Schedule::new(Task::OfflineFlush, config.offline, now),
+        Schedule::new(Task::Probe, probe_interval, now),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    loop {
+        let next = tasks.iter().map(|t| t.next).min();
+        {
+            let mut control = lock(&shared.control);
+            loop {
+                if control.stop {
+                    return;
+                }
+                let now = Instant::now();
+                control = match next {
+                    Some(at) if at <= now => break,
+                    Some(at) => {
+                        shared
+                            .wake
+                            .wait_timeout(control, at - now)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0
+                    }
+                    None => shared.wake.wait(control).unwrap_or_else(PoisonError::into_inner),
+                };
+            }
+        }
+        for schedule in tasks.iter_mut() {
+            let now = Instant::now();
+            if schedule.next <= now {
+                shared.run_task(schedule.task);
+                // From now, not from the missed tick: a stalled thread never runs a burst.
+                schedule.next = Instant::now() + schedule.period;
+            }
+        }
+    }
+}
+
+/// Parsed keys by name in front of a [`KeyStore`]. `Send + Sync`; share it as `Arc`.
+pub struct KeyCache {
+    shared: Arc<Shared>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl KeyCache {
+    /// A cache over `store` with `config`'s expiries, probing the store every 10 s and
+    /// parsing with [`KeyVersion::parse`].
+    pub fn new(store: Arc<dyn KeyStore>, config: CacheConfig) -> Arc<KeyCache> {
+        KeyCache::with_options(store, config, OFFLINE_PROBE_INTERVAL, KeyVersion::parse)
+    }
+
+    /// [`KeyCache::new`] with the probe period and the parser chosen by the caller (tests).
+    /// A zero `probe_interval` disables probing, so the cache never goes offline.
+    pub fn with_options(
+        store: Arc<dyn KeyStore>,
+        config: CacheConfig,
+        probe_interval: Duration,
+        parse: ParseFn,
+    ) -> Arc<KeyCache> {
+        let shared = Arc::new(Shared {
+            store,
+            config,
+            parse,
+            entries: RwLock::new(Entries { map: HashMap::new(), removals: 0, enabled: true }),
+            flights: Mutex::new(HashMap::new()),
+            offline: AtomicBool::new(false),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            backend_reads: AtomicU64::new(0),
+            control: Mutex::new(Control { stop: false, exited: false }),
+            wake: Condvar::new(),
+        });
+        let for_thread = Arc::clone(&shared);
+        let spawned = thread::Builder::new()
+            .name(THREAD_NAME.to_string())
+            .stack_size(THREAD_STACK)
+            .spawn(move || background(for_thread, probe_interval));
+        let worker = match spawned {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                // Without the thread nothing would expire: serve every lookup from the store
+                // (still single-flight) rather than keep keys forever.
+                log::error!("{THREAD_NAME}: cannot start, keys will not be cached: {e}");
+                shared.write_entries().enabled = false;
+                None
+            }
+        };
+        Arc::new(KeyCache { shared, worker: Mutex::new(worker) })
+    }
+
+    /// The parsed key `name`, from the cache or (once for all concurrent callers) from the
+    /// store. While offline, a key not in the cache fails at once with `Unreachable`.
+    pub fn get(&self, name: &str, deadline: Instant) -> Result<Arc<KeyVersion>, CacheError> {
+        let shared = &*self.shared;
+        if let Some(key) = shared.lookup(name) {
+            shared.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(key);
+        }
+        shared.misses.fetch_add(1, Ordering::Relaxed);
+        if shared.offline.load(Ordering::SeqCst) {
+            return Err(CacheError::Store(offline_error()));
+        }
+        let joined = {
+            let mut flights = lock(&shared.flights);
+            match flights.get(name) {
+                Some(flight) => Err(Arc::clone(flight)),
+                None => {
+                    let flight = Arc::new(Flight::new());
+                    flights.insert(name.to_string(), Arc::clone(&flight));
+                    Ok(flight)
+                }
+            }
+        };
+        match joined {
+            Err(flight) => flight.wait(deadline),
+            Ok(flight) => {
+                let mut loader = Loader { shared, name, flight, result: None };
+                let result = shared.load(name, deadline);
+                loader.result = Some(result.clone());
+                drop(loader);
+                result
+            }
+        }
+    }
+
+    /// Forgets `name` (after it was deleted from the store through this node). A load of
+    /// `name` already in progress will not re-insert what it read.
     pub fn remove(&self, name: &str) {
-        self.keys.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        let mut entries = self.shared.write_entries();
+        entries.map.remove(name);
+        entries.removals = entries.removals.wrapping_add(1);
     }
 
     pub fn store(&self) -> &Arc<dyn KeyStore> {
-        &self.store
+        &self.shared.store
     }
 
+    /// Whether the last probe failed (lags reality by up to one probe period).
     pub fn is_offline(&self) -> bool {
-        false
+        self.shared.offline.load(Ordering::SeqCst)
     }
 
+    /// `Unreachable` at once while offline (`/v1/ready` must not probe then), otherwise the
+    /// store's own status.
     pub fn status(&self, deadline: Instant) -> Result<Duration, StoreError> {
-        self.store.status(deadline)
+        if self.is_offline() {
+            return Err(offline_error());
+        }
+        self.shared.store.status(deadline)
     }
 
     pub fn stats(&self) -> CacheStats {
-        CacheStats::default()
+        CacheStats {
+            hits: self.shared.hits.load(Ordering::Relaxed),
+            misses: self.shared.misses.load(Ordering::Relaxed),
+            backend_reads: self.shared.backend_reads.load(Ordering::Relaxed),
+        }
     }
 
-    pub fn shutdown(&self) {}
+    /// Stops the background thread (waiting at most [`SHUTDOWN_WAIT`]), drops every cached
+    /// key, and turns the cache into a pass-through: lookups keep working, each reading the
+    /// store. Idempotent; also runs when the last handle is dropped.
+    pub fn shutdown(&self) {
+        {
+            let mut entries = self.shared.write_entries();
+            entries.enabled = false;
+            entries.map.clear();
+        }
+        lock(&self.shared.control).stop = true;
+        self.shared.wake.notify_all();
+        let Some(handle) = lock(&self.worker).take() else { return };
+        let give_up = Instant::now() + SHUTDOWN_WAIT;
+        let mut control = lock(&self.shared.control);
+        while !control.exited {
+            let now = Instant::now();
+            if now >= give_up {
+                // Inside a slow probe: let it finish and exit by itself (detached).
+                return;
+            }
+            control = self
+                .shared
+                .wake
+                .wait_timeout(control, give_up - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        drop(control);
+        // The thread has left `background`; join only reaps it. A panic in it was already
+        // reported by the panic hook, and there is nothing left to clean up.
+        let _ = handle.join();
+    }
+
+    #[cfg(test)]
+    fn cached(&self, name: &str) -> bool {
+        self.shared.read_entries().map.contains_key(name)
+    }
+
+    #[cfg(test)]
+    fn cached_count(&self) -> usize {
+        self.shared.read_entries().map.len()
+    }
+
+    #[cfg(test)]
+    fn flight_waiters(&self, name: &str) -> usize {
+        lock(&self.shared.flights).get(name).map_or(0, |f| lock(&f.state).waiters)
+    }
+}
+
+impl Drop for KeyCache {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::{Algorithm, KEY_LEN, SecretKey};
+    use crate::keystore::mem::MemStore;
+    use crate::keystore::{Listing, StoredValue};
+    use std::sync::Barrier;
+
+    /// Builds a key from the first 32 bytes; the rest becomes `created_by`, so a test can
+    /// tell which stored value a key came from. Independent of the real stored formats.
+    fn fake_parse(bytes: &[u8]) -> Result<KeyVersion, FormatError> {
+        let key: &[u8; KEY_LEN] = bytes
+            .get(..KEY_LEN)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(FormatError("fake: value shorter than 32 bytes"))?;
+        Ok(KeyVersion {
+            key: SecretKey::new(Algorithm::Aes256, key),
+            hmac: None,
+            created_at: None,
+            created_by: String::from_utf8_lossy(&bytes[KEY_LEN..]).into_owned(),
+        })
+    }
+
+    fn value(tag: &str) -> Vec<u8> {
+        let mut v = vec![0x42; KEY_LEN];
+        v.extend_from_slice(tag.as_bytes());
+        v
+    }
+
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(10)
+    }
+
+    fn config(any_ms: u64, unused_ms: u64, offline_ms: u64) -> CacheConfig {
+        CacheConfig {
+            any: Duration::from_millis(any_ms),
+            unused: Duration::from_millis(unused_ms),
+            offline: Duration::from_millis(offline_ms),
+        }
+    }
+
+    /// Polls `cond` every 5 ms for at most `limit`; true as soon as it holds.
+    fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let end = Instant::now() + limit;
+        loop {
+            if cond() {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// A `MemStore` whose `get` can be slowed down or held at a gate, and whose `status`
+    /// records its calls and the calling thread's name.
+    #[derive(Default)]
+    struct TestStore {
+        mem: MemStore,
+        delay: Duration,
+        closed: Mutex<bool>,
+        gate: Condvar,
+        entered: AtomicU64,
+        status_calls: AtomicU64,
+        status_thread: Mutex<Option<String>>,
+    }
+
+    impl TestStore {
+        fn slow(delay: Duration) -> Arc<TestStore> {
+            Arc::new(TestStore { delay, ..TestStore::default() })
+        }
+
+        fn set_gate(&self, closed: bool) {
+            *lock(&self.closed) = closed;
+            self.gate.notify_all();
+        }
+    }
+
+    impl KeyStore for TestStore {
+        fn describe(&self) -> String {
+            "test".into()
+        }
+        fn status(&self, deadline: Instant) -> Result<Duration, StoreError> {
+            self.status_calls.fetch_add(1, Ordering::SeqCst);
+            *lock(&self.status_thread) = thread::current().name().map(str::to_string);
+            self.mem.status(deadline)
+        }
+        fn create(&self, name: &str, value: &[u8], deadline: Instant) -> Result<(), StoreError> {
+            self.mem.create(name, value, deadline)
+        }
+        fn get(&self, name: &str, deadline: Instant) -> Result<StoredValue, StoreError> {
+            self.entered.fetch_add(1, Ordering::SeqCst);
+            let mut closed = lock(&self.closed);
+            while *closed {
+                closed = self.gate.wait(closed).unwrap();
+            }
+            drop(closed);
+            thread::sleep(self.delay);
+            self.mem.get(name, deadline)
+        }
+        fn delete(&self, name: &str, deadline: Instant) -> Result<(), StoreError> {
+            self.mem.delete(name, deadline)
+        }
+        fn list(&self, prefix: &str, deadline: Instant) -> Result<Listing, StoreError> {
+            self.mem.list(prefix, deadline)
+        }
+    }
+
+    fn cache_over(store: Arc<dyn KeyStore>, cfg: CacheConfig, probe_ms: u64) -> Arc<KeyCache> {
+        KeyCache::with_options(store, cfg, Duration::from_millis(probe_ms), fake_parse)
+    }
+
+    #[test]
+    fn cache_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<KeyCache>();
+        check::<Arc<KeyCache>>();
+    }
+
+    #[test]
+    fn hit_after_miss_serves_the_same_key_without_reading_again() {
+        let store = Arc::new(MemStore::new());
+        store.create("k", &value("v1"), later()).unwrap();
+        let cache = cache_over(store.clone(), config(0, 0, 0), 0);
+        let a = cache.get("k", later()).unwrap();
+        let b = cache.get("k", later()).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.created_by, "v1");
+        assert_eq!(cache.stats(), CacheStats { hits: 1, misses: 1, backend_reads: 1 });
+        assert_eq!(store.reads(), 1);
+        assert_eq!(cache.store().describe(), "In Memory");
+    }
+
+    #[test]
+    fn two_hundred_concurrent_misses_cause_one_backend_read() {
+        const THREADS: usize = 200;
+        let store = TestStore::slow(Duration::from_millis(50));
+        store.mem.create("cold", &value("cold"), later()).unwrap();
+        let cache = cache_over(store.clone(), config(0, 0, 0), 0);
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (cache, barrier) = (Arc::clone(&cache), Arc::clone(&barrier));
+                thread::Builder::new()
+                    .stack_size(128 * 1024)
+                    .spawn(move || {
+                        barrier.wait();
+                        cache.get("cold", later())
+                    })
+                    .unwrap()
+            })
+            .collect();
+        let keys: Vec<Arc<KeyVersion>> =
+            handles.into_iter().map(|h| h.join().unwrap().ok().unwrap()).collect();
+        assert!(keys.iter().all(|k| Arc::ptr_eq(k, &keys[0])));
+        assert_eq!(keys[0].created_by, "cold");
+        let stats = cache.stats();
+        assert_eq!(stats.backend_reads, 1);
+        assert_eq!(store.mem.reads(), 1);
+        assert_eq!(stats.hits + stats.misses, THREADS as u64);
+    }
+
+    #[test]
+    fn waiters_share_the_leaders_error_and_errors_are_not_cached() {
+        let store = Arc::new(TestStore::default());
+        store.set_gate(true);
+        let cache = cache_over(store.clone(), config(0, 0, 0), 0);
+        let leader = {
+            let cache = Arc::clone(&cache);
+            thread::spawn(move || cache.get("missing", later()).err())
+        };
+        assert!(eventually(Duration::from_secs(5), || store.entered.load(Ordering::SeqCst) == 1));
+        let followers: Vec<_> = (0..10)
+            .map(|_| {
+                let cache = Arc::clone(&cache);
+                thread::spawn(move || cache.get("missing", later()).err())
+            })
+            .collect();
+        assert!(eventually(Duration::from_secs(5), || cache.flight_waiters("missing") == 10));
+        store.set_gate(false);
+        let want = Some(CacheError::Store(StoreError::NotFound));
+        assert_eq!(leader.join().unwrap(), want);
+        for f in followers {
+            assert_eq!(f.join().unwrap(), want);
+        }
+        assert_eq!(store.mem.reads(), 1);
+        assert_eq!(cache.stats().backend_reads, 1);
+
+        // Not cached: the next lookup asks again, and sees the key once it exists.
+        assert_eq!(cache.get("missing", later()).err(), want);
+        store.mem.create("missing", &value("now"), later()).unwrap();
+        assert_eq!(cache.get("missing", later()).unwrap().created_by, "now");
+        assert_eq!(store.mem.reads(), 3);
+    }
+
+    #[test]
+    fn parse_failures_are_reported_and_not_cached() {
+        let store = Arc::new(MemStore::new());
+        store.create("short", b"too short", later()).unwrap();
+        let cache = cache_over(store.clone(), config(0, 0, 0), 0);
+        let want = CacheError::Format(FormatError("fake: value shorter than 32 bytes"));
+        assert_eq!(cache.get("short", later()).err(), Some(want.clone()));
+        assert_eq!(cache.get("short", later()).err(), Some(want.clone()));
+        assert_eq!(store.reads(), 2);
+        assert!(!cache.cached("short"));
+        assert_eq!(want.to_string(), "stored key is malformed: fake: value shorter than 32 bytes");
+        let offline = CacheError::Store(offline_error());
+        assert_eq!(offline.to_string(), "key store is not reachable: cache is in offline mode");
+    }
+
+    #[test]
+    fn remove_forgets_a_key_and_blocks_a_stale_insert() {
+        let store = Arc::new(TestStore::default());
+        store.mem.create("k", &value("old"), later()).unwrap();
+        let cache = cache_over(store.clone(), config(0, 0, 0), 0);
+        cache.get("k", later()).unwrap();
+        cache.remove("k");
+        assert!(!cache.cached("k"));
+
+        // A load that read before the delete finishes after it: its result is handed out
+        // but not kept.
+        store.set_gate(true);
+        let loader = {
+            let cache = Arc::clone(&cache);
+            thread::spawn(move || cache.get("k", later()).map(|k| k.created_by.clone()))
+        };
+        assert!(eventually(Duration::from_secs(5), || store.entered.load(Ordering::SeqCst) == 2));
+        cache.remove("k");
+        store.set_gate(false);
+        assert_eq!(loader.join().unwrap(), Ok("old".to_string()));
+        assert!(!cache.cached("k"));
+        // Without a concurrent removal, a load is kept.
+        cache.get("k", later()).unwrap();
+        assert!(cache.cached("k"));
+    }
+
+    #[test]
+    fn any_period_flushes_every_entry() {
+        let store = Arc::new(MemStore::new());
+        store.create("a", &value("a"), later()).unwrap();
+        store.create("b", &value("b"), later()).unwrap();
+        let cache = cache_over(store.clone(), config(100, 0, 0), 0);
+        cache.get("a", later()).unwrap();
+        cache.get("b", later()).unwrap();
+        assert_eq!(cache.cached_count(), 2);
+        assert!(eventually(Duration::from_secs(3), || cache.cached_count() == 0));
+        cache.get("a", later()).unwrap();
+        assert_eq!(store.reads(), 3);
+    }
+
+    #[test]
+    fn unused_sweep_drops_idle_keys_and_clears_flags() {
+        let store = Arc::new(MemStore::new());
+        store.create("idle", &value("i"), later()).unwrap();
+        store.create("busy", &value("b"), later()).unwrap();
+        // No periodic tasks: drive the sweep by hand for exact steps.
+        let cache = cache_over(store.clone(), config(0, 0, 0), 0);
+        cache.get("idle", later()).unwrap();
+        cache.get("busy", later()).unwrap();
+        // Fresh entries count as used: the first sweep keeps both and clears the flags.
+        cache.shared.sweep_unused();
+        assert!(cache.cached("idle") && cache.cached("busy"));
+        cache.get("busy", later()).unwrap();
+        cache.shared.sweep_unused();
+        assert!(!cache.cached("idle"));
+        assert!(cache.cached("busy"));
+        cache.shared.sweep_unused();
+        assert!(!cache.cached("busy"));
+    }
+
+    #[test]
+    fn unused_sweep_runs_in_the_background() {
+        let store = Arc::new(MemStore::new());
+        store.create("idle", &value("i"), later()).unwrap();
+        store.create("busy", &value("b"), later()).unwrap();
+        // Sweeps every 300 ms; "busy" is touched every 10 ms, far inside each half-period.
+        let cache = cache_over(store.clone(), config(0, 600, 0), 0);
+        cache.get("idle", later()).unwrap();
+        cache.get("busy", later()).unwrap();
+        let evicted = eventually(Duration::from_secs(5), || {
+            cache.get("busy", later()).unwrap();
+            !cache.cached("idle")
+        });
+        assert!(evicted, "idle key was never swept");
+        assert!(cache.cached("busy"));
+        // "busy" was read from the store once: every later lookup was a hit.
+        assert_eq!(store.reads(), 2);
+    }
+
+    #[test]
+    fn offline_serves_cached_keys_and_fails_fast_for_others() {
+        let store = Arc::new(MemStore::new());
+        store.create("warm", &value("w"), later()).unwrap();
+        store.create("cold", &value("c"), later()).unwrap();
+        // `any` 100 ms would flush "warm" quickly, but offline caching (10 s) suspends it.
+        let cache = cache_over(store.clone(), config(100, 0, 10_000), 20);
+        let warm = cache.get("warm", later()).unwrap();
+        store.set_unreachable(true);
+        assert!(eventually(Duration::from_secs(3), || cache.is_offline()));
+        // Several `any` periods pass; the entry stays.
+        thread::sleep(Duration::from_millis(350));
+        assert!(Arc::ptr_eq(&cache.get("warm", later()).unwrap(), &warm));
+
+        let reads = store.reads();
+        let start = Instant::now();
+        let err = cache.get("cold", later()).err();
+        assert!(start.elapsed() < Duration::from_millis(100), "{:?}", start.elapsed());
+        assert_eq!(err, Some(CacheError::Store(offline_error())));
+        assert_eq!(store.reads(), reads, "an offline miss must not reach the store");
+        assert_eq!(cache.status(later()), Err(offline_error()));
+
+        store.set_unreachable(false);
+        assert!(eventually(Duration::from_secs(3), || !cache.is_offline()));
+        assert!(cache.status(later()).is_ok());
+        assert_eq!(cache.get("cold", later()).unwrap().created_by, "c");
+    }
+
+    #[test]
+    fn offline_without_offline_caching_keeps_expiring() {
+        let store = Arc::new(MemStore::new());
+        store.create("warm", &value("w"), later()).unwrap();
+        let cache = cache_over(store.clone(), config(100, 0, 0), 20);
+        cache.get("warm", later()).unwrap();
+        store.set_unreachable(true);
+        assert!(eventually(Duration::from_secs(3), || cache.is_offline()));
+        assert!(eventually(Duration::from_secs(3), || !cache.cached("warm")));
+        assert_eq!(cache.get("warm", later()).err(), Some(CacheError::Store(offline_error())));
+    }
+
+    #[test]
+    fn offline_flush_empties_the_cache_while_offline() {
+        let store = Arc::new(MemStore::new());
+        store.create("warm", &value("w"), later()).unwrap();
+        let cache = cache_over(store.clone(), config(0, 0, 200), 20);
+        cache.get("warm", later()).unwrap();
+        // Online, the offline flush does nothing.
+        thread::sleep(Duration::from_millis(450));
+        assert!(cache.cached("warm"));
+        store.set_unreachable(true);
+        assert!(eventually(Duration::from_secs(3), || cache.is_offline()));
+        assert!(eventually(Duration::from_secs(3), || !cache.cached("warm")));
+    }
+
+    #[test]
+    fn shutdown_stops_the_named_thread_promptly() {
+        let store = Arc::new(TestStore::default());
+        let cache = cache_over(store.clone(), config(60_000, 30_000, 0), 10);
+        assert!(
+            eventually(Duration::from_secs(3), || store.status_calls.load(Ordering::SeqCst) >= 2)
+        );
+        assert_eq!(lock(&store.status_thread).as_deref(), Some(THREAD_NAME));
+
+        let start = Instant::now();
+        cache.shutdown();
+        assert!(start.elapsed() < Duration::from_millis(500), "{:?}", start.elapsed());
+        let calls = store.status_calls.load(Ordering::SeqCst);
+        thread::sleep(Duration::from_millis(100));
+        assert_eq!(store.status_calls.load(Ordering::SeqCst), calls);
+        cache.shutdown(); // idempotent
+
+        // Afterwards lookups still work, each from the store.
+        store.mem.create("k", &value("k"), later()).unwrap();
+        cache.get("k", later()).unwrap();
+        cache.get("k", later()).unwrap();
+        assert_eq!(store.mem.reads(), 2);
+        assert!(!cache.cached("k"));
+    }
+
+    #[test]
+    fn dropping_the_last_handle_stops_the_thread() {
+        let store = Arc::new(TestStore::default());
+        let as_dyn: Arc<dyn KeyStore> = store.clone();
+        let cache = cache_over(as_dyn, config(0, 0, 0), 10);
+        assert!(
+            eventually(Duration::from_secs(3), || store.status_calls.load(Ordering::SeqCst) >= 1)
+        );
+        drop(cache);
+        // The thread released its share of the cache, and with it the store.
+        assert_eq!(Arc::strong_count(&store), 1);
+        let calls = store.status_calls.load(Ordering::SeqCst);
+        thread::sleep(Duration::from_millis(50));
+        assert_eq!(store.status_calls.load(Ordering::SeqCst), calls);
+    }
+
+    #[test]
+    fn a_waiter_honours_its_own_deadline() {
+        let store = Arc::new(TestStore::default());
+        store.set_gate(true);
+        let cache = cache_over(store.clone(), config(0, 0, 0), 0);
+        let leader = {
+            let cache = Arc::clone(&cache);
+            thread::spawn(move || cache.get("k", later()).err())
+        };
+        assert!(eventually(Duration::from_secs(5), || store.entered.load(Ordering::SeqCst) == 1));
+        let start = Instant::now();
+        let err = cache.get("k", Instant::now() + Duration::from_millis(50)).err();
+        assert!(start.elapsed() < Duration::from_secs(2));
+        assert_eq!(
+            err,
+            Some(CacheError::Store(StoreError::Unreachable(
+                "timed out waiting for the key store".into()
+            )))
+        );
+        store.set_gate(false);
+        assert_eq!(leader.join().unwrap(), Some(CacheError::Store(StoreError::NotFound)));
+    }
 }

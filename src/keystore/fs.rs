@@ -1,1 +1,541 @@
 //! Directory store, upstream's `keystore.fs` layout (`kes-config-cli.md` §5).
+//!
+//! One regular file per key, named exactly the key name, holding the stored value bytes
+//! verbatim, so an upstream directory loads unchanged. Creation is crash-safe: the value is
+//! written and fsynced under a temporary name, then hard-linked into place (a link never
+//! replaces an existing name) and the directory is fsynced, so a crash leaves either no key
+//! or a complete one, never a truncated file.
+//!
+//! Owns: the mapping from names to paths and every filesystem call on the key directory.
+//! Must not: touch a path built from a name that failed [`safe_file_name`], follow a
+//! symlink for a key file, or parse the values it keeps.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use zeroize::Zeroizing;
+
+use super::{KeyStore, Listing, StoreError, StoredValue, list_page};
+
+/// Largest stored value read or written. A stored key is a few hundred bytes (base64
+/// protobuf or one JSON object, `kes-crypto.md` §2); anything near this bound is not a key,
+/// and reading it unbounded would let a stray file exhaust memory.
+pub const MAX_VALUE_LEN: usize = 64 * 1024;
+
+/// Longest key name (`kes-api.md` §4), and so the longest file name this store creates.
+const MAX_NAME_LEN: usize = 80;
+
+/// Mode of a key directory this store creates (upstream's, before the umask).
+const DIR_MODE: u32 = 0o755;
+
+/// Mode of key files: readable by the server's user only, they hold key material.
+const FILE_MODE: u32 = 0o600;
+
+/// Start of temporary file names. The leading `.` makes them fail [`safe_file_name`], so
+/// they are never listed, read or deleted as keys.
+const TEMP_PREFIX: &str = ".tmp-";
+
+/// A listing checks its deadline after every this many directory entries, so a huge
+/// directory cannot hold a request thread past its route timeout by much.
+const LIST_DEADLINE_EVERY: usize = 1024;
+
+/// `open(2)` flags for key files: never follow a symlink out of the directory, and never
+/// block on a FIFO someone placed under a key's name (the type is checked after opening).
+const OPEN_FLAGS: i32 = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+
+/// Whether `name` may become a file name in the key directory.
+///
+/// The same rule as `crate::api::valid_name` (`kes-api.md` §4): 1..=80 bytes of
+/// `[0-9A-Za-z_-]`, no leading or trailing `-`, not `_` alone. It is restated here rather
+/// than imported because L1 modules do not import the API layer; a unit test below keeps
+/// the two in step. The rule excludes `/`, `.`, `..`, NUL and non-ASCII, so a name can
+/// neither escape the directory nor collide with a temporary or hidden file.
+fn safe_file_name(name: &str) -> bool {
+    if name.is_empty() || name.len() > MAX_NAME_LEN || name == "_" {
+        return false;
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return false;
+    }
+    name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Keys as files in one directory. `Debug` shows the path only.
+#[derive(Debug)]
+pub struct FsStore {
+    dir: PathBuf,
+}
+
+impl FsStore {
+    /// Uses `path` as the key directory, creating it (and its parents, mode 0755) if it is
+    /// missing. Fails when `path` exists and is not a directory.
+    pub fn open(path: impl AsRef<Path>) -> Result<FsStore, StoreError> {
+        let dir = path.as_ref().to_path_buf();
+        if dir.as_os_str().is_empty() {
+            return Err(StoreError::Failed("fs: the key directory path is empty".into()));
+        }
+        let fail = |what: &str, err: io::Error| {
+            StoreError::Failed(format!("fs: {what} key directory '{}': {err}", dir.display()))
+        };
+        DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(&dir)
+            .map_err(|e| fail("cannot create", e))?;
+        let meta = fs::metadata(&dir).map_err(|e| fail("cannot stat", e))?;
+        if !meta.is_dir() {
+            return Err(StoreError::Failed(format!("fs: '{}' is not a directory", dir.display())));
+        }
+        Ok(FsStore { dir })
+    }
+
+    /// The key directory as configured.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn key_path(&self, name: &str) -> Result<PathBuf, StoreError> {
+        if !safe_file_name(name) {
+            // The name is left out: it is client input and may hold anything.
+            return Err(StoreError::Failed(
+                "fs: key name is empty, too long or contains invalid characters".into(),
+            ));
+        }
+        Ok(self.dir.join(name))
+    }
+
+    /// Makes the directory's entries (a new link, a removed name) durable.
+    fn sync_dir(&self) -> Result<(), StoreError> {
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StoreError::Failed(format!("fs: failed to sync key directory: {e}")))
+    }
+}
+
+/// A temporary file in the key directory, removed when dropped (after it was linked into
+/// place, or on any failure before that).
+struct TempFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl TempFile {
+    fn create(dir: &Path, name: &str) -> Result<TempFile, StoreError> {
+        let mut random = [0u8; 8];
+        getrandom::getrandom(&mut random)
+            .map_err(|e| StoreError::Failed(format!("fs: no randomness for a temp name: {e}")))?;
+        let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let path = dir.join(format!("{TEMP_PREFIX}{name}-{suffix}"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| StoreError::Failed(format!("fs: failed to create temp file: {e}")))?;
+        Ok(TempFile { path, file })
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        // Best effort: a leftover temp file is harmless (never listed or read as a key).
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Reads at most `limit` bytes from `file` into zeroizing memory; `Ok(None)` when the file
+/// holds more. Growth copies into a fresh `Zeroizing` buffer so no reallocation leaves key
+/// bytes behind in freed memory.
+fn read_bounded(file: &mut File, hint: usize, limit: usize) -> io::Result<Option<StoredValue>> {
+    let mut buf = Zeroizing::new(vec![0u8; hint.min(limit) + 1]);
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            if buf.len() > limit {
+                return Ok(None);
+            }
+            let grown = buf.len().saturating_mul(2).min(limit + 1);
+            let mut bigger = Zeroizing::new(vec![0u8; grown]);
+            bigger[..filled].copy_from_slice(&buf[..filled]);
+            buf = bigger;
+        }
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    // `Vec`'s zeroize also wipes spare capacity, so truncating loses nothing.
+    buf.truncate(filled);
+    Ok(Some(buf))
+}
+
+fn too_large() -> StoreError {
+    StoreError::Failed("fs: stored value exceeds 64 KiB".into())
+}
+
+fn not_regular() -> StoreError {
+    StoreError::Failed("fs: key entry is not a regular file".into())
+}
+
+impl KeyStore for FsStore {
+    fn describe(&self) -> String {
+        format!("Filesystem: {}", self.dir.display())
+    }
+
+    fn status(&self, _deadline: Instant) -> Result<Duration, StoreError> {
+        let start = Instant::now();
+        let meta = fs::metadata(&self.dir)
+            .map_err(|e| StoreError::Unreachable(format!("fs: key directory: {e}")))?;
+        if !meta.is_dir() {
+            return Err(StoreError::Unreachable("fs: key directory is not a directory".into()));
+        }
+        Ok(start.elapsed())
+    }
+
+    fn create(&self, name: &str, value: &[u8], _deadline: Instant) -> Result<(), StoreError> {
+        let path = self.key_path(name)?;
+        if value.len() > MAX_VALUE_LEN {
+            // Never write what `get` would refuse to read.
+            return Err(too_large());
+        }
+        let mut tmp = TempFile::create(&self.dir, name)?;
+        tmp.file
+            .write_all(value)
+            .and_then(|()| tmp.file.sync_all())
+            .map_err(|e| StoreError::Failed(format!("fs: failed to write key: {e}")))?;
+        // link(2) fails with EEXIST instead of replacing, which makes this create-if-absent
+        // even against concurrent creators in other threads or processes.
+        match fs::hard_link(&tmp.path, &path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(StoreError::Exists),
+            Err(e) => return Err(StoreError::Failed(format!("fs: failed to create key: {e}"))),
+        }
+        drop(tmp);
+        self.sync_dir()
+    }
+
+    fn get(&self, name: &str, _deadline: Instant) -> Result<StoredValue, StoreError> {
+        let path = self.key_path(name)?;
+        let mut file = match OpenOptions::new().read(true).custom_flags(OPEN_FLAGS).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotFound),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_regular()),
+            Err(e) => return Err(StoreError::Failed(format!("fs: failed to read key: {e}"))),
+        };
+        let read_err = |e: io::Error| StoreError::Failed(format!("fs: failed to read key: {e}"));
+        let meta = file.metadata().map_err(read_err)?;
+        if !meta.is_file() {
+            return Err(not_regular());
+        }
+        let len = usize::try_from(meta.len()).map_err(|_| too_large())?;
+        if len > MAX_VALUE_LEN {
+            return Err(too_large());
+        }
+        read_bounded(&mut file, len, MAX_VALUE_LEN).map_err(read_err)?.ok_or_else(too_large)
+    }
+
+    fn delete(&self, name: &str, _deadline: Instant) -> Result<(), StoreError> {
+        let path = self.key_path(name)?;
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotFound),
+            Err(e) => return Err(StoreError::Failed(format!("fs: failed to delete key: {e}"))),
+        }
+        self.sync_dir()
+    }
+
+    fn list(&self, prefix: &str, deadline: Instant) -> Result<Listing, StoreError> {
+        let fail = |e: io::Error| StoreError::Failed(format!("fs: failed to list keys: {e}"));
+        let mut names = Vec::new();
+        for (i, entry) in fs::read_dir(&self.dir).map_err(fail)?.enumerate() {
+            if i % LIST_DEADLINE_EVERY == LIST_DEADLINE_EVERY - 1 && Instant::now() > deadline {
+                return Err(StoreError::Failed("fs: listing keys exceeded its deadline".into()));
+            }
+            let entry = entry.map_err(fail)?;
+            // Non-UTF-8 names cannot be key names; skip them like temp and hidden files.
+            let Ok(name) = entry.file_name().into_string() else { continue };
+            // Filtering by prefix before paging is what `list_page` does first anyway; doing
+            // it here keeps memory proportional to the matching names only.
+            if !name.starts_with(prefix) || !safe_file_name(&name) {
+                continue;
+            }
+            // `file_type` does not follow symlinks: only regular files are keys, as in `get`.
+            if entry.file_type().map_err(fail)?.is_file() {
+                names.push(name);
+            }
+        }
+        Ok(list_page(names, prefix))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::{Arc, Barrier};
+
+    /// A fresh directory under the system temp dir, removed with its contents on drop.
+    struct TestDir(PathBuf);
+
+    impl TestDir {
+        fn new() -> TestDir {
+            let mut r = [0u8; 8];
+            getrandom::getrandom(&mut r).unwrap();
+            let tag: String = r.iter().map(|b| format!("{b:02x}")).collect();
+            let p = std::env::temp_dir().join(format!("kes-fs-test-{}-{tag}", std::process::id()));
+            TestDir(p)
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(10)
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    const INVALID_NAME: &str = "fs: key name is empty, too long or contains invalid characters";
+
+    #[test]
+    fn open_creates_missing_dirs_and_rejects_files() {
+        let t = TestDir::new();
+        let nested = t.0.join("a").join("keys");
+        let s = FsStore::open(&nested).unwrap();
+        assert!(nested.is_dir());
+        let mode = fs::metadata(&nested).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode & !DIR_MODE, 0, "mode {mode:o} must be within 0755 (umask may narrow)");
+        assert_eq!(s.describe(), format!("Filesystem: {}", nested.display()));
+        assert!(s.status(later()).unwrap() < Duration::from_secs(1));
+        // Opening an existing directory again is fine.
+        FsStore::open(&nested).unwrap();
+
+        let file = t.0.join("plain");
+        fs::write(&file, b"x").unwrap();
+        let err = FsStore::open(&file).unwrap_err();
+        assert!(matches!(err, StoreError::Failed(_)), "{err:?}");
+        assert!(matches!(FsStore::open(""), Err(StoreError::Failed(_))));
+
+        // A vanished directory is an unreachable store, not a crash.
+        fs::remove_dir_all(&nested).unwrap();
+        assert!(matches!(s.status(later()), Err(StoreError::Unreachable(_))));
+        assert!(matches!(s.list("", later()), Err(StoreError::Failed(_))));
+        assert_eq!(s.get("k", later()), Err(StoreError::NotFound));
+    }
+
+    #[test]
+    fn create_get_delete_list() {
+        let t = TestDir::new();
+        let s = FsStore::open(&t.0).unwrap();
+        s.create("key-1", b"stored value 1", later()).unwrap();
+        s.create("key-2", b"stored value 2", later()).unwrap();
+        s.create("other", b"o", later()).unwrap();
+        assert_eq!(s.get("key-1", later()).unwrap().as_slice(), b"stored value 1");
+        assert_eq!(fs::read(t.0.join("key-2")).unwrap(), b"stored value 2");
+        let mode = fs::metadata(t.0.join("key-1")).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, FILE_MODE);
+
+        assert_eq!(s.create("key-1", b"replacement", later()), Err(StoreError::Exists));
+        assert_eq!(s.get("key-1", later()).unwrap().as_slice(), b"stored value 1");
+
+        let l = s.list("key-", later()).unwrap();
+        assert_eq!(l.names, vec!["key-1", "key-2"]);
+        assert_eq!(l.continue_at, "");
+        assert_eq!(s.list("", later()).unwrap().names, vec!["key-1", "key-2", "other"]);
+
+        s.delete("key-1", later()).unwrap();
+        assert_eq!(s.get("key-1", later()), Err(StoreError::NotFound));
+        assert_eq!(s.delete("key-1", later()), Err(StoreError::NotFound));
+        assert_eq!(s.get("never", later()), Err(StoreError::NotFound));
+        assert_eq!(s.list("key-", later()).unwrap().names, vec!["key-2"]);
+        // No temporary file survives a create, a refused create or a delete.
+        assert_eq!(entries(&t.0), vec!["key-2", "other"]);
+    }
+
+    #[test]
+    fn traversal_and_invalid_names_never_touch_the_filesystem() {
+        let t = TestDir::new();
+        let inner = t.0.join("keys");
+        let s = FsStore::open(&inner).unwrap();
+        // Bait: a file one level up that `../x` would reach.
+        fs::write(t.0.join("x"), b"outside").unwrap();
+        let long = "a".repeat(81);
+        let bad = [
+            "../x",
+            "a/b",
+            "..",
+            ".",
+            "",
+            "/etc/passwd",
+            "Εmacs",
+            "k\u{0}x",
+            "_",
+            "-a",
+            "a-",
+            ".hidden",
+            ".tmp-k-0011",
+            "a.b",
+            long.as_str(),
+        ];
+        for name in bad {
+            let want = Err(StoreError::Failed(INVALID_NAME.into()));
+            assert_eq!(s.create(name, b"v", later()), want, "create {name:?}");
+            assert_eq!(s.get(name, later()).err(), want.clone().err(), "get {name:?}");
+            assert_eq!(s.delete(name, later()), want, "delete {name:?}");
+        }
+        assert_eq!(fs::read(t.0.join("x")).unwrap(), b"outside");
+        assert!(entries(&inner).is_empty());
+        // The longest valid name still works.
+        s.create(&"a".repeat(80), b"v", later()).unwrap();
+    }
+
+    #[test]
+    fn local_name_rule_matches_the_api_rule() {
+        let long = "a".repeat(81);
+        let max = "a".repeat(80);
+        for n in [
+            "my-key",
+            "abc123",
+            "0",
+            "123ABC321",
+            "_-___---_",
+            "_0",
+            "0-Z",
+            "my_key-0",
+            "",
+            "my.key",
+            "key/",
+            "☰",
+            "hel<lo",
+            "Εmacs",
+            "_",
+            "-a",
+            "a-",
+            "..",
+            "a\u{0}",
+            &long,
+            &max,
+        ] {
+            assert_eq!(safe_file_name(n), crate::api::valid_name(n), "{n:?}");
+        }
+    }
+
+    /// Vector P5 of `kes-crypto.md` §8.2: an F4 (base64 protobuf) value as upstream writes it.
+    const UPSTREAM_F4: &[u8] = b"CiQKIMiHG7XrN94FuwblJJor4f7f6rbqAl7DwsLaiIoyz0D2EAESJAognLXl4yqa4cjZTcSbsU6sNnN8kP9ARWkXwa20YQZa9HgQARoMCNithK0GEID67qYDIkAzZWNmY2RmMzhmY2JlMTQxYWUyNmExMDMwZjgxZTk2Yjc1MzM2NWE0Njc2MGFlNmI1Nzg2OThhOTdjNTlmZDIy";
+
+    /// Vector P2 of `kes-crypto.md` §8.2: a JSON-era (F0) value.
+    const UPSTREAM_F0: &[u8] = br#"{"bytes":"J8qmOyEV2ce2yoAC+5t0Y7CSP/hTMppL7XHpAnyc+0E="}"#;
+
+    #[test]
+    fn upstream_files_load_and_survive_reopen() {
+        let t = TestDir::new();
+        // An upstream key directory, written before this store ever opened it.
+        fs::create_dir_all(&t.0).unwrap();
+        fs::write(t.0.join("minio-default"), UPSTREAM_F4).unwrap();
+        fs::write(t.0.join("legacy_key"), UPSTREAM_F0).unwrap();
+        {
+            let s = FsStore::open(&t.0).unwrap();
+            assert_eq!(s.get("minio-default", later()).unwrap().as_slice(), UPSTREAM_F4);
+            assert_eq!(s.get("legacy_key", later()).unwrap().as_slice(), UPSTREAM_F0);
+            s.create("mine", b"written by us", later()).unwrap();
+        }
+        let s = FsStore::open(&t.0).unwrap();
+        assert_eq!(s.get("minio-default", later()).unwrap().as_slice(), UPSTREAM_F4);
+        assert_eq!(s.get("mine", later()).unwrap().as_slice(), b"written by us");
+        // Our files are upstream's layout too: exactly the value bytes, nothing added.
+        assert_eq!(fs::read(t.0.join("mine")).unwrap(), b"written by us");
+        assert_eq!(s.list("", later()).unwrap().names, vec!["legacy_key", "mine", "minio-default"]);
+    }
+
+    #[test]
+    fn listing_skips_temp_hidden_odd_and_non_regular_entries() {
+        let t = TestDir::new();
+        let s = FsStore::open(&t.0).unwrap();
+        s.create("k1", b"v", later()).unwrap();
+        fs::write(t.0.join(".tmp-k2-00112233"), b"half").unwrap();
+        fs::write(t.0.join(".hidden"), b"h").unwrap();
+        fs::write(t.0.join("notes.txt"), b"n").unwrap();
+        fs::create_dir(t.0.join("k-dir")).unwrap();
+        std::os::unix::fs::symlink(t.0.join("k1"), t.0.join("k-link")).unwrap();
+        assert_eq!(s.list("", later()).unwrap().names, vec!["k1"]);
+        assert_eq!(s.list("k", later()).unwrap().names, vec!["k1"]);
+        // A directory or a symlink under a key's name is not a key, and not followed.
+        assert_eq!(s.get("k-dir", later()), Err(not_regular()));
+        assert_eq!(s.get("k-link", later()), Err(not_regular()));
+        // A create over a non-key entry still refuses to replace it.
+        assert_eq!(s.create("k-dir", b"v", later()), Err(StoreError::Exists));
+    }
+
+    #[test]
+    fn oversized_values_are_refused_both_ways() {
+        let t = TestDir::new();
+        let s = FsStore::open(&t.0).unwrap();
+        let big = vec![b'a'; MAX_VALUE_LEN + 1];
+        let err = StoreError::Failed("fs: stored value exceeds 64 KiB".into());
+        assert_eq!(s.create("big", &big, later()), Err(err.clone()));
+        fs::write(t.0.join("big"), &big).unwrap();
+        assert_eq!(s.get("big", later()).err(), Some(err));
+        let max = vec![b'b'; MAX_VALUE_LEN];
+        s.create("max", &max, later()).unwrap();
+        assert_eq!(s.get("max", later()).unwrap().as_slice(), max.as_slice());
+        s.create("empty", b"", later()).unwrap();
+        assert_eq!(s.get("empty", later()).unwrap().as_slice(), b"");
+    }
+
+    #[test]
+    fn read_bounded_grows_past_a_wrong_hint() {
+        let t = TestDir::new();
+        fs::create_dir_all(&t.0).unwrap();
+        let p = t.0.join("f");
+        fs::write(&p, vec![7u8; 5000]).unwrap();
+        // A hint far below the real size (as if the file grew after fstat).
+        let got = read_bounded(&mut File::open(&p).unwrap(), 3, 8000).unwrap().unwrap();
+        assert_eq!(got.as_slice(), vec![7u8; 5000].as_slice());
+        assert!(read_bounded(&mut File::open(&p).unwrap(), 3, 4999).unwrap().is_none());
+        let exact = read_bounded(&mut File::open(&p).unwrap(), 0, 5000).unwrap().unwrap();
+        assert_eq!(exact.len(), 5000);
+    }
+
+    #[test]
+    fn concurrent_creates_of_one_name_have_exactly_one_winner() {
+        const THREADS: usize = 16;
+        let t = TestDir::new();
+        let s = Arc::new(FsStore::open(&t.0).unwrap());
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|i| {
+                let (s, barrier) = (Arc::clone(&s), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    let value = format!("value-from-{i}");
+                    barrier.wait();
+                    (value.clone(), s.create("contended", value.as_bytes(), later()))
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let winners: Vec<_> = results.iter().filter(|(_, r)| r.is_ok()).collect();
+        assert_eq!(winners.len(), 1);
+        let losers = results.iter().filter(|(_, r)| *r == Err(StoreError::Exists)).count();
+        assert_eq!(losers, THREADS - 1);
+        // The winner's value is the one stored, whole.
+        assert_eq!(s.get("contended", later()).unwrap().as_slice(), winners[0].0.as_bytes());
+        assert_eq!(entries(&t.0), vec!["contended"]);
+    }
+}
