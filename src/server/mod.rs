@@ -178,10 +178,9 @@ fn policy_set(cfg: &Config) -> PolicySet {
 /// Opens the configured key store.
 pub fn open_store(cfg: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, StartError> {
     match cfg {
-        KeyStoreConfig::Fs { path } => {
-            let _ = path;
-            Err(StartError("keystore.fs: not available in this build yet".into()))
-        }
+        KeyStoreConfig::Fs { path } => crate::keystore::fs::FsStore::open(path)
+            .map(|s| Arc::new(s) as Arc<dyn KeyStore>)
+            .map_err(|e| StartError(format!("keystore.fs.path: cannot open '{}': {e}", path.display()))),
         KeyStoreConfig::Azure(_) => {
             Err(StartError("keystore.azure: not available in this build yet".into()))
         }
