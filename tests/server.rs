@@ -49,7 +49,17 @@ fn status_has_kms_go_fields() {
     let r = srv.admin().get("/v1/status");
     assert_eq!(r.status, 200);
     let v = r.json();
-    for f in ["version", "os", "arch", "uptime", "num_cpu", "num_cpu_used", "mem_heap_used", "mem_stack_used", "keystore_latency"] {
+    for f in [
+        "version",
+        "os",
+        "arch",
+        "uptime",
+        "num_cpu",
+        "num_cpu_used",
+        "mem_heap_used",
+        "mem_stack_used",
+        "keystore_latency",
+    ] {
         assert!(!v[f].is_null(), "missing {f}: {}", r.text());
     }
     assert_eq!(v["os"], "linux");
@@ -71,7 +81,10 @@ fn ready_and_api() {
     let list = r.json();
     let list = list.as_array().unwrap();
     assert_eq!(list.len(), 22);
-    assert!(list.iter().any(|e| e["method"] == "PUT" && e["path"] == "/v1/key/import/" && e["max_body"] == 1_000_000 && e["timeout"] == 15));
+    assert!(list.iter().any(|e| e["method"] == "PUT"
+        && e["path"] == "/v1/key/import/"
+        && e["max_body"] == 1_000_000
+        && e["timeout"] == 15));
     assert!(list.iter().any(|e| e["path"] == "/v1/log/audit" && e["timeout"] == 0));
 }
 
@@ -153,7 +166,10 @@ fn policy_and_identity_routes() {
     let r = a.get("/v1/policy/read/nope");
     assert_eq!((r.status, r.message()), (404, "policy does not exist".into()));
     let r = a.get("/v1/policy/read/bad.name");
-    assert_eq!((r.status, r.message()), (400, "policy name 'bad.name' is empty, too long or contains invalid characters".into()));
+    assert_eq!(
+        (r.status, r.message()),
+        (400, "policy name 'bad.name' is empty, too long or contains invalid characters".into())
+    );
     let r = a.get("/v1/policy/list/*");
     assert_eq!(r.text(), "{\"names\":[\"app\"],\"continue_at\":\"\"}\n");
     let r = a.get("/v1/policy/list/x*");
@@ -168,13 +184,19 @@ fn policy_and_identity_routes() {
     let ids = r.json()["identities"].clone();
     assert_eq!(ids.as_array().unwrap().len(), 2);
     let r = a.get("/v1/identity/list/*-*");
-    assert_eq!((r.status, r.message()), (400, "listing pattern '*-*' is empty, too long or is invalid".into()));
+    assert_eq!(
+        (r.status, r.message()),
+        (400, "listing pattern '*-*' is empty, too long or is invalid".into())
+    );
     // Self-describe: admin and the flat layout for others (DECISION D2).
     let r = a.get("/v1/identity/self/describe");
     assert_eq!(r.json()["admin"], true);
     let r = srv.client(Some(&app)).get("/v1/identity/self/describe");
     let v = r.json();
-    assert_eq!((v["identity"].as_str().unwrap(), v["policy"].as_str().unwrap()), (app.identity.as_str(), "app"));
+    assert_eq!(
+        (v["identity"].as_str().unwrap(), v["policy"].as_str().unwrap()),
+        (app.identity.as_str(), "app")
+    );
     assert_eq!(v["allow"]["/v1/status"], serde_json::json!({}));
     let r = srv.client(Some(&client_id())).get("/v1/identity/self/describe");
     assert_eq!((r.status, r.message()), (404, "identity does not exist".into()));
@@ -206,7 +228,10 @@ fn oversized_and_malformed_heads_are_refused() {
     c.send_raw(b"BLAH\r\n\r\n").unwrap();
     assert_eq!(c.read_reply().unwrap().status, 400);
     let mut c = srv.admin();
-    c.send_raw(b"PUT /v1/key/import/k HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+    c.send_raw(
+        b"PUT /v1/key/import/k HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    .unwrap();
     assert_eq!(c.read_reply().unwrap().status, 400);
 }
 

@@ -54,6 +54,8 @@ pub struct Options {
     /// `--addr`, overriding the config's `address`.
     pub addr: Option<String>,
     pub mlock: MlockPolicy,
+    /// Install the seccomp filter (`--no-seccomp` turns it off; in-process tests must).
+    pub seccomp: bool,
     pub max_connections: usize,
     /// Log lines as JSON (journald users want fields); text otherwise.
     pub log_json: bool,
@@ -72,6 +74,7 @@ impl Default for Options {
             dev: false,
             addr: None,
             mlock: MlockPolicy::Try,
+            seccomp: true,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             log_json: false,
             audit_out: None,
@@ -89,6 +92,7 @@ pub struct Banner {
     pub error_level: Level,
     pub audit_level: Level,
     pub mlock: bool,
+    pub seccomp: bool,
     /// `--dev`: the admin API key, to print once.
     pub dev_api_key: Option<Zeroizing<String>>,
     /// `--dev`: the server certificate (PEM), so clients can trust it.
@@ -180,7 +184,9 @@ pub fn open_store(cfg: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, StartError>
     match cfg {
         KeyStoreConfig::Fs { path } => crate::keystore::fs::FsStore::open(path)
             .map(|s| Arc::new(s) as Arc<dyn KeyStore>)
-            .map_err(|e| StartError(format!("keystore.fs.path: cannot open '{}': {e}", path.display()))),
+            .map_err(|e| {
+                StartError(format!("keystore.fs.path: cannot open '{}': {e}", path.display()))
+            }),
         KeyStoreConfig::Azure(_) => {
             Err(StartError("keystore.azure: not available in this build yet".into()))
         }
@@ -332,7 +338,7 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
         }
     })?;
     let addr = listener.local_addr().map_err(|e| StartError(e.to_string()))?;
-    let hardened = sys::harden(opts.mlock).map_err(StartError)?;
+    let hardened = sys::harden(opts.mlock, opts.seccomp).map_err(StartError)?;
 
     let banner = Banner {
         keystore: keystore_desc,
@@ -341,6 +347,7 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
         error_level: cfg.log.error,
         audit_level: cfg.log.audit,
         mlock: hardened.mlock,
+        seccomp: hardened.seccomp,
         dev_api_key: dev_key,
         dev_cert_pem: dev_pem,
         warnings: Vec::new(),

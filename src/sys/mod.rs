@@ -1,7 +1,10 @@
 //! Process hardening, in one place and in a fixed order (`STACK.md` §3): lock memory so key
 //! material never reaches swap, make the process non-dumpable (no core files, no ptrace
-//! by other users). The only module that may use `unsafe` (it needs none today: nix
-//! wraps every call).
+//! by other users), then confine the system calls every thread may make (seccomp). The
+//! only module that may use `unsafe` (it needs none today: nix and seccompiler wrap every
+//! call).
+
+pub mod seccomp;
 
 use nix::sys::mman::{MlockAllFlags, mlockall};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -21,6 +24,7 @@ pub enum MlockPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hardened {
     pub mlock: bool,
+    pub seccomp: bool,
 }
 
 /// Capability bit of CAP_IPC_LOCK in `CapEff`.
@@ -54,8 +58,9 @@ pub fn mlock_obstacle() -> Option<String> {
 pub const MLOCK_FIX: &str = "grant the capability with 'sudo setcap cap_ipc_lock=+ep $(readlink -f $(which kes))', \
 or run under systemd with AmbientCapabilities=CAP_IPC_LOCK and LimitMEMLOCK=infinity";
 
-/// Hardens the process. Runs once, before the first accept.
-pub fn harden(policy: MlockPolicy) -> Result<Hardened, String> {
+/// Hardens the process. Runs once, before the first accept: mlockall, non-dumpable, no
+/// core files, then (when `seccomp`) the system-call filter on every thread.
+pub fn harden(policy: MlockPolicy, seccomp: bool) -> Result<Hardened, String> {
     let mut locked = false;
     if policy != MlockPolicy::Skip {
         match mlock_obstacle() {
@@ -76,7 +81,10 @@ pub fn harden(policy: MlockPolicy) -> Result<Hardened, String> {
         .map_err(|e| format!("failed to set the process non-dumpable: {e}"))?;
     setrlimit(Resource::RLIMIT_CORE, 0, 0)
         .map_err(|e| format!("failed to disable core dumps: {e}"))?;
-    Ok(Hardened { mlock: locked })
+    if seccomp {
+        self::seccomp::install(seccompiler::SeccompAction::KillProcess)?;
+    }
+    Ok(Hardened { mlock: locked, seccomp })
 }
 
 /// Logical CPUs online (`/sys/devices/system/cpu/online`, e.g. `0-3,6`); read at startup.

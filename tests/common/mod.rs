@@ -126,6 +126,7 @@ impl TestServer {
         let opts = kes::server::Options {
             config: Some(cfg),
             mlock: kes::sys::MlockPolicy::Skip,
+            seccomp: false,
             max_connections,
             store: Some(store.clone()),
             audit_out: Some(Arc::new(std::sync::Mutex::new(Box::new(Capture(audit.clone()))))),
@@ -161,7 +162,10 @@ impl Drop for TestServer {
 }
 
 /// Client TLS config trusting `server_cert`, presenting `id` (if any).
-pub fn client_config(server_cert: &CertificateDer<'static>, id: Option<&ClientId>) -> Arc<rustls::ClientConfig> {
+pub fn client_config(
+    server_cert: &CertificateDer<'static>,
+    id: Option<&ClientId>,
+) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(server_cert.clone()).unwrap();
@@ -170,7 +174,9 @@ pub fn client_config(server_cert: &CertificateDer<'static>, id: Option<&ClientId
         .unwrap()
         .with_root_certificates(roots);
     let mut cfg = match id {
-        Some(id) => builder.with_client_auth_cert(vec![id.cert.clone()], id.key.clone_key()).unwrap(),
+        Some(id) => {
+            builder.with_client_auth_cert(vec![id.cert.clone()], id.key.clone_key()).unwrap()
+        }
         None => builder.with_no_client_auth(),
     };
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -193,7 +199,8 @@ impl Reply {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
     /// The `message` of a KES error body.
     pub fn message(&self) -> String {
@@ -208,7 +215,11 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn connect(addr: SocketAddr, server_cert: &CertificateDer<'static>, id: Option<&ClientId>) -> Client {
+    pub fn connect(
+        addr: SocketAddr,
+        server_cert: &CertificateDer<'static>,
+        id: Option<&ClientId>,
+    ) -> Client {
         let sock = TcpStream::connect(addr).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let name = ServerName::try_from("127.0.0.1").unwrap();
@@ -305,7 +316,11 @@ impl Client {
     pub fn read_chunk(&mut self) -> std::io::Result<Vec<u8>> {
         loop {
             if let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let size = usize::from_str_radix(std::str::from_utf8(&self.buf[..end]).unwrap().trim(), 16).unwrap();
+                let size = usize::from_str_radix(
+                    std::str::from_utf8(&self.buf[..end]).unwrap().trim(),
+                    16,
+                )
+                .unwrap();
                 while self.buf.len() < end + 2 + size + 2 {
                     if self.fill()? == 0 {
                         return Err(std::io::ErrorKind::UnexpectedEof.into());
