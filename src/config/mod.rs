@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use zeroize::Zeroizing;
@@ -706,6 +707,44 @@ fn glob_warnings(policies: &BTreeMap<String, PolicyConfig>) -> Vec<String> {
         }
     }
     warnings
+}
+
+/// Parses a listen address as upstream accepts it (§3.1): `[ip]:port`, where the host is
+/// empty (all IPv4 interfaces) or a literal IPv4/IPv6 address (IPv6 in brackets), never a
+/// host name; the port is required.
+pub fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
+    let (host, port) = match s.strip_prefix('[') {
+        Some(rest) => {
+            let (host, after) =
+                rest.split_once(']').ok_or_else(|| format!("missing ']' in address '{s}'"))?;
+            let port =
+                after.strip_prefix(':').ok_or_else(|| format!("missing port in address '{s}'"))?;
+            (host, port)
+        }
+        None => {
+            let (host, port) =
+                s.rsplit_once(':').ok_or_else(|| format!("missing port in address '{s}'"))?;
+            if host.contains(':') {
+                return Err(format!("too many colons in address '{s}'"));
+            }
+            (host, port)
+        }
+    };
+    if port.is_empty() {
+        return Err(format!("missing port in address '{s}'"));
+    }
+    let port = port
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| port.parse::<u16>().ok())
+        .flatten()
+        .ok_or_else(|| format!("invalid port '{port}' in address '{s}'"))?;
+    let ip = if host.is_empty() {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    } else {
+        host.parse::<IpAddr>().map_err(|_| format!("'{host}' is not a valid IP address"))?
+    };
+    Ok(SocketAddr::new(ip, port))
 }
 
 #[cfg(test)]
@@ -1481,5 +1520,41 @@ keystore:
         assert_eq!(e.file, missing.display().to_string());
         assert!(e.message.starts_with("cannot read config file: "), "{}", e.message);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let a = |s: &str| parse_listen_address(s);
+        assert_eq!(a("0.0.0.0:7373"), Ok("0.0.0.0:7373".parse().unwrap()));
+        assert_eq!(a(":7373"), Ok("0.0.0.0:7373".parse().unwrap()));
+        assert_eq!(a("127.0.0.1:0"), Ok("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(a("[::1]:7373"), Ok("[::1]:7373".parse().unwrap()));
+        assert_eq!(a("[::]:443"), Ok("[::]:443".parse().unwrap()));
+        assert_eq!(a("[10.0.0.1]:80"), Ok("10.0.0.1:80".parse().unwrap()));
+        assert_eq!(a("localhost:7373"), Err("'localhost' is not a valid IP address".into()));
+        assert_eq!(
+            a("kes.example.com:7373"),
+            Err("'kes.example.com' is not a valid IP address".into())
+        );
+        assert_eq!(
+            a("[fe80::1%eth0]:7373"),
+            Err("'fe80::1%eth0' is not a valid IP address".into())
+        );
+        assert_eq!(a("127.0.0.1"), Err("missing port in address '127.0.0.1'".into()));
+        assert_eq!(a("127.0.0.1:"), Err("missing port in address '127.0.0.1:'".into()));
+        assert_eq!(a("[::1]"), Err("missing port in address '[::1]'".into()));
+        assert_eq!(a(""), Err("missing port in address ''".into()));
+        assert_eq!(a("::1:7373"), Err("too many colons in address '::1:7373'".into()));
+        assert_eq!(a("[::1:7373"), Err("missing ']' in address '[::1:7373'".into()));
+        assert_eq!(
+            a("1.2.3.4:65536"),
+            Err("invalid port '65536' in address '1.2.3.4:65536'".into())
+        );
+        assert_eq!(a("1.2.3.4:+80"), Err("invalid port '+80' in address '1.2.3.4:+80'".into()));
+        assert_eq!(
+            a("1.2.3.4:https"),
+            Err("invalid port 'https' in address '1.2.3.4:https'".into())
+        );
+        assert_eq!(a(DEFAULT_ADDRESS), Ok("0.0.0.0:7373".parse().unwrap()));
     }
 }
