@@ -5,7 +5,8 @@
 //! expands `${NAME}` on the text first and only then decodes the field's type, so a
 //! duration, a bool or a level must not be typed by the YAML parser. Unknown keys are
 //! ignored, as upstream's decoder does, so old files with fields of removed features load.
-//! A `null` value (`key:` with nothing after it) reads as absent.
+//! A `null` value (`key:` with nothing after it) reads as absent; a `null` list element is
+//! an error.
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
