@@ -150,23 +150,6 @@ impl std::fmt::Display for StartError {
     }
 }
 
-/// Parses a listen address: host empty or a literal IP, port required.
-pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    let s = s.trim();
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("address '{s}': missing port"))?;
-    let port: u16 = port.parse().map_err(|_| format!("address '{s}': invalid port '{port}'"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ip: IpAddr = if host.is_empty() {
-        IpAddr::from([0, 0, 0, 0])
-    } else {
-        host.parse().map_err(|_| format!("'{host}' is not a valid IP address"))?
-    };
-    Ok(SocketAddr::new(ip, port))
-}
-
 fn policy_set(cfg: &Config) -> PolicySet {
     let mut set =
         PolicySet { admin: Identity::new(cfg.admin_identity.clone()), ..Default::default() };
@@ -289,6 +272,7 @@ fn dev_setup(
         log: config::LogConfig::default(),
         keys: Vec::new(),
         keystore: KeyStoreConfig::Fs { path: PathBuf::new() },
+        warnings: Vec::new(),
     };
     Ok((cfg, tls, key.to_string_secret(), pem))
 }
@@ -302,7 +286,8 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
         error_out: opts.error_out.clone(),
     };
     let (cfg, tls, store, dev_key, dev_pem, addr) = if opts.dev {
-        let addr = parse_addr(opts.addr.as_deref().unwrap_or(DEV_ADDRESS)).map_err(StartError)?;
+        let addr = config::parse_listen_address(opts.addr.as_deref().unwrap_or(DEV_ADDRESS))
+            .map_err(StartError)?;
         let (cfg, tls, key, pem) = dev_setup(addr)?;
         let store: Arc<dyn KeyStore> =
             opts.store.clone().unwrap_or_else(|| Arc::new(MemStore::new()));
@@ -317,7 +302,8 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
             .clone()
             .or_else(|| cfg.address.clone())
             .unwrap_or_else(|| config::DEFAULT_ADDRESS.to_string());
-        let addr = parse_addr(&addr).map_err(StartError)?;
+        let addr =
+            config::parse_listen_address(&addr).map_err(|e| StartError(format!("address: {e}")))?;
         let tls = tls_config(&cfg)?;
         let store = match opts.store.clone() {
             Some(s) => s,
@@ -350,7 +336,7 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
         seccomp: hardened.seccomp,
         dev_api_key: dev_key,
         dev_cert_pem: dev_pem,
-        warnings: Vec::new(),
+        warnings: cfg.warnings.clone(),
     };
     let shared = Arc::new(Shared {
         state: RwLock::new(Arc::new(state)),
@@ -472,16 +458,4 @@ fn wake_addr(addr: SocketAddr) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn listen_addresses() {
-        assert_eq!(parse_addr("0.0.0.0:7373").unwrap(), "0.0.0.0:7373".parse().unwrap());
-        assert_eq!(parse_addr(":7373").unwrap(), "0.0.0.0:7373".parse().unwrap());
-        assert_eq!(parse_addr("[::1]:7373").unwrap(), "[::1]:7373".parse().unwrap());
-        assert_eq!(
-            parse_addr("localhost:7373").unwrap_err(),
-            "'localhost' is not a valid IP address"
-        );
-        assert!(parse_addr("127.0.0.1").is_err());
-    }
 }
