@@ -454,8 +454,3 @@ fn wake_addr(addr: SocketAddr) -> SocketAddr {
         addr
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-}
