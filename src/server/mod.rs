@@ -351,6 +351,7 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
         .stack_size(CONN_STACK_SIZE)
         .spawn(move || accept_loop(listener, accept_shared, max))
         .map_err(|e| StartError(format!("cannot start the accept thread: {e}")))?;
+    sys::notify("READY=1");
     Ok(Server { addr, banner, shared, accept: Mutex::new(Some(accept)), options: inputs })
 }
 
@@ -404,6 +405,13 @@ impl Server {
                 "nothing to reload: the server runs without a config file".into(),
             ));
         };
+        sys::notify("RELOADING=1");
+        let result = self.rebuild(path);
+        sys::notify("READY=1");
+        result
+    }
+
+    fn rebuild(&self, path: &std::path::Path) -> Result<(), StartError> {
         let cfg = config::load(path).map_err(|e| StartError(e.to_string()))?;
         let tls = tls_config(&cfg)?;
         let store = open_store(&cfg.keystore)?;
@@ -425,6 +433,7 @@ impl Server {
 
     /// Stops accepting; open connections end on their own timeouts.
     pub fn shutdown(&self) {
+        sys::notify("STOPPING=1");
         self.shared.stopping.store(true, Ordering::Release);
         let _ = std::net::TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_secs(1));
         if let Some(h) = self.accept.lock().unwrap_or_else(|e| e.into_inner()).take() {

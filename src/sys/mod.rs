@@ -122,3 +122,52 @@ mod tests {
         assert!(usable_cpus() >= 1);
     }
 }
+
+/// Tells systemd about our state (`sd_notify(3)`: `READY=1`, `RELOADING=1`, `STOPPING=1`)
+/// when started by a `Type=notify` unit; a no-op otherwise. Failures are ignored: the unit
+/// times out and says so.
+pub fn notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else { return };
+    let path = path.to_string_lossy().into_owned();
+    let msg = format!("{state}\nMAINPID={}", std::process::id());
+    if let Some(name) = path.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        if let Ok(addr) = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()) {
+            let _ = sock.send_to_addr(msg.as_bytes(), &addr);
+        }
+    } else {
+        let _ = sock.send_to(msg.as_bytes(), &path);
+    }
+}
+
+#[cfg(test)]
+mod notify_tests {
+    #[test]
+    fn notify_sends_the_state_to_the_socket() {
+        let dir = std::env::temp_dir().join(format!("kes-notify-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        // Re-exec so the environment variable is only set in the child.
+        if std::env::var_os("KES_NOTIFY_CHILD").is_some() {
+            super::notify("READY=1");
+            return;
+        }
+        let status = std::process::Command::new(exe)
+            .args(["--exact", "sys::notify_tests::notify_sends_the_state_to_the_socket"])
+            .env("KES_NOTIFY_CHILD", "1")
+            .env("NOTIFY_SOCKET", &path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut buf = [0u8; 128];
+        listener.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let n = listener.recv(&mut buf).unwrap();
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(msg.starts_with("READY=1\nMAINPID="), "{msg}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
