@@ -336,9 +336,13 @@ pub(crate) fn encode(kv: &KeyVersion) -> Result<Zeroizing<String>, FormatError> 
         put_len_delimited(&mut pb, 4, created_by);
     }
 
-    let mut out = Zeroizing::new(String::with_capacity(pb.len().div_ceil(3) * 4));
-    STANDARD.encode_string(pb.as_slice(), &mut out);
-    Ok(out)
+    // `encode_slice` writes straight into our buffer; `encode_string` would stage the text in
+    // an unwiped stack buffer.
+    let mut text = Zeroizing::new(vec![0u8; pb.len().div_ceil(3) * 4]);
+    let n = STANDARD.encode_slice(pb.as_slice(), text.as_mut_slice()).map_err(|_| err("base64"))?;
+    text.truncate(n);
+    let text = String::from_utf8(std::mem::take(&mut *text)).map_err(|_| err("base64"))?;
+    Ok(Zeroizing::new(text))
 }
 
 fn field_tag(field: u8, wire: u8) -> u8 {
