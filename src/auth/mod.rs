@@ -28,7 +28,8 @@ impl Identity {
     pub fn from_cert_der(cert_der: &[u8]) -> Option<Identity> {
         let der = rustls_pki_types::CertificateDer::from(cert_der);
         let cert = webpki::EndEntityCert::try_from(&der).ok()?;
-        Some(Identity::from_spki(&spki_with_header(cert.subject_public_key_info().as_ref())))
+        // rustls-webpki 0.103 returns the whole SPKI SEQUENCE (tag and length included).
+        Some(Identity::from_spki(cert.subject_public_key_info().as_ref()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -66,22 +67,6 @@ pub fn hex(bytes: &[u8]) -> String {
         s.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
     s
-}
-
-/// webpki hands out the SPKI *contents*; the identity hashes the whole DER SEQUENCE.
-fn spki_with_header(contents: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(contents.len() + 4);
-    out.push(0x30);
-    let len = contents.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else if len <= 0xff {
-        out.extend_from_slice(&[0x81, len as u8]);
-    } else {
-        out.extend_from_slice(&[0x82, (len >> 8) as u8, (len & 0xff) as u8]);
-    }
-    out.extend_from_slice(contents);
-    out
 }
 
 /// Whether one policy pattern matches a decoded URL path (upstream HEAD semantics): a
