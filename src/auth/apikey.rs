@@ -134,7 +134,7 @@ impl ApiKey {
         Identity::from_spki(&spki)
     }
 
-    /// PKCS#8 v1 DER (48 bytes: [`PKCS8_V1_PREFIX`] ‖ seed).
+    /// PKCS#8 v1 DER, 48 bytes: `302e020100300506032b657004220420` ‖ seed.
     pub fn pkcs8_v1_der(&self) -> Zeroizing<Vec<u8>> {
         let mut der = Zeroizing::new(Vec::with_capacity(PKCS8_V1_PREFIX.len() + SEED_LEN));
         der.extend_from_slice(&PKCS8_V1_PREFIX);

@@ -2,14 +2,14 @@
 //!
 //! Owns: secret key types (zeroized on drop, no `Debug`/`Clone`/`Serialize`), the stored-key
 //! codecs (JSON eras F0–F3 and the base64 protobuf F4), the ciphertext formats (raw,
-//! msgpack, JSON), the two AEAD constructions, HMAC, API keys and identities.
+//! msgpack, JSON), the two AEAD constructions, and HMAC. API keys and identities live in
+//! `auth` (`auth::apikey`).
 //! Must not: do I/O, log, or say in an error which step of a decryption failed.
 //!
-//! Layout: [`aead`] seals and opens the raw format with the two per-message-key
+//! Layout: `aead` seals and opens the raw format with the two per-message-key
 //! constructions (`hchacha` supplies HChaCha20, which ring lacks); `ciphertext` unpacks the
 //! legacy msgpack and JSON ciphertexts; `stored` reads F0–F4 and writes F4; `golang` holds the
 //! Go decoding rules (base64, JSON field matching) that decide what upstream could read.
-//! API keys and identities live in `auth` (`auth::apikey`).
 
 mod aead;
 mod ciphertext;
@@ -463,6 +463,23 @@ mod tests {
                 Ct::B64(_) => assert_eq!(result.unwrap_err(), DecryptError, "{}", v.name),
             }
         }
+    }
+
+    /// The §5.4 scenario end to end: an F0 key (no type, so AES256) whose ciphertexts were
+    /// written by a KES node without AES hardware.
+    #[test]
+    fn f0_key_opens_chacha_ciphertexts_of_its_era() {
+        let kv = KeyVersion::parse(br#"{"bytes":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}"#)
+            .unwrap();
+        assert_eq!(kv.key.algorithm(), Algorithm::Aes256);
+        for v in decrypt_vectors().iter().filter(|v| ["D1", "D2", "D4"].contains(&v.name)) {
+            assert_eq!(v.alg, Algorithm::ChaCha20);
+            let got = kv.key.decrypt(&v.ct.bytes(), b"").unwrap();
+            assert_eq!(got.as_slice(), v.plaintext.as_slice(), "{}", v.name);
+        }
+        // New ciphertexts from that key are AES (raw); the retry never applies to them.
+        let ct = kv.key.encrypt(b"dek", b"").unwrap();
+        assert!(SecretKey::new(Algorithm::ChaCha20, &Z32).decrypt(&ct, b"").is_err());
     }
 
     #[test]
