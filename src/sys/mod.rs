@@ -160,9 +160,9 @@ mod notify_tests {
             .args(["--exact", "sys::notify_tests::notify_sends_the_state_to_the_socket"])
             .env("KES_NOTIFY_CHILD", "1")
             .env("NOTIFY_SOCKET", &path)
-            .status()
+            .output()
             .unwrap();
-        assert!(status.success());
+        assert!(status.status.success());
         let mut buf = [0u8; 128];
         listener.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
         let n = listener.recv(&mut buf).unwrap();
