@@ -108,6 +108,35 @@ impl TestServer {
     }
 
     pub fn start_with(extra: &str, max_connections: usize) -> TestServer {
+        let store = Arc::new(kes::keystore::mem::MemStore::new());
+        Self::start_full(
+            extra,
+            max_connections,
+            Some(store.clone() as Arc<dyn kes::keystore::KeyStore>),
+            store,
+            None,
+        )
+    }
+
+    /// A server over the `fs` key store in `keys` (kept by the caller across restarts).
+    pub fn start_fs(extra: &str, keys: &Path) -> TestServer {
+        let unused = Arc::new(kes::keystore::mem::MemStore::new());
+        Self::start_full(extra, kes::server::DEFAULT_MAX_CONNECTIONS, None, unused, Some(keys))
+    }
+
+    /// A server over any key store.
+    pub fn start_store(extra: &str, store: Arc<dyn kes::keystore::KeyStore>) -> TestServer {
+        let unused = Arc::new(kes::keystore::mem::MemStore::new());
+        Self::start_full(extra, kes::server::DEFAULT_MAX_CONNECTIONS, Some(store), unused, None)
+    }
+
+    fn start_full(
+        extra: &str,
+        max_connections: usize,
+        inject: Option<Arc<dyn kes::keystore::KeyStore>>,
+        store: Arc<kes::keystore::mem::MemStore>,
+        fs_dir: Option<&Path>,
+    ) -> TestServer {
         let dir = TempDir::new("srv");
         let (cert, key, server_cert) = server_cert(dir.path());
         let admin = client_id();
@@ -116,11 +145,10 @@ impl TestServer {
             admin.identity,
             key.display(),
             cert.display(),
-            dir.join("keys").display(),
+            fs_dir.map(Path::to_path_buf).unwrap_or_else(|| dir.join("keys")).display(),
         );
         let cfg = dir.join("config.yml");
         std::fs::write(&cfg, yaml).unwrap();
-        let store = Arc::new(kes::keystore::mem::MemStore::new());
         let audit = Arc::new(std::sync::Mutex::new(Vec::new()));
         let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
         let opts = kes::server::Options {
@@ -128,7 +156,7 @@ impl TestServer {
             mlock: kes::sys::MlockPolicy::Skip,
             seccomp: false,
             max_connections,
-            store: Some(store.clone()),
+            store: inject,
             audit_out: Some(Arc::new(std::sync::Mutex::new(Box::new(Capture(audit.clone()))))),
             error_out: Some(Arc::new(std::sync::Mutex::new(Box::new(Capture(errors.clone()))))),
             ..Default::default()
