@@ -10,7 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-fn run(srv: &common::TestServer, conns: usize, secs: u64, path: &str, body: Arc<String>) -> (f64, Duration, Duration) {
+fn run(
+    srv: &common::TestServer,
+    conns: usize,
+    secs: u64,
+    path: &str,
+    body: Arc<String>,
+) -> (f64, Duration, Duration) {
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
     for _ in 0..conns {
@@ -49,9 +55,19 @@ fn main() {
     let ctx = "eyJteS1idWNrZXQiOiJteS1idWNrZXQvbXkvb2JqZWN0In0=";
     let g = c.post("/v1/key/generate/bench", &format!("{{\"context\":\"{ctx}\"}}"));
     let ct = g.json()["ciphertext"].as_str().unwrap().to_string();
-    let (rps, p50, p99) = run(&srv, conns, secs, "/v1/key/generate/bench", Arc::new(format!("{{\"context\":\"{ctx}\"}}")));
-    println!("generate: {rps:.0} req/s  p50 {p50:?}  p99 {p99:?}  ({conns} keep-alive mTLS connections, {secs} s, in-memory store)");
+    let (rps, p50, p99) = run(
+        &srv,
+        conns,
+        secs,
+        "/v1/key/generate/bench",
+        Arc::new(format!("{{\"context\":\"{ctx}\"}}")),
+    );
+    println!(
+        "generate: {rps:.0} req/s  p50 {p50:?}  p99 {p99:?}  ({conns} keep-alive mTLS connections, {secs} s, in-memory store)"
+    );
     let body = Arc::new(format!("{{\"ciphertext\":\"{ct}\",\"context\":\"{ctx}\"}}"));
     let (rps, p50, p99) = run(&srv, conns, secs, "/v1/key/decrypt/bench", body);
-    println!("decrypt:  {rps:.0} req/s  p50 {p50:?}  p99 {p99:?}  ({conns} keep-alive mTLS connections, {secs} s, in-memory store)");
+    println!(
+        "decrypt:  {rps:.0} req/s  p50 {p50:?}  p99 {p99:?}  ({conns} keep-alive mTLS connections, {secs} s, in-memory store)"
+    );
 }
