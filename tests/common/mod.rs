@@ -124,6 +124,19 @@ impl TestServer {
         Self::start_full(extra, kes::server::DEFAULT_MAX_CONNECTIONS, None, unused, Some(keys))
     }
 
+    /// A server with `tls.auth: on` verifying clients against `ca`.
+    pub fn start_tls_auth(extra: &str, ca: &Path) -> TestServer {
+        let extra = format!("{extra}tls_ca_marker: {}\n", ca.display());
+        let store = Arc::new(kes::keystore::mem::MemStore::new());
+        Self::start_full(
+            &extra,
+            kes::server::DEFAULT_MAX_CONNECTIONS,
+            Some(store.clone() as Arc<dyn kes::keystore::KeyStore>),
+            store,
+            None,
+        )
+    }
+
     /// A server over any key store.
     pub fn start_store(extra: &str, store: Arc<dyn kes::keystore::KeyStore>) -> TestServer {
         let unused = Arc::new(kes::keystore::mem::MemStore::new());
@@ -140,8 +153,15 @@ impl TestServer {
         let dir = TempDir::new("srv");
         let (cert, key, server_cert) = server_cert(dir.path());
         let admin = client_id();
+        // `tls_ca_marker: PATH` in `extra` turns on chain verification against PATH.
+        let (tls_extra, extra) = match extra.split_once("tls_ca_marker: ") {
+            Some((before, ca)) => {
+                (format!("  auth: on\n  ca: {}\n", ca.trim()), before.to_string())
+            }
+            None => (String::new(), extra.to_string()),
+        };
         let yaml = format!(
-            "address: 127.0.0.1:0\nadmin:\n  identity: {}\ntls:\n  key: {}\n  cert: {}\nkeystore:\n  fs:\n    path: {}\n{extra}",
+            "address: 127.0.0.1:0\nadmin:\n  identity: {}\ntls:\n  key: {}\n  cert: {}\n{tls_extra}keystore:\n  fs:\n    path: {}\n{extra}",
             admin.identity,
             key.display(),
             cert.display(),
