@@ -79,17 +79,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     }
     let mut total: u128 = 0;
     while !rest.is_empty() {
-        let digits_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or(DurationError::Invalid)?;
+        let digits_end =
+            rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or(DurationError::Invalid)?;
         if digits_end == 0 {
             return Err(DurationError::Invalid);
         }
         let number = &rest[..digits_end];
         rest = &rest[digits_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let unit = &rest[..unit_end];
         rest = &rest[unit_end..];
         let scale: u128 = match unit {
@@ -124,9 +121,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
                 frac = frac * 10 + u128::from(b - b'0');
                 div *= 10;
             }
-            value = value
-                .checked_add(frac * scale / div)
-                .ok_or(DurationError::Invalid)?;
+            value = value.checked_add(frac * scale / div).ok_or(DurationError::Invalid)?;
         }
         total = total.checked_add(value).ok_or(DurationError::Invalid)?;
     }

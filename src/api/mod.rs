@@ -41,7 +41,8 @@ mod name_tests {
             assert!(valid_name(ok), "{ok} should be valid");
         }
         let long = "a".repeat(81);
-        for bad in ["", "my.key", "key/", "☰", "hel<lo", "Εmacs", long.as_str(), "_", "-a", "a-"] {
+        for bad in ["", "my.key", "key/", "☰", "hel<lo", "Εmacs", long.as_str(), "_", "-a", "a-"]
+        {
             assert!(!valid_name(bad), "{bad} should be invalid");
         }
         assert!(valid_name(&"a".repeat(80)));

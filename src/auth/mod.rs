@@ -208,7 +208,8 @@ mod tests {
         assert!(p.permits("/v1/key/create/my-key"));
         assert!(p.permits("/v1/key/create/your-key"));
         assert!(!p.permits("/v1/identity/list/somekey"));
-        let p = policy(&["/v1/key/create/my*", "/v1/key/create/your*"], &["/v1/key/create/my-key*"]);
+        let p =
+            policy(&["/v1/key/create/my*", "/v1/key/create/your*"], &["/v1/key/create/my-key*"]);
         assert!(!p.permits("/v1/key/create/my-key"));
         assert!(!p.permits("/v1/key/create/my-key1"));
         assert!(p.permits("/v1/key/create/my-minio-key"));

@@ -154,7 +154,9 @@ impl Default for LogConfig {
 pub enum KeyStoreConfig {
     Azure(AzureConfig),
     /// `keystore.fs.path`.
-    Fs { path: PathBuf },
+    Fs {
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -100,7 +100,11 @@ impl SecretKey {
     }
 
     /// Opens any ciphertext format upstream wrote (§5.4).
-    pub fn decrypt(&self, ciphertext: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
+    pub fn decrypt(
+        &self,
+        ciphertext: &[u8],
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
         let _ = (ciphertext, aad);
         Err(DecryptError)
     }

@@ -660,8 +660,11 @@ fn make_tls() -> (String, rustls::ServerConfig) {
     let issuer = Issuer::new(ca, ca_key);
 
     let key = KeyPair::generate().expect("server key");
-    let mut p = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .expect("params");
+    // `kes.vault.test` (a reserved, never-resolving name) lets tests reach the fake through
+    // a CONNECT proxy under a non-loopback name.
+    let names =
+        vec!["127.0.0.1".to_string(), "localhost".to_string(), "kes.vault.test".to_string()];
+    let mut p = CertificateParams::new(names).expect("params");
     p.distinguished_name.push(DnType::CommonName, "127.0.0.1");
     p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];

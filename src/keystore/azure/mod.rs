@@ -17,6 +17,7 @@
 pub mod client;
 pub mod credentials;
 pub mod error;
+pub mod wire;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -24,7 +25,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Deserialize;
 use ureq::http::Method;
 use zeroize::Zeroizing;
 
@@ -36,6 +36,7 @@ use self::credentials::{
     IMDS_ENDPOINT, Source, TokenCache, authority_for_vault_host, resource_for_vault_host,
 };
 use self::error::{Class, api_error, classify, parse_challenge, redact, resource_matches_host};
+use self::wire::{BadBody, check_attributes, oldest_version, parse_bundle, parse_page};
 use super::{KeyStore, Listing, StoreError, StoredValue, list_page};
 use crate::config::{AzureConfig, AzureCredentials};
 
@@ -375,10 +376,8 @@ impl AzureStore {
             .map_err(|e| e.store("create", name, "failed to check whether it exists"))?;
         match classify(r.status, &api_error(r.status, &r.body)) {
             Class::Success => {
-                check_attributes(
-                    &parse_bundle(&r).map_err(|e| e.context("create", name))?.attributes,
-                )
-                .map_err(|m| {
+                let b = parse_bundle(&r.body).map_err(|e| bad("create", name, e))?;
+                check_attributes(&b.attributes, SystemTime::now()).map_err(|m| {
                     StoreError::Failed(format!("azure: failed to create '{name}': {m}"))
                 })?;
                 return Err(StoreError::Exists);
@@ -456,16 +455,20 @@ impl AzureStore {
         // read together; most keys have exactly one version, which is then the oldest.
         let read_latest = || v.call(Method::GET, &latest_url, None, deadline);
         let (versions, latest) = parallel(|| v.list_versions(name, deadline), &read_latest);
-        let want = oldest_version(&versions?);
+        let versions = versions?;
+        let want = oldest_version(&versions);
         let bundle = match latest {
             Ok(r) if r.status == 200 => {
-                let b = parse_bundle(&r).map_err(|e| e.context("get", name))?;
+                let b = parse_bundle(&r.body).map_err(|e| bad("get", name, e))?;
                 if want.is_empty() || b.version() == want { Some(b) } else { None }
             }
-            Ok(r) if want.is_empty() => {
+            // The latest is the only version (or the one to read): its answer is final.
+            Ok(r) if want.is_empty() || versions.len() == 1 => {
                 return Err(map_get_status(name, "failed to get secret", &r));
             }
-            Err(e) if want.is_empty() => return Err(e.store("get", name, "failed to get secret")),
+            Err(e) if want.is_empty() || versions.len() == 1 => {
+                return Err(e.store("get", name, "failed to get secret"));
+            }
             _ => None,
         };
         let bundle = match bundle {
@@ -477,10 +480,10 @@ impl AzureStore {
                 if r.status != 200 {
                     return Err(map_get_status(name, "failed to get secret version", &r));
                 }
-                parse_bundle(&r).map_err(|e| e.context("get", name))?
+                parse_bundle(&r.body).map_err(|e| bad("get", name, e))?
             }
         };
-        check_attributes(&bundle.attributes)
+        check_attributes(&bundle.attributes, SystemTime::now())
             .map_err(|m| StoreError::Failed(format!("azure: failed to get '{name}': {m}")))?;
         Ok(bundle.value)
     }
@@ -523,10 +526,9 @@ impl AzureStore {
             if r.status != 200 {
                 return Err(fail_http("list", prefix, "failed to list secrets", &r));
             }
-            let page = parse_page(&r).map_err(|e| e.context("list", prefix))?;
-            names
-                .extend(page.value.iter().filter_map(|i| i.id.as_deref()).filter_map(last_segment));
-            match page.next_link.as_deref().filter(|l| !l.is_empty()) {
+            let page = parse_page(&r.body).map_err(|e| bad("list", prefix, e))?;
+            names.extend(page.names());
+            match page.next() {
                 Some(next) => {
                     url = v.next_url(next).map_err(|m| {
                         StoreError::Failed(format!("azure: failed to list '{prefix}': {m}"))
@@ -784,12 +786,9 @@ impl Vault {
             if r.status != 200 {
                 return Err(fail_http("get", name, "failed to list versions", &r));
             }
-            let page = parse_page(&r).map_err(|e| e.context("get", name))?;
-            out.extend(page.value.into_iter().map(|i| {
-                let version = i.id.as_deref().and_then(last_segment);
-                (version, i.attributes.and_then(|a| a.created))
-            }));
-            match page.next_link.as_deref().filter(|l| !l.is_empty()) {
+            let page = parse_page(&r.body).map_err(|e| bad("get", name, e))?;
+            out.extend(page.versions());
+            match page.next() {
                 Some(next) => {
                     url = self.next_url(next).map_err(|m| {
                         StoreError::Failed(format!("azure: failed to get '{name}': {m}"))
@@ -846,110 +845,9 @@ fn parallel<A, B: Send>(a: impl FnOnce() -> A, b: &(dyn Fn() -> B + Sync)) -> (A
     })
 }
 
-/// The version with the smallest `created` (ties: first in list order); entries without a
-/// version or `created` are skipped; empty when none qualifies (= read the latest), as
-/// upstream does (§3.3).
-fn oldest_version(items: &[(Option<String>, Option<i64>)]) -> String {
-    let mut best: Option<(&str, i64)> = None;
-    for (v, c) in items {
-        if let (Some(v), Some(c)) = (v, c)
-            && best.is_none_or(|(_, bc)| *c < bc)
-        {
-            best = Some((v, *c));
-        }
-    }
-    best.map(|(v, _)| v.to_string()).unwrap_or_default()
-}
-
-/// The last path segment of an item id (`…/secrets/<name>` or `…/secrets/<name>/<version>`).
-fn last_segment(id: &str) -> Option<String> {
-    let path = id.split(['?', '#']).next()?.trim_end_matches('/');
-    let seg = path.rsplit('/').next()?;
-    (!seg.is_empty()).then(|| seg.to_string())
-}
-
-#[derive(Deserialize, Default)]
-struct Attributes {
-    enabled: Option<bool>,
-    nbf: Option<i64>,
-    exp: Option<i64>,
-    created: Option<i64>,
-}
-
-#[derive(Deserialize)]
-struct Item {
-    id: Option<String>,
-    attributes: Option<Attributes>,
-}
-
-#[derive(Deserialize)]
-struct Page {
-    #[serde(default)]
-    value: Vec<Item>,
-    #[serde(rename = "nextLink")]
-    next_link: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct RawBundle {
-    value: Option<String>,
-    id: Option<String>,
-    attributes: Option<Attributes>,
-}
-
-/// A secret bundle; the value is moved into a zeroizing buffer at once.
-struct Bundle {
-    value: StoredValue,
-    id: String,
-    attributes: Attributes,
-}
-
-impl Bundle {
-    fn version(&self) -> String {
-        last_segment(&self.id).unwrap_or_default()
-    }
-}
-
-/// A body Key Vault answered 200 with but we cannot read.
-struct BadBody(&'static str);
-
-impl BadBody {
-    fn context(self, op: &str, name: &str) -> StoreError {
-        StoreError::Failed(format!("azure: failed to {op} '{name}': {}", self.0))
-    }
-}
-
-fn parse_bundle(r: &Response) -> Result<Bundle, BadBody> {
-    let mut raw: RawBundle =
-        serde_json::from_slice(&r.body).map_err(|_| BadBody("secret bundle is not valid JSON"))?;
-    let value = raw.value.take().ok_or(BadBody("secret bundle has no value"))?;
-    Ok(Bundle {
-        value: Zeroizing::new(value.into_bytes()),
-        id: raw.id.unwrap_or_default(),
-        attributes: raw.attributes.unwrap_or_default(),
-    })
-}
-
-fn parse_page(r: &Response) -> Result<Page, BadBody> {
-    serde_json::from_slice(&r.body).map_err(|_| BadBody("listing is not valid JSON"))
-}
-
-/// Upstream's client-side checks on every read secret (§2): disabled, not yet valid, expired.
-fn check_attributes(a: &Attributes) -> Result<(), String> {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    if a.enabled == Some(false) {
-        return Err("secret is disabled (ObjectIsDisabled)".into());
-    }
-    if a.nbf.is_some_and(|nbf| nbf > now) {
-        return Err("secret is not valid yet (ObjectMustNotBeUsed)".into());
-    }
-    if a.exp.is_some_and(|exp| exp < now) {
-        return Err("secret has expired (ObjectIsExpired)".into());
-    }
-    Ok(())
+/// A 200 answer we could not use.
+fn bad(op: &str, name: &str, e: BadBody) -> StoreError {
+    StoreError::Failed(format!("azure: failed to {op} '{name}': {e}"))
 }
 
 /// `azure: failed to <op> '<name>': <what>: <Azure message> (<inner code>)`.
@@ -970,52 +868,6 @@ fn map_get_status(name: &str, what: &str, r: &Response) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn oldest_version_rules() {
-        let v = |s: &str, c: i64| (Some(s.to_string()), Some(c));
-        assert_eq!(oldest_version(&[v("b", 20), v("a", 10), v("c", 30)]), "a");
-        // Ties: first in list order (the recorded service lists versions by id).
-        assert_eq!(oldest_version(&[v("9f5f", 1629853070), v("af19", 1629853070)]), "9f5f");
-        // Entries without version or created are skipped.
-        assert_eq!(oldest_version(&[(None, Some(1)), (Some("x".into()), None), v("y", 5)]), "y");
-        assert_eq!(oldest_version(&[(None, None)]), "");
-        assert_eq!(oldest_version(&[]), "");
-    }
-
-    #[test]
-    fn ids_to_names_and_versions() {
-        assert_eq!(
-            last_segment("https://v.vault.azure.net/secrets/my-key").as_deref(),
-            Some("my-key")
-        );
-        assert_eq!(
-            last_segment("https://v.vault.azure.net/secrets/k/af19856a9ff7").as_deref(),
-            Some("af19856a9ff7")
-        );
-        assert_eq!(last_segment("https://v.vault.azure.net/secrets/k/").as_deref(), Some("k"));
-        assert_eq!(last_segment(""), None);
-    }
-
-    #[test]
-    fn attribute_checks() {
-        let now =
-            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
-        assert!(check_attributes(&Attributes::default()).is_ok());
-        let a = Attributes { enabled: Some(false), ..Default::default() };
-        assert_eq!(check_attributes(&a).unwrap_err(), "secret is disabled (ObjectIsDisabled)");
-        let a = Attributes { enabled: Some(true), nbf: Some(now + 100), ..Default::default() };
-        assert!(check_attributes(&a).unwrap_err().contains("ObjectMustNotBeUsed"));
-        let a = Attributes { exp: Some(now - 100), ..Default::default() };
-        assert!(check_attributes(&a).unwrap_err().contains("ObjectIsExpired"));
-        let a = Attributes {
-            nbf: Some(now - 100),
-            exp: Some(now + 100),
-            enabled: Some(true),
-            created: None,
-        };
-        assert!(check_attributes(&a).is_ok());
-    }
 
     #[test]
     fn options_from_the_environment() {
