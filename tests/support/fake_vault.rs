@@ -864,30 +864,89 @@ fn read_request(conn: &mut Conn, buf: &mut Vec<u8>) -> Result<Option<Req>, u16> 
         .iter()
         .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
         .collect();
-    if hdrs.iter().any(|(k, v)| k == "transfer-encoding" && !v.eq_ignore_ascii_case("identity")) {
-        return Err(411);
-    }
-    let len: usize = match hdrs.iter().find(|(k, _)| k == "content-length") {
-        Some((_, v)) => v.trim().parse().map_err(|_| 400u16)?,
-        None => 0,
-    };
-    if len > MAX_BODY_BYTES {
-        return Err(413);
-    }
-    while buf.len() < head_end + len {
-        let mut chunk = [0u8; 16 << 10];
-        match conn.read(&mut chunk) {
-            Ok(0) | Err(_) => return Ok(None),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+    let chunked = hdrs
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+    let body = if chunked {
+        buf.drain(..head_end);
+        read_chunked(conn, buf)?
+    } else {
+        let len: usize = match hdrs.iter().find(|(k, _)| k == "content-length") {
+            Some((_, v)) => v.trim().parse().map_err(|_| 400u16)?,
+            None => 0,
+        };
+        if len > MAX_BODY_BYTES {
+            return Err(413);
         }
-    }
-    let body = buf[head_end..head_end + len].to_vec();
-    buf.drain(..head_end + len);
+        while buf.len() < head_end + len {
+            if !fill(conn, buf) {
+                return Ok(None);
+            }
+        }
+        let body = buf[head_end..head_end + len].to_vec();
+        buf.drain(..head_end + len);
+        body
+    };
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p.to_string(), parse_query(q)),
         None => (target, Vec::new()),
     };
     Ok(Some(Req { method, path, query, headers: hdrs, body }))
+}
+
+/// Reads more bytes into `buf`; false on EOF or error.
+fn fill(conn: &mut Conn, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 16 << 10];
+    match conn.read(&mut chunk) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+    }
+}
+
+/// Decodes a chunked body at the start of `buf` (RFC 9112 §7.1), trailers ignored.
+fn read_chunked(conn: &mut Conn, buf: &mut Vec<u8>) -> Result<Vec<u8>, u16> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(i) = find(buf, b"\r\n") {
+                break i;
+            }
+            if buf.len() > 1024 || !fill(conn, buf) {
+                return Err(400);
+            }
+        };
+        let size_str = std::str::from_utf8(&buf[..line_end]).map_err(|_| 400u16)?;
+        let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| 400u16)?;
+        buf.drain(..line_end + 2);
+        if size == 0 {
+            // Trailer section up to the empty line.
+            loop {
+                if let Some(i) = find(buf, b"\r\n") {
+                    let empty = i == 0;
+                    buf.drain(..i + 2);
+                    if empty {
+                        return Ok(body);
+                    }
+                } else if buf.len() > MAX_HEAD_BYTES || !fill(conn, buf) {
+                    return Err(400);
+                }
+            }
+        }
+        if body.len() + size > MAX_BODY_BYTES {
+            return Err(413);
+        }
+        while buf.len() < size + 2 {
+            if !fill(conn, buf) {
+                return Err(400);
+            }
+        }
+        body.extend_from_slice(&buf[..size]);
+        buf.drain(..size + 2);
+    }
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
