@@ -309,7 +309,9 @@ struct Shared {
     state: Mutex<State>,
     stop: AtomicBool,
     active: AtomicUsize,
-    conns: Mutex<Vec<TcpStream>>,
+    /// Clones of live connections (by id), shut down when the fake is dropped.
+    conns: Mutex<HashMap<usize, TcpStream>>,
+    next_conn: AtomicUsize,
 }
 
 impl Shared {
@@ -336,7 +338,7 @@ impl Drop for FakeVault {
         // Wake the accept loops.
         let _ = TcpStream::connect(("127.0.0.1", self.https_port));
         let _ = TcpStream::connect(("127.0.0.1", self.http_port));
-        for c in self.shared.conns.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        for (_, c) in self.shared.conns.lock().unwrap_or_else(|p| p.into_inner()).drain() {
             let _ = c.shutdown(Shutdown::Both);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -381,7 +383,8 @@ impl FakeVault {
             }),
             stop: AtomicBool::new(false),
             active: AtomicUsize::new(0),
-            conns: Mutex::new(Vec::new()),
+            conns: Mutex::new(HashMap::new()),
+            next_conn: AtomicUsize::new(0),
         });
         let tls = Arc::new(server_config);
         for (listener, tls) in [(https, Some(tls)), (http, None)] {
@@ -736,10 +739,9 @@ fn accept_loop(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, sh
         let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
         let _ = stream.set_write_timeout(Some(IDLE_TIMEOUT));
         let _ = stream.set_nodelay(true);
+        let id = shared.next_conn.fetch_add(1, Ordering::SeqCst);
         if let Ok(c) = stream.try_clone() {
-            let mut conns = shared.conns.lock().unwrap_or_else(|p| p.into_inner());
-            conns.retain(|c| c.peer_addr().is_ok());
-            conns.push(c);
+            shared.conns.lock().unwrap_or_else(|p| p.into_inner()).insert(id, c);
         }
         let conn = match &tls {
             Some(cfg) => match rustls::ServerConnection::new(Arc::clone(cfg)) {
@@ -751,11 +753,12 @@ fn accept_loop(listener: TcpListener, tls: Option<Arc<rustls::ServerConfig>>, sh
         let shared2 = Arc::clone(&shared);
         shared.active.fetch_add(1, Ordering::SeqCst);
         let spawned = thread::Builder::new().name("fake-vault-conn".into()).spawn(move || {
-            serve(conn, &shared2);
+            serve(conn, &shared2, id);
             shared2.active.fetch_sub(1, Ordering::SeqCst);
         });
         if spawned.is_err() {
             shared.active.fetch_sub(1, Ordering::SeqCst);
+            shared.conns.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         }
     }
 }
@@ -792,16 +795,35 @@ enum Action {
     Reset,
 }
 
-fn serve(mut conn: Conn, shared: &Shared) {
+/// Serves one connection; on return the socket closes (its registry clone is dropped
+/// first, so the close really reaches the client).
+fn serve(conn: Conn, shared: &Shared, id: usize) {
+    let reset = serve_requests(conn, shared);
+    let clone = shared.conns.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    drop(clone);
+    if let Some(conn) = reset {
+        // SO_LINGER 0, then close: the kernel answers with RST instead of FIN.
+        let _ = nix::sys::socket::setsockopt(
+            conn.tcp(),
+            nix::sys::socket::sockopt::Linger,
+            &nix::libc::linger { l_onoff: 1, l_linger: 0 },
+        );
+        drop(conn);
+    }
+}
+
+/// Answers requests until the connection ends; returns the connection when it is to be
+/// reset rather than closed.
+fn serve_requests(mut conn: Conn, shared: &Shared) -> Option<Conn> {
     let mut buf: Vec<u8> = Vec::new();
     let is_tls = matches!(conn, Conn::Tls(_));
     loop {
         if shared.stop.load(Ordering::SeqCst) {
-            return;
+            return None;
         }
         let req = match read_request(&mut conn, &mut buf) {
             Ok(Some(r)) => r,
-            Ok(None) => return,
+            Ok(None) => return None,
             Err(status) => {
                 let _ = write_response(
                     &mut conn,
@@ -811,24 +833,15 @@ fn serve(mut conn: Conn, shared: &Shared) {
                     ),
                     true,
                 );
-                return;
+                return None;
             }
         };
         let close = req.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         match handle(shared, &req, is_tls) {
-            Action::Reset => {
-                let tcp = conn.tcp();
-                let _ = nix::sys::socket::setsockopt(
-                    tcp,
-                    nix::sys::socket::sockopt::Linger,
-                    &nix::libc::linger { l_onoff: 1, l_linger: 0 },
-                );
-                let _ = tcp.shutdown(Shutdown::Both);
-                return;
-            }
+            Action::Reset => return Some(conn),
             Action::Answer(resp) => {
                 if write_response(&mut conn, &resp, close).is_err() || close {
-                    return;
+                    return None;
                 }
             }
         }

@@ -685,6 +685,8 @@ struct DnsEntry {
     fetched: Option<Instant>,
     pending: bool,
     last_error: Option<String>,
+    /// Incremented each time a lookup finishes.
+    generation: u64,
 }
 
 impl Resolver for CachingResolver {
@@ -719,49 +721,41 @@ impl CachingResolver {
         let give_up = Instant::now() + wait;
         let st = &self.state;
         let mut map = st.map.lock().unwrap_or_else(|p| p.into_inner());
+        let e = map.entry(key.to_string()).or_default();
+        if e.fetched.is_some_and(|t| t.elapsed() < DNS_CACHE_TTL) && !e.addrs.is_empty() {
+            return Ok(e.addrs.clone());
+        }
+        // Wait for the next lookup to finish: ours, or the one already in flight.
+        let asked_at = e.generation;
+        if !e.pending {
+            e.pending = true;
+            if !spawn_lookup(Arc::clone(&self.state), key.to_string()) {
+                // No thread available: resolve inline (blocking, without a timeout).
+                drop(map);
+                let r = key.to_socket_addrs().map(|i| i.collect::<Vec<_>>());
+                finish_lookup(st, key, r);
+                map = st.map.lock().unwrap_or_else(|p| p.into_inner());
+            }
+        }
         loop {
             let e = map.entry(key.to_string()).or_default();
-            let fresh = e.fetched.is_some_and(|t| t.elapsed() < DNS_CACHE_TTL);
-            if fresh && !e.addrs.is_empty() {
-                return Ok(e.addrs.clone());
-            }
-            if !e.pending {
-                e.pending = true;
-                let spawned = spawn_lookup(Arc::clone(&self.state), key.to_string());
-                if !spawned {
-                    // No thread available: resolve inline (blocking, without a timeout).
-                    drop(map);
-                    let r = key.to_socket_addrs().map(|i| i.collect::<Vec<_>>());
-                    finish_lookup(st, key, r);
-                    map = st.map.lock().unwrap_or_else(|p| p.into_inner());
-                    continue;
+            if e.generation != asked_at {
+                // Fresh addresses, or the stale ones when the lookup failed.
+                if !e.addrs.is_empty() {
+                    return Ok(e.addrs.clone());
                 }
+                let msg = e.last_error.clone().unwrap_or_else(|| format!("no address for {key}"));
+                return Err(ureq::Error::Io(std::io::Error::other(msg)));
             }
             let now = Instant::now();
-            let e =
-                map.get(key).map(|e| (e.pending, e.fetched, e.addrs.clone(), e.last_error.clone()));
-            if let Some((pending, fetched, addrs, err)) = e {
-                if !pending {
-                    if !addrs.is_empty() {
-                        return Ok(addrs);
-                    }
-                    if let Some(err) = err {
-                        let _ = fetched;
-                        return Err(ureq::Error::Io(std::io::Error::other(err)));
-                    }
-                    return Err(ureq::Error::HostNotFound);
+            if now >= give_up {
+                // Serve a stale answer rather than failing on a slow resolver.
+                if !e.addrs.is_empty() {
+                    return Ok(e.addrs.clone());
                 }
-                if now >= give_up {
-                    // Serve a stale answer rather than failing on a slow resolver.
-                    if !addrs.is_empty() {
-                        return Ok(addrs);
-                    }
-                    return Err(ureq::Error::Timeout(ureq::Timeout::Resolve));
-                }
+                return Err(ureq::Error::Timeout(ureq::Timeout::Resolve));
             }
-            let (m, _) =
-                st.cond.wait_timeout(map, give_up - now).unwrap_or_else(|p| p.into_inner());
-            map = m;
+            map = st.cond.wait_timeout(map, give_up - now).unwrap_or_else(|p| p.into_inner()).0;
         }
     }
 }
@@ -783,6 +777,7 @@ fn finish_lookup(st: &DnsState, key: &str, r: std::io::Result<Vec<SocketAddr>>) 
     let mut map = st.map.lock().unwrap_or_else(|p| p.into_inner());
     let e = map.entry(key.to_string()).or_default();
     e.pending = false;
+    e.generation += 1;
     match r {
         Ok(a) if !a.is_empty() => {
             e.addrs = a;
@@ -947,8 +942,12 @@ mod tests {
         let a = r.resolve(&uri, &cfg, t).unwrap();
         assert!(a.iter().all(|s| s.ip().is_loopback() && s.port() == 8443));
         // The second lookup comes from the cache: no pending lookup, fresh entry.
-        let map = r.state.map.lock().unwrap();
-        let e = map.get("localhost:8443").unwrap();
-        assert!(!e.pending && e.fetched.is_some());
+        {
+            let map = r.state.map.lock().unwrap();
+            let e = map.get("localhost:8443").unwrap();
+            assert!(!e.pending && e.fetched.is_some() && e.generation == 1);
+        }
+        r.resolve(&uri, &cfg, t).unwrap();
+        assert_eq!(r.state.map.lock().unwrap().get("localhost:8443").unwrap().generation, 1);
     }
 }

@@ -437,10 +437,10 @@ impl TokenCache {
         }
         loop {
             let now = Instant::now();
-            if let Some(t) = &st.token {
-                if t.fresh(now) || (st.refreshing && t.usable(now)) {
-                    return Ok(Arc::clone(t));
-                }
+            if let Some(t) = &st.token
+                && (t.fresh(now) || (st.refreshing && t.usable(now)))
+            {
+                return Ok(Arc::clone(t));
             }
             if st.refreshing {
                 let epoch = st.epoch;

@@ -36,7 +36,9 @@ use self::credentials::{
     IMDS_ENDPOINT, Source, TokenCache, authority_for_vault_host, resource_for_vault_host,
 };
 use self::error::{Class, api_error, classify, parse_challenge, redact, resource_matches_host};
-use self::wire::{BadBody, check_attributes, oldest_version, parse_bundle, parse_page};
+use self::wire::{
+    BadBody, VersionEntry, check_attributes, oldest_version, parse_bundle, parse_page,
+};
 use super::{KeyStore, Listing, StoreError, StoredValue, list_page};
 use crate::config::{AzureConfig, AzureCredentials};
 
@@ -769,7 +771,7 @@ impl Vault {
         &self,
         name: &str,
         deadline: Instant,
-    ) -> Result<Vec<(Option<String>, Option<i64>)>, StoreError> {
+    ) -> Result<Vec<VersionEntry>, StoreError> {
         let mut url = format!(
             "{}/secrets/{}/versions?api-version={API_VERSION}",
             self.base,

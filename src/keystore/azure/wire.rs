@@ -21,6 +21,9 @@ pub struct Attributes {
     pub updated: Option<i64>,
 }
 
+/// `(version, created)` of one listed version, as [`oldest_version`] takes them.
+pub type VersionEntry = (Option<String>, Option<i64>);
+
 /// One entry of `GET /secrets` or `GET /secrets/{name}/versions`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Item {
@@ -44,7 +47,7 @@ impl Page {
     }
 
     /// `(version, created)` of each item, in list order (for [`oldest_version`]).
-    pub fn versions(&self) -> Vec<(Option<String>, Option<i64>)> {
+    pub fn versions(&self) -> Vec<VersionEntry> {
         self.value
             .iter()
             .map(|i| {
@@ -120,7 +123,7 @@ pub fn parse_page(body: &[u8]) -> Result<Page, BadBody> {
 /// The version with the smallest `created` (ties: first in list order); entries without a
 /// version or `created` are skipped; empty when none qualifies (= read the latest), as
 /// upstream does (§3.3).
-pub fn oldest_version(items: &[(Option<String>, Option<i64>)]) -> String {
+pub fn oldest_version(items: &[VersionEntry]) -> String {
     let mut best: Option<(&str, i64)> = None;
     for (v, c) in items {
         if let (Some(v), Some(c)) = (v, c)
