@@ -3,8 +3,16 @@
 //!
 //! Layout: `mod.rs` owns the store and upstream's algorithms (create-if-absent with the
 //! soft-delete purge dance, oldest-version reads, idempotent delete, paged listing, the
-//! status probe); `client.rs` the HTTP transport and retries; `credentials.rs` tokens;
-//! `error.rs` the pure parsers of error bodies, challenges and `Retry-After`.
+//! status probe); `client.rs` the HTTP transport, proxy choice, DNS cache and retries;
+//! `credentials.rs` token sources and the token cache; `error.rs` and `wire.rs` the pure
+//! parsers of error bodies, challenges, `Retry-After`, secret bundles and list pages.
+//!
+//! One read, end to end: `get` lists the versions and reads the latest version at the same
+//! time (two pooled connections); when the oldest version is the latest — every key KES
+//! created itself — that answer is final, so a cold key costs one round trip. Each call
+//! takes a token from the cache (one refresh at a time, ahead of expiry), sends it, and on
+//! a 401 drops that token and retries once; 408/429/5xx and connection failures are
+//! retried with jittered backoff or `Retry-After`, never past the caller's deadline.
 //!
 //! Facts: `kes-azure-keystore.md` §2–§5 (upstream's semantics, which this follows),
 //! `azure-rest.md` (the REST surface), and the "Observed on upstream's running binary" list
