@@ -13,5 +13,5 @@ if [ ! -x "$venv/bin/python" ] || ! cmp -s "$req" "$venv/.requirements"; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check --no-input -r "$req"
     cp "$req" "$venv/.requirements"
 fi
-cargo build --quiet --example fake_vault
+cargo build --locked --quiet --example fake_vault
 exec "$venv/bin/python" tests/azure_sdk/certify.py target/debug/examples/fake_vault
