@@ -170,9 +170,12 @@ pub fn open_store(cfg: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, StartError>
             .map_err(|e| {
                 StartError(format!("keystore.fs.path: cannot open '{}': {e}", path.display()))
             }),
-        KeyStoreConfig::Azure(_) => {
-            Err(StartError("keystore.azure: not available in this build yet".into()))
-        }
+        KeyStoreConfig::Azure(azure) => crate::keystore::azure::AzureStore::new(
+            azure,
+            crate::keystore::azure::AzureOptions::from_env(),
+        )
+        .map(|s| Arc::new(s) as Arc<dyn KeyStore>)
+        .map_err(|e| StartError(format!("keystore.azure.keyvault: {e}"))),
     }
 }
 
