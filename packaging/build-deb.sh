@@ -7,10 +7,12 @@
 # Usage: packaging/build-deb.sh [--no-strip] [BINARY] [OUTDIR]
 #   BINARY  default target/release/kes
 #   OUTDIR  default target/debian
+# The Debian version and the default timestamp come from the top entry of
+# packaging/debian/changelog, whose upstream part must equal Cargo.toml's version
+# (bump both at a release; `dch -v X.Y.Z-1` writes the entry).
 # Environment:
-#   SOURCE_DATE_EPOCH  timestamp for every file (default: the last commit's time)
+#   SOURCE_DATE_EPOCH  timestamp for every file (default: the changelog entry's date)
 #   DEB_ARCH           Architecture field (default: dpkg --print-architecture)
-#   DEB_REVISION       Debian revision (default: 1)
 #   DEB_MAINTAINER     Maintainer field
 # Prints the path of the .deb on its last line.
 set -euo pipefail
@@ -33,13 +35,16 @@ command -v dpkg-deb >/dev/null || die "dpkg-deb not found"
 # The [package] version: the first `version = "..."` line of Cargo.toml.
 version=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' "$root/Cargo.toml" | head -n1)
 [[ -n $version ]] || die "cannot read the version from Cargo.toml"
-revision=${DEB_REVISION:-1}
-debversion=$version-$revision
+changelog=$pkg/debian/changelog
+debversion=$(sed -n '1s/^kes (\([^)]*\)).*/\1/p' "$changelog")
+[[ ${debversion%-*} == "$version" ]] ||
+    die "packaging/debian/changelog is at '$debversion' but Cargo.toml at '$version': add a changelog entry"
 arch=${DEB_ARCH:-$(dpkg --print-architecture)}
 maintainer=${DEB_MAINTAINER:-kes maintainers <packaging@kes.invalid>}
 
 if [[ -z ${SOURCE_DATE_EPOCH:-} ]]; then
-    SOURCE_DATE_EPOCH=$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 0)
+    SOURCE_DATE_EPOCH=$(date -d "$(sed -n 's/^ -- .*>  //p' "$changelog" | head -n1)" +%s) ||
+        die "cannot read the date of the top entry of $changelog"
 fi
 export SOURCE_DATE_EPOCH
 export TZ=UTC LC_ALL=C
@@ -65,16 +70,7 @@ install -m 0640 "$pkg/config.yml" "$st/etc/kes/config.yml"
 doc=$st/usr/share/doc/kes
 install -D -m 0644 "$root/README.md" "$doc/README.md"
 install -m 0644 "$pkg/copyright" "$doc/copyright"
-date_rfc=$(date -u -d "@$SOURCE_DATE_EPOCH" -R)
-{
-    echo "kes ($debversion) unstable; urgency=medium"
-    echo
-    echo "  * Release $version, packaged by packaging/build-deb.sh."
-    echo "    Changes are described in /usr/share/doc/kes/README.md."
-    echo
-    echo " -- $maintainer  $date_rfc"
-} >"$work/changelog.Debian"
-gzip -9n <"$work/changelog.Debian" >"$doc/changelog.Debian.gz"
+gzip -9n <"$changelog" >"$doc/changelog.Debian.gz"
 chmod 0644 "$doc/changelog.Debian.gz"
 install -d -m 0755 "$st/usr/share/man/man1"
 gzip -9n <"$pkg/kes.1" >"$st/usr/share/man/man1/kes.1.gz"
