@@ -7,7 +7,8 @@
 # Usage: packaging/build-rpm.sh [--no-strip] [BINARY] [OUTDIR]
 #   BINARY  default target/release/kes
 #   OUTDIR  default target/rpm
-# Environment: SOURCE_DATE_EPOCH (default: the last commit's time), RPM_ARCH
+# Environment: SOURCE_DATE_EPOCH (default: the date of the top entry of
+# packaging/debian/changelog), RPM_ARCH
 # (default: rpm --eval %{_arch}), RPM_PACKAGER (the Packager tag).
 # Prints the path of the .rpm on its last line.
 set -euo pipefail
@@ -30,9 +31,17 @@ command -v rpmbuild >/dev/null || die "rpmbuild not found (Debian/Ubuntu: apt-ge
 version=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' "$root/Cargo.toml" | head -n1)
 [[ -n $version ]] || die "cannot read the version from Cargo.toml"
 arch=${RPM_ARCH:-$(rpm --eval '%{_arch}')}
+# Release number and default timestamp: the same top entry of packaging/debian/changelog
+# that build-deb.sh uses, so the two packages of one release agree.
+changelog=$pkg/debian/changelog
+debversion=$(sed -n '1s/^kes (\([^)]*\)).*/\1/p' "$changelog")
+[[ ${debversion%-*} == "$version" ]] ||
+    die "packaging/debian/changelog is at '$debversion' but Cargo.toml at '$version': add a changelog entry"
+release=${debversion##*-}
 
 if [[ -z ${SOURCE_DATE_EPOCH:-} ]]; then
-    SOURCE_DATE_EPOCH=$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 0)
+    SOURCE_DATE_EPOCH=$(date -d "$(sed -n 's/^ -- .*>  //p' "$changelog" | head -n1)" +%s) ||
+        die "cannot read the date of the top entry of $changelog"
 fi
 export SOURCE_DATE_EPOCH
 export TZ=UTC LC_ALL=C
@@ -48,12 +57,14 @@ if ((strip)) && command -v strip >/dev/null; then
 fi
 cp "$root/systemd/kes.service" "$root/systemd/kes.sysusers" "$root/systemd/kes.tmpfiles" \
     "$pkg/config.yml" "$root/README.md" "$pkg/copyright" "$pkg/kes.1" "$top/SOURCES/"
+cp "$pkg"/rpm/{pre,post,preun,postun}.sh "$top/SOURCES/"
 cp "$pkg/kes.spec" "$top/SPECS/"
 
 rpmbuild -bb --quiet \
     --target "$arch" \
     --define "_topdir $top" \
     --define "kes_version $version" \
+    --define "kes_release $release" \
     --define "kes_changelog_date $changelog_date" \
     --define "packager ${RPM_PACKAGER:-kes maintainers <packaging@kes.invalid>}" \
     --define "_buildhost reproducible" \
@@ -63,7 +74,7 @@ rpmbuild -bb --quiet \
     "$top/SPECS/kes.spec" >&2
 
 mkdir -p "$outdir"
-built=$(find "$top/RPMS" -name "kes-$version-1.*.rpm" | head -n1)
+built=$(find "$top/RPMS" -name "kes-$version-$release.*.rpm" | head -n1)
 [[ -n $built ]] || die "rpmbuild produced no package"
 out=$outdir/$(basename "$built")
 cp "$built" "$out"
