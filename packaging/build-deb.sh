@@ -93,7 +93,7 @@ Architecture: $arch
 Maintainer: $maintainer
 Installed-Size: $size
 Depends: libc6 (>= 2.34), adduser
-Recommends: libcap2-bin
+Recommends: ca-certificates, libcap2-bin
 Section: admin
 Priority: optional
 Description: hardened key server compatible with MinIO KES
