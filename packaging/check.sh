@@ -14,7 +14,7 @@ set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 pkg=$root/packaging
-self=$pkg/check.sh
+self=$pkg/$(basename "${BASH_SOURCE[0]}")
 
 # ---------------------------------------------------------------------------------
 # Install test, run by the main script as `unshare -m check.sh --install-test DEB OUT`.
@@ -94,6 +94,68 @@ if [[ ${1:-} == --install-test ]]; then
         kill "$server_pid" 2>/dev/null
         wait "$server_pid" 2>/dev/null
         server_pid=
+
+        # The unit's way: NoNewPrivileges (file caps ignored), ambient CAP_IPC_LOCK,
+        # MALLOC_ARENA_MAX, no core files, and READY=1 on NOTIFY_SOCKET from behind the
+        # server's own seccomp filter. RLIMIT_MEMLOCK stays as it is (a sandbox may lack
+        # CAP_SYS_RESOURCE to raise it): CAP_IPC_LOCK alone must be enough.
+        if command -v prlimit >/dev/null; then
+            notify=0
+            sock=/run/kes-check-notify.sock
+            if grep -q NOTIFY_SOCKET "$m/usr/bin/kes" && command -v python3 >/dev/null; then
+                notify=1
+                rm -f "$m$sock"
+                python3 - "$m$sock" "$base/notify.msg" <<'EOF' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+s.settimeout(20)
+try:
+    msg = s.recv(4096)
+except OSError:
+    msg = b""
+open(sys.argv[2], "wb").write(msg)
+EOF
+                listener=$!
+                for _ in $(seq 1 50); do [[ -S $m$sock ]] && break; sleep 0.1; done
+                chmod 0777 "$m$sock" 2>/dev/null
+            fi
+            # Without the file capability, so that only the ambient one can lock memory
+            # (some kernels honour file caps even under no_new_privs).
+            inroot setcap -r /usr/bin/kes 2>/dev/null
+            log=$base/server-unit.log
+            chroot "$m" env NOTIFY_SOCKET=$sock MALLOC_ARENA_MAX=2 RUST_MIN_STACK=262144 \
+                prlimit --core=0:0 \
+                setpriv --reuid=kes --regid=kes --init-groups --no-new-privs \
+                --inh-caps=-all,+ipc_lock --ambient-caps=-all,+ipc_lock --bounding-set=-all,+ipc_lock \
+                /usr/bin/kes server --config /etc/kes/config.yml --addr 127.0.0.1:0 --mlock >"$log" 2>&1 &
+            server_pid=$!
+            for _ in $(seq 1 100); do
+                grep -q 'Server is up' "$log" 2>/dev/null && break
+                kill -0 "$server_pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            desc="install: as the unit runs it (NoNewPrivileges, ambient CAP_IPC_LOCK, no file cap): MLock enabled" \
+                ok grep -Eq '^MLock +enabled' "$log"
+            grep -Eq '^MLock +enabled' "$log" || sed 's/^/    server: /' "$log" >&2
+            if ((notify)); then
+                for _ in $(seq 1 100); do
+                    kill -0 "$listener" 2>/dev/null || break
+                    sleep 0.1
+                done
+                kill "$listener" 2>/dev/null
+                wait "$listener" 2>/dev/null
+                desc="install: READY=1 reaches NOTIFY_SOCKET from behind the seccomp filter" \
+                    ok grep -q '^READY=1' "$base/notify.msg"
+            else
+                res SKIP "install: binary without sd_notify (or no python3): READY=1 not checked"
+            fi
+            kill "$server_pid" 2>/dev/null
+            wait "$server_pid" 2>/dev/null
+            server_pid=
+        else
+            res SKIP "install: prlimit missing: unit-style start not tried"
+        fi
     else
         res SKIP "install: openssl or setpriv missing, server start not tried"
     fi
