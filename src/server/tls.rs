@@ -16,9 +16,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Where the system's trusted roots live on Debian/Ubuntu/RHEL (used with `tls.auth: on`).
-pub const SYSTEM_ROOTS: &[&str] =
-    &["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"];
+/// Where the system's trusted roots live, as Go looks for them (used with `tls.auth: on`).
+pub const SYSTEM_ROOTS: &[&str] = crate::keystore::azure::client::SYSTEM_CA_BUNDLES;
 
 /// The ring provider, the one crypto provider of the program.
 pub fn provider() -> Arc<CryptoProvider> {

@@ -49,6 +49,25 @@ pub const DNS_MAX_WAIT: Duration = Duration::from_secs(10);
 pub const USER_AGENT: &str = concat!("kes-rs/", env!("CARGO_PKG_VERSION"), " (azure-keyvault)");
 /// Where Debian/Ubuntu/Alpine keep the system CA bundle.
 pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// The bundles Go's crypto/x509 looks for, in its order: Debian/Ubuntu/Gentoo/Alpine,
+/// Fedora/RHEL 6, openSUSE, OpenELEC, CentOS/RHEL 7+, and others.
+pub const SYSTEM_CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// The first system CA bundle that exists, as Go picks it.
+pub fn system_ca_bundle() -> &'static str {
+    SYSTEM_CA_BUNDLES
+        .iter()
+        .copied()
+        .find(|p| std::path::Path::new(p).is_file())
+        .unwrap_or(SYSTEM_CA_BUNDLE)
+}
 
 /// Retry schedule for transient failures (`azure-rest.md` §12; upstream: 7 retries, 200 ms
 /// base). Every wait is also bounded by the caller's deadline.
@@ -634,7 +653,8 @@ fn load_roots(s: &HttpSettings) -> Result<Vec<Certificate<'static>>, String> {
     }
     if roots.is_empty() {
         return Err(format!(
-            "no trusted CA certificates: {SYSTEM_CA_BUNDLE} is missing and no SSL_CERT_FILE/SSL_CERT_DIR is set"
+            "no trusted CA certificates: no system CA bundle ({}) and no SSL_CERT_FILE/SSL_CERT_DIR is set",
+            SYSTEM_CA_BUNDLES.join(", ")
         ));
     }
     Ok(roots)

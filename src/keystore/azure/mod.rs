@@ -76,7 +76,8 @@ pub struct AzureOptions {
     pub extra_ca_files: Vec<PathBuf>,
     /// Directories of trusted CA files, e.g. from `SSL_CERT_DIR`.
     pub extra_ca_dirs: Vec<PathBuf>,
-    /// The system bundle, used when present. Default `/etc/ssl/certs/ca-certificates.crt`.
+    /// The system bundle, used when present. Default: the first of Go's bundle paths
+    /// that exists ([`client::SYSTEM_CA_BUNDLES`]).
     pub system_ca_file: Option<PathBuf>,
     /// HTTPS proxy URL (`HTTPS_PROXY`); `None` = connect directly.
     pub proxy: Option<String>,
@@ -152,7 +153,7 @@ impl AzureOptions {
         AzureOptions {
             extra_ca_files: Vec::new(),
             extra_ca_dirs: Vec::new(),
-            system_ca_file: Some(PathBuf::from(client::SYSTEM_CA_BUNDLE)),
+            system_ca_file: Some(PathBuf::from(client::system_ca_bundle())),
             proxy: None,
             no_proxy: None,
             connect_timeout: Duration::from_secs(5),
