@@ -29,6 +29,7 @@ impl Identity {
     pub fn from_cert_der(cert_der: &[u8]) -> Option<Identity> {
         let der = rustls_pki_types::CertificateDer::from(cert_der);
         let cert = webpki::EndEntityCert::try_from(&der).ok()?;
+        // rustls-webpki 0.103 returns the whole SPKI SEQUENCE (tag and length included).
         Some(Identity::from_spki(cert.subject_public_key_info().as_ref()))
     }
 

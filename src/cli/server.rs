@@ -21,6 +21,7 @@ Options:
                              an ephemeral certificate and a printed admin API key.
     --mlock                  Fail unless all memory can be locked (no swapping).
     --no-mlock               Do not lock memory, even when permitted.
+    --no-seccomp             Do not confine system calls (for debugging only).
     --max-connections <N>    Refuse connections beyond N (default 1024).
     --log-format <FMT>       'text' or 'json' (default: json unless stdout is a terminal).
 
@@ -48,6 +49,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> CmdResult {
             Long("dev") => opts.dev = true,
             Long("mlock") => mlock_flag = true,
             Long("no-mlock") => no_mlock = true,
+            Long("no-seccomp") => opts.seccomp = false,
             Long("max-connections") => {
                 opts.max_connections = parser.value()?.parse().map_err(|_| {
                     Fail::Error("--max-connections: expected a positive number".into())
@@ -168,6 +170,9 @@ pub fn banner(b: &server::Banner) -> String {
     }
     if b.mlock {
         s.push_str(&row("MLock", "enabled"));
+    }
+    if b.seccomp {
+        s.push_str(&row("Seccomp", "enabled"));
     }
     for w in &b.warnings {
         s.push_str(&format!("\nWARNING: {w}\n"));

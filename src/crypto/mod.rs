@@ -2,8 +2,20 @@
 //!
 //! Owns: secret key types (zeroized on drop, no `Debug`/`Clone`/`Serialize`), the stored-key
 //! codecs (JSON eras F0–F3 and the base64 protobuf F4), the ciphertext formats (raw,
-//! msgpack, JSON), the two AEAD constructions, HMAC, API keys and identities.
+//! msgpack, JSON), the two AEAD constructions, and HMAC. API keys and identities live in
+//! `auth` (`auth::apikey`).
 //! Must not: do I/O, log, or say in an error which step of a decryption failed.
+//!
+//! Layout: `aead` seals and opens the raw format with the two per-message-key
+//! constructions (`hchacha` supplies HChaCha20, which ring lacks); `ciphertext` unpacks the
+//! legacy msgpack and JSON ciphertexts; `stored` reads F0–F4 and writes F4; `golang` holds the
+//! Go decoding rules (base64, JSON field matching) that decide what upstream could read.
+
+mod aead;
+mod ciphertext;
+mod golang;
+mod hchacha;
+mod stored;
 
 use std::fmt;
 use time::OffsetDateTime;
@@ -39,10 +51,28 @@ impl Algorithm {
         }
     }
 
-    /// The type new keys get: AES256 where the CPU accelerates AES-GCM, else ChaCha20.
+    /// The type new keys get: AES256 where the CPU accelerates AES-GCM (x86-64 AES-NI with
+    /// PCLMULQDQ, ARMv8 AES with PMULL), else ChaCha20 (`kes-crypto.md` §2.4). Either type is
+    /// readable by every upstream release that can read F4.
     pub fn preferred() -> Algorithm {
-        Algorithm::Aes256
+        if aes_gcm_accelerated() { Algorithm::Aes256 } else { Algorithm::ChaCha20 }
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn aes_gcm_accelerated() -> bool {
+    std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq")
+}
+
+#[cfg(target_arch = "aarch64")]
+fn aes_gcm_accelerated() -> bool {
+    // Rust's "aes" feature on aarch64 is FEAT_AES together with FEAT_PMULL.
+    std::arch::is_aarch64_feature_detected!("aes")
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn aes_gcm_accelerated() -> bool {
+    false
 }
 
 /// The operating system's random generator failed.
@@ -93,20 +123,31 @@ impl SecretKey {
         self.algorithm
     }
 
-    /// Seals `plaintext` into the raw format `sealed ‖ iv16 ‖ nonce12` with `aad`.
+    /// Seals `plaintext` into the raw format `sealed ‖ iv16 ‖ nonce12` with `aad` (the
+    /// request context; absent and empty are the same). Output is `plaintext.len() + 44` bytes.
     pub fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, EncryptError> {
-        let _ = (plaintext, aad, &self.bytes);
-        Err(EncryptError)
+        aead::seal(self.algorithm, &self.bytes, plaintext, aad)
     }
 
-    /// Opens any ciphertext format upstream wrote (§5.4).
+    /// Opens any ciphertext format upstream wrote (§5.4): raw, msgpack or JSON, with the
+    /// key's own algorithm first and then, for a legacy ciphertext that names the other
+    /// algorithm, with that one (keys stored without a type may have ChaCha20 ciphertexts).
+    /// Every failure is the same [`DecryptError`].
     pub fn decrypt(
         &self,
         ciphertext: &[u8],
         aad: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
-        let _ = (ciphertext, aad);
-        Err(DecryptError)
+        let unpacked = ciphertext::unpack(ciphertext);
+        match aead::open(self.algorithm, &self.bytes, &unpacked.raw, aad) {
+            Ok(plaintext) => Ok(plaintext),
+            Err(e) => match unpacked.declared {
+                Some(declared) if declared != self.algorithm => {
+                    aead::open(declared, &self.bytes, &unpacked.raw, aad)
+                }
+                _ => Err(e),
+            },
+        }
     }
 }
 
@@ -161,14 +202,535 @@ impl KeyVersion {
         })
     }
 
-    /// Decodes any stored format F0–F4 (`kes-crypto.md` §2.2).
+    /// Decodes any stored format F0–F4 (`kes-crypto.md` §2.2): valid JSON is read as one of
+    /// the JSON eras (no HMAC key), anything else must be base64 protobuf with both keys.
     pub fn parse(value: &[u8]) -> Result<KeyVersion, FormatError> {
-        let _ = value;
-        Err(FormatError("stored key format not implemented"))
+        stored::parse(value)
     }
 
-    /// Encodes as F4 (base64 protobuf), byte-for-byte as upstream writes it.
+    /// Encodes as F4 (base64 protobuf), byte-for-byte as upstream writes it. Fails for keys
+    /// without an HMAC key: JSON-era keys are never rewritten (§1).
     pub fn encode(&self) -> Result<Zeroizing<String>, FormatError> {
-        Err(FormatError("stored key format not implemented"))
+        stored::encode(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Known-answer tests for every vector of `kes-crypto.md` §8.1 and §8.4, tamper checks,
+    //! and a property test. Stored-key vectors (§8.2, §8.3) are in `stored.rs`.
+
+    use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use proptest::prelude::*;
+
+    const Z32: [u8; 32] = [0; 32];
+    const K2: &str = "dDHbTWgo+Yh3u804SYB5OyVMy6RiLeJYBQth1f6KlEU=";
+    const PT28: &str = "CLcJoykFCWZDkEIiUq9bJRqwCwW9ZDvdgu8EMA==";
+
+    fn b64(s: &str) -> Vec<u8> {
+        STANDARD.decode(s).unwrap()
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    fn key(alg: Algorithm, b64_key: &str) -> SecretKey {
+        SecretKey::new(alg, &b64(b64_key).try_into().unwrap())
+    }
+
+    fn k2() -> String {
+        K2.to_string()
+    }
+
+    /// The `id` legacy ciphertexts carry: hex of the first 16 bytes of SHA-256(K).
+    fn legacy_key_id(key: &[u8; 32]) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, key);
+        digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// How a vector's ciphertext is given in the spec.
+    enum Ct {
+        /// The JSON text itself.
+        Json(&'static str),
+        /// base64 of the binary ciphertext.
+        B64(&'static str),
+    }
+
+    impl Ct {
+        fn bytes(&self) -> Vec<u8> {
+            match self {
+                Ct::Json(s) => s.as_bytes().to_vec(),
+                Ct::B64(s) => b64(s),
+            }
+        }
+    }
+
+    struct DecryptVector {
+        name: &'static str,
+        alg: Algorithm,
+        key: [u8; 32],
+        aad: &'static [u8],
+        ct: Ct,
+        plaintext: Vec<u8>,
+    }
+
+    /// §8.1 D0–D7 (upstream `key_test.go`).
+    fn decrypt_vectors() -> Vec<DecryptVector> {
+        let k2: [u8; 32] = b64(&k2()).try_into().unwrap();
+        vec![
+            DecryptVector {
+                name: "D0",
+                alg: Algorithm::Aes256,
+                key: Z32,
+                aad: b"",
+                ct: Ct::Json(
+                    r#"{"aead":"AES-256-GCM-HMAC-SHA-256","iv":"xLxIN3tSCkg2xMafuvwUwg==","nonce":"gu0mGwUkwcvMEoi5","bytes":"WVgRjeIJm3w50C/l+y7y2i6mbNg5NCAqN1zvOYWZKmc="}"#,
+                ),
+                plaintext: vec![0; 16],
+            },
+            DecryptVector {
+                name: "D1",
+                alg: Algorithm::ChaCha20,
+                key: Z32,
+                aad: b"",
+                ct: Ct::Json(
+                    r#"{"aead":"ChaCha20Poly1305","iv":"s3fSZ6vk5m+DfQA8yZWeUg==","nonce":"8/kHMnCMs3h9NZ2a","bytes":"cw22HjLq/4cx8507SW4hhSrYbDiMuRao4b5+GE+XfbE="}"#,
+                ),
+                plaintext: vec![0; 16],
+            },
+            DecryptVector {
+                name: "D2",
+                alg: Algorithm::ChaCha20,
+                key: Z32,
+                aad: b"",
+                ct: Ct::Json(
+                    r#"{"aead":"ChaCha20Poly1305","id":"66687aadf862bd776c8fc18b8e9f8e20","iv":"EC0eZp7Pqt+LnkOae5xaAg==","nonce":"X1ejXKmH/ugFZPkk","bytes":"wIGBTDs6aOvsqJfekZ0PYRT/OHyFX2TXqeNwl1SLXOI="}"#,
+                ),
+                plaintext: vec![0; 16],
+            },
+            DecryptVector {
+                name: "D3",
+                alg: Algorithm::Aes256,
+                key: Z32,
+                aad: b"",
+                ct: Ct::B64(
+                    "lbFBRVMyNTYtR0NNX1NIQTI1NtkgNjY2ODdhYWRmODYyYmQ3NzZjOGZjMThiOGU5ZjhlMjDEEExv7LAd4oz0SaHZrX5LBufEDEKME1ow1CDfUFrqv8QgJuy7Sw+jVqz99TK1HV851LT3K4mwwDv46TB2ngWkAJQ=",
+                ),
+                plaintext: vec![0; 16],
+            },
+            DecryptVector {
+                name: "D4",
+                alg: Algorithm::ChaCha20,
+                key: Z32,
+                aad: b"",
+                ct: Ct::B64(
+                    "lbJYQ0hBQ0hBMjAtUE9MWTEzMDXZIDY2Njg3YWFkZjg2MmJkNzc2YzhmYzE4YjhlOWY4ZTIwxBBAr+aptD4x2+qfOhiErbnkxAxYs8RmNC1JJXD1hiHEIJ2KqM0jjkME7ndx8nyVseesN83Np0rM5ejVUun+fNFu",
+                ),
+                plaintext: vec![0; 16],
+            },
+            DecryptVector {
+                name: "D5",
+                alg: Algorithm::Aes256,
+                key: Z32,
+                aad: b"",
+                ct: Ct::B64(
+                    "zwdDgHeRlIFRnJ7+DIhs/ka7GFK2CFSfDELqg1VCyTQzZ58o7MAdupMLk3ZjlMo2ZUDwldL2o41nAWDc",
+                ),
+                plaintext: vec![0; 16],
+            },
+            DecryptVector {
+                name: "D6",
+                alg: Algorithm::Aes256,
+                key: k2,
+                aad: &[0; 16],
+                ct: Ct::B64(
+                    "s2gmfQHeGdlyL8x1yEWSACUV3GrSoz3t160hugMgzKWgyqesXDVUJ5Dw5Mt076rR1PNiU9X4YjLH14D8a81t2r2xsz4gVZac",
+                ),
+                plaintext: b64(PT28),
+            },
+            DecryptVector {
+                name: "D7",
+                alg: Algorithm::ChaCha20,
+                key: k2,
+                aad: &[0; 16],
+                ct: Ct::B64(
+                    "gO4woRIswAJdjUjW7z2ApsSQxJlwB24yjLrmH4eI7sB0uh5nfEJfk9ybTPFft5FRFaZCVBmzhx7OJs9n0WWtxH3sySIxecIK",
+                ),
+                plaintext: b64(PT28),
+            },
+        ]
+    }
+
+    #[test]
+    fn decrypt_vectors_d0_to_d7() {
+        for v in decrypt_vectors() {
+            let key = SecretKey::new(v.alg, &v.key);
+            let got = key
+                .decrypt(&v.ct.bytes(), v.aad)
+                .unwrap_or_else(|_| panic!("{} must decrypt", v.name));
+            assert_eq!(got.as_slice(), v.plaintext.as_slice(), "{}", v.name);
+        }
+    }
+
+    #[test]
+    fn vector_lengths_match_the_spec() {
+        let lens: Vec<usize> = decrypt_vectors()
+            .iter()
+            .filter(|v| matches!(v.ct, Ct::B64(_)))
+            .map(|v| v.ct.bytes().len())
+            .collect();
+        assert_eq!(lens, [119, 120, 60, 72, 72]); // D3, D4, D5, D6, D7
+        assert_eq!(b64(PT28).len(), 28);
+    }
+
+    /// §8.1 D8–D14: negative vectors, all with key Z32.
+    #[test]
+    fn negative_vectors_d8_to_d14_fail() {
+        let cases = [
+            (
+                "D8 unsupported aead name",
+                Algorithm::Aes256,
+                r#"{"aead":"AES-256-GCM","iv":"xLxIN3tSCkg2xMafuvwUwg==","nonce":"gu0mGwUkwcvMEoi5","bytes":"WVgRjeIJm3w50C/l+y7y2i6mbNg5NCAqN1zvOYWZKmc="}"#,
+            ),
+            (
+                "D9 iv is 20 bytes",
+                Algorithm::Aes256,
+                r#"{"aead":"AES-256-GCM-HMAC-SHA-256","iv":"EjOY4JKqjIrPmQ5z1KSR8zlhggY=","nonce":"gu0mGwUkwcvMEoi5","bytes":"WVgRjeIJm3w50C/l+y7y2i6mbNg5NCAqN1zvOYWZKmc="}"#,
+            ),
+            (
+                "D10 nonce 8 bytes",
+                Algorithm::ChaCha20,
+                r#"{"aead":"ChaCha20Poly1305","iv":"s3fSZ6vk5m+DfQA8yZWeUg==","nonce":"SXAbms731/c=","bytes":"cw22HjLq/4cx8507SW4hhSrYbDiMuRao4b5+GE+XfbE="}"#,
+            ),
+            (
+                "D11 nonce 8 bytes",
+                Algorithm::Aes256,
+                r#"{"aead":"AES-256-GCM-HMAC-SHA-256","iv":"xLxIN3tSCkg2xMafuvwUwg==","nonce":"efY+4kYF9n8=","bytes":"WVgRjeIJm3w50C/l+y7y2i6mbNg5NCAqN1zvOYWZKmc="}"#,
+            ),
+            (
+                "D12 tag mismatch",
+                Algorithm::Aes256,
+                r#"{"aead":"AES-256-GCM-HMAC-SHA-256","iv":"xLxIN3tSCkg2xMafuvwUwg==","nonce":"gu0mGwUkwcvMEoi5","bytes":"QTza1g5oX3f9cGJMbY1xJwWPj1F7R2VnNl6XpFKYQy0="}"#,
+            ),
+            (
+                "D13 tag mismatch",
+                Algorithm::ChaCha20,
+                r#"{"aead":"ChaCha20Poly1305","iv":"s3fSZ6vk5m+DfQA8yZWeUg==","nonce":"8/kHMnCMs3h9NZ2a","bytes":"TTi8pkO+Jh1JWAHvPxZeUk/iVoBPUCE4ZSVGBy3fW2s="}"#,
+            ),
+            (
+                "D14 invalid JSON (missing comma)",
+                Algorithm::Aes256,
+                r#"{"aead":"AES-256-GCM-HMAC-SHA-256" "iv":"xLxIN3tSCkg2xMafuvwUwg==","nonce":"gu0mGwUkwcvMEoi5","bytes":"WVgRjeIJm3w50C/l+y7y2i6mbNg5NCAqN1zvOYWZKmc="}"#,
+            ),
+        ];
+        for (name, alg, ct) in cases {
+            for alg in [alg, other(alg)] {
+                let key = SecretKey::new(alg, &Z32);
+                assert_eq!(
+                    key.decrypt(ct.as_bytes(), b"").unwrap_err(),
+                    DecryptError,
+                    "{name} ({alg:?})"
+                );
+            }
+        }
+    }
+
+    fn other(alg: Algorithm) -> Algorithm {
+        match alg {
+            Algorithm::Aes256 => Algorithm::ChaCha20,
+            Algorithm::ChaCha20 => Algorithm::Aes256,
+        }
+    }
+
+    /// §5.4 REQUIRED: a key stored without a type parses as AES256, but its legacy
+    /// ciphertexts may say ChaCha20Poly1305; the declared algorithm is tried second.
+    #[test]
+    fn legacy_ciphertexts_retry_with_the_declared_algorithm() {
+        for v in decrypt_vectors() {
+            let key = SecretKey::new(other(v.alg), &v.key);
+            let result = key.decrypt(&v.ct.bytes(), v.aad);
+            match v.ct {
+                Ct::Json(_) => {
+                    assert_eq!(result.unwrap().as_slice(), v.plaintext.as_slice(), "{}", v.name)
+                }
+                Ct::B64(_) if v.name == "D3" || v.name == "D4" => {
+                    assert_eq!(result.unwrap().as_slice(), v.plaintext.as_slice(), "{}", v.name)
+                }
+                // Raw ciphertexts name no algorithm: only the stored type is tried.
+                Ct::B64(_) => assert_eq!(result.unwrap_err(), DecryptError, "{}", v.name),
+            }
+        }
+    }
+
+    /// The §5.4 scenario end to end: an F0 key (no type, so AES256) whose ciphertexts were
+    /// written by a KES node without AES hardware.
+    #[test]
+    fn f0_key_opens_chacha_ciphertexts_of_its_era() {
+        let kv = KeyVersion::parse(br#"{"bytes":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="}"#)
+            .unwrap();
+        assert_eq!(kv.key.algorithm(), Algorithm::Aes256);
+        for v in decrypt_vectors().iter().filter(|v| ["D1", "D2", "D4"].contains(&v.name)) {
+            assert_eq!(v.alg, Algorithm::ChaCha20);
+            let got = kv.key.decrypt(&v.ct.bytes(), b"").unwrap();
+            assert_eq!(got.as_slice(), v.plaintext.as_slice(), "{}", v.name);
+        }
+        // New ciphertexts from that key are AES (raw); the retry never applies to them.
+        let ct = kv.key.encrypt(b"dek", b"").unwrap();
+        assert!(SecretKey::new(Algorithm::ChaCha20, &Z32).decrypt(&ct, b"").is_err());
+    }
+
+    #[test]
+    fn legacy_key_ids_are_sha256_prefixes() {
+        assert_eq!(legacy_key_id(&Z32), "66687aadf862bd776c8fc18b8e9f8e20");
+        // D2, D3 and D4 carry exactly this id.
+        for v in decrypt_vectors().iter().filter(|v| ["D2", "D3", "D4"].contains(&v.name)) {
+            let ct = v.ct.bytes();
+            let found = ct.windows(32).any(|w| w == legacy_key_id(&v.key).as_bytes());
+            assert!(found, "{}", v.name);
+        }
+    }
+
+    /// Flips bit 0 and bit 7 of every byte of a raw ciphertext.
+    fn assert_raw_tamper_fails(key: &SecretKey, raw: &[u8], aad: &[u8], name: &str) {
+        for i in 0..raw.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut t = raw.to_vec();
+                t[i] ^= bit;
+                assert_eq!(
+                    key.decrypt(&t, aad).unwrap_err(),
+                    DecryptError,
+                    "{name}: byte {i} bit {bit:#x}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn tampered_raw_vectors_fail() {
+        for v in decrypt_vectors().iter().filter(|v| ["D5", "D6", "D7"].contains(&v.name)) {
+            assert_raw_tamper_fails(&SecretKey::new(v.alg, &v.key), &v.ct.bytes(), v.aad, v.name);
+        }
+    }
+
+    /// In msgpack, every byte from the iv header on is authenticated or structural; the key
+    /// id is not checked (§5.4), so flipping it must not matter.
+    #[test]
+    fn tampered_msgpack_vectors_fail_except_the_ignored_id() {
+        for v in decrypt_vectors().iter().filter(|v| ["D3", "D4"].contains(&v.name)) {
+            let key = SecretKey::new(v.alg, &v.key);
+            let ct = v.ct.bytes();
+            let alg_len = usize::from(ct[1] & 0x1f);
+            let id_start = 2 + alg_len + 2;
+            let iv_header = id_start + 32;
+            assert_eq!(&ct[iv_header..iv_header + 2], &[0xc4, 0x10], "{}", v.name);
+            for i in (0..id_start).chain(iv_header..ct.len()) {
+                for bit in [0x01u8, 0x80] {
+                    let mut t = ct.clone();
+                    t[i] ^= bit;
+                    assert_eq!(
+                        key.decrypt(&t, v.aad).unwrap_err(),
+                        DecryptError,
+                        "{} byte {i}",
+                        v.name
+                    );
+                }
+            }
+            for i in id_start..iv_header {
+                let mut t = ct.clone();
+                t[i] ^= 0x01;
+                assert_eq!(key.decrypt(&t, v.aad).unwrap().as_slice(), v.plaintext.as_slice());
+            }
+        }
+    }
+
+    /// In JSON, flip bits of the decoded iv, nonce and bytes (flipping the text may change
+    /// nothing: key names are case-insensitive and base64 has ignored trailing bits).
+    #[test]
+    fn tampered_json_vectors_fail() {
+        for v in decrypt_vectors().iter().filter(|v| matches!(v.ct, Ct::Json(_))) {
+            let key = SecretKey::new(v.alg, &v.key);
+            let doc: serde_json::Value = serde_json::from_slice(&v.ct.bytes()).unwrap();
+            for field in ["iv", "nonce", "bytes"] {
+                let decoded = b64(doc[field].as_str().unwrap());
+                for i in 0..decoded.len() {
+                    let mut flipped = decoded.clone();
+                    flipped[i] ^= 0x01;
+                    let mut t = doc.clone();
+                    t[field] = serde_json::Value::String(STANDARD.encode(&flipped));
+                    let t = serde_json::to_vec(&t).unwrap();
+                    assert_eq!(
+                        key.decrypt(&t, v.aad).unwrap_err(),
+                        DecryptError,
+                        "{} {field}[{i}]",
+                        v.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_aad_fails() {
+        for v in decrypt_vectors() {
+            let key = SecretKey::new(v.alg, &v.key);
+            let ct = v.ct.bytes();
+            let mut wrong = v.aad.to_vec();
+            wrong.push(0);
+            assert!(key.decrypt(&ct, &wrong).is_err(), "{} with longer AAD", v.name);
+            if !v.aad.is_empty() {
+                assert!(key.decrypt(&ct, b"").is_err(), "{} without AAD", v.name);
+                let mut flipped = v.aad.to_vec();
+                flipped[0] ^= 1;
+                assert!(key.decrypt(&ct, &flipped).is_err(), "{} with flipped AAD", v.name);
+            }
+        }
+    }
+
+    /// Absent, `null` and empty context are the same empty AAD (§3): the API passes `&[]`
+    /// for all three, and a ciphertext made with one opens with the others.
+    #[test]
+    fn empty_and_absent_aad_are_identical() {
+        let absent: Option<Vec<u8>> = None;
+        let empty: Vec<u8> = Vec::new();
+        for alg in [Algorithm::Aes256, Algorithm::ChaCha20] {
+            let key = key(alg, K2);
+            let ct = key.encrypt(b"data", absent.as_deref().unwrap_or_default()).unwrap();
+            assert_eq!(key.decrypt(&ct, &empty).unwrap().as_slice(), b"data");
+            assert_eq!(key.decrypt(&ct, b"").unwrap().as_slice(), b"data");
+            assert!(key.decrypt(&ct, b"\0").is_err());
+        }
+    }
+
+    #[test]
+    fn round_trip_vectors_from_upstream() {
+        let pt28 = b64(PT28);
+        let cases: [(Algorithm, &str, &[u8], &[u8]); 4] = [
+            (Algorithm::Aes256, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", &[0; 16], b""),
+            (Algorithm::Aes256, K2, &[0; 16], b""),
+            (Algorithm::Aes256, K2, &pt28, &[0; 16]),
+            (Algorithm::ChaCha20, K2, &pt28, &[0; 16]),
+        ];
+        for (alg, k, pt, aad) in cases {
+            let key = key(alg, k);
+            let ct = key.encrypt(pt, aad).unwrap();
+            assert_eq!(ct.len(), pt.len() + 44);
+            assert_eq!(key.decrypt(&ct, aad).unwrap().as_slice(), pt);
+            // Fresh iv and nonce every time.
+            assert_ne!(key.encrypt(pt, aad).unwrap(), ct);
+        }
+    }
+
+    #[test]
+    fn a_32_byte_dek_seals_to_76_bytes() {
+        let ct = key(Algorithm::Aes256, K2).encrypt(&[7; 32], b"ctx").unwrap();
+        assert_eq!(ct.len(), 76);
+        assert_eq!(STANDARD.encode(&ct).len(), 104);
+    }
+
+    #[test]
+    fn keys_of_one_type_do_not_open_the_other() {
+        let aes = key(Algorithm::Aes256, K2);
+        let chacha = key(Algorithm::ChaCha20, K2);
+        assert!(chacha.decrypt(&aes.encrypt(b"x", b"").unwrap(), b"").is_err());
+        assert!(aes.decrypt(&chacha.encrypt(b"x", b"").unwrap(), b"").is_err());
+    }
+
+    /// §8.4 (derived) HMAC vectors, and upstream's determinism check.
+    #[test]
+    fn hmac_vectors() {
+        let p5_hmac: [u8; 32] =
+            b64("nLXl4yqa4cjZTcSbsU6sNnN8kP9ARWkXwa20YQZa9Hg=").try_into().unwrap();
+        let mac = HmacKey::new(&p5_hmac).sign(b"Hello World");
+        assert_eq!(
+            mac.to_vec(),
+            unhex("ca30097dd549ceb5cb4748739af12c8a0df309d0dbc74d6792e90a56d06ee8e0")
+        );
+        assert_eq!(STANDARD.encode(mac), "yjAJfdVJzrXLR0hzmvEsig3zCdDbx01nkukKVtBu6OA=");
+        let mac = HmacKey::new(&Z32).sign(b"root access key");
+        assert_eq!(
+            mac.to_vec(),
+            unhex("4db17ed6590726d7ba2c97b25f436f1cb705fc7b084a271824fc3334c0301eef")
+        );
+
+        let key = HmacKey::generate().unwrap();
+        assert_eq!(key.sign(b"Hello World"), key.sign(b"Hello World"));
+        assert_ne!(key.sign(b"Hello World"), key.sign(b"Hello World!"));
+    }
+
+    #[test]
+    fn algorithm_names() {
+        for (name, alg) in [
+            ("AES256", Algorithm::Aes256),
+            ("AES256-GCM_SHA256", Algorithm::Aes256),
+            ("ChaCha20", Algorithm::ChaCha20),
+            ("XCHACHA20-POLY1305", Algorithm::ChaCha20),
+        ] {
+            assert_eq!(Algorithm::from_name(name), Some(alg));
+        }
+        for name in ["", "aes256", "AES-256-GCM", "AES-256-GCM-HMAC-SHA-256", "ChaCha20Poly1305"] {
+            assert_eq!(Algorithm::from_name(name), None, "{name}");
+        }
+        assert_eq!(Algorithm::Aes256.as_str(), "AES256");
+        assert_eq!(Algorithm::ChaCha20.as_str(), "ChaCha20");
+    }
+
+    #[test]
+    fn preferred_follows_the_cpu() {
+        #[cfg(target_arch = "x86_64")]
+        let accelerated = std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq");
+        #[cfg(target_arch = "aarch64")]
+        let accelerated = std::arch::is_aarch64_feature_detected!("aes");
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        let accelerated = false;
+        let want = if accelerated { Algorithm::Aes256 } else { Algorithm::ChaCha20 };
+        assert_eq!(Algorithm::preferred(), want);
+    }
+
+    #[test]
+    fn generated_keys_differ_and_work() {
+        let a = SecretKey::generate(Algorithm::ChaCha20).unwrap();
+        let b = SecretKey::generate(Algorithm::ChaCha20).unwrap();
+        assert_ne!(*a.bytes, *b.bytes);
+        assert_eq!(a.algorithm(), Algorithm::ChaCha20);
+        assert!(b.decrypt(&a.encrypt(b"x", b"").unwrap(), b"").is_err());
+    }
+
+    fn algorithm() -> impl Strategy<Value = Algorithm> {
+        prop_oneof![Just(Algorithm::Aes256), Just(Algorithm::ChaCha20)]
+    }
+
+    proptest! {
+        #[test]
+        fn encrypt_decrypt_round_trip(
+            alg in algorithm(),
+            key_bytes in any::<[u8; 32]>(),
+            aad in proptest::collection::vec(any::<u8>(), 0..64),
+            plaintext in proptest::collection::vec(any::<u8>(), 0..600),
+        ) {
+            let key = SecretKey::new(alg, &key_bytes);
+            let ct = key.encrypt(&plaintext, &aad).unwrap();
+            prop_assert_eq!(ct.len(), plaintext.len() + 44);
+            let opened = key.decrypt(&ct, &aad).unwrap();
+            prop_assert_eq!(opened.as_slice(), plaintext.as_slice());
+            let mut wrong_aad = aad.clone();
+            wrong_aad.push(1);
+            prop_assert!(key.decrypt(&ct, &wrong_aad).is_err());
+            prop_assert!(SecretKey::new(other(alg), &key_bytes).decrypt(&ct, &aad).is_err());
+        }
+
+        #[test]
+        fn decrypt_never_panics_on_garbage(
+            alg in algorithm(),
+            ct in proptest::collection::vec(any::<u8>(), 0..200),
+            first in prop_oneof![Just(0x95u8), Just(b'{'), any::<u8>()],
+        ) {
+            let mut ct = ct;
+            ct.insert(0, first);
+            prop_assert!(SecretKey::new(alg, &Z32).decrypt(&ct, b"").is_err());
+        }
     }
 }

@@ -54,6 +54,8 @@ pub struct Options {
     /// `--addr`, overriding the config's `address`.
     pub addr: Option<String>,
     pub mlock: MlockPolicy,
+    /// Install the seccomp filter (`--no-seccomp` turns it off; in-process tests must).
+    pub seccomp: bool,
     pub max_connections: usize,
     /// Log lines as JSON (journald users want fields); text otherwise.
     pub log_json: bool,
@@ -72,6 +74,7 @@ impl Default for Options {
             dev: false,
             addr: None,
             mlock: MlockPolicy::Try,
+            seccomp: true,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             log_json: false,
             audit_out: None,
@@ -89,6 +92,7 @@ pub struct Banner {
     pub error_level: Level,
     pub audit_level: Level,
     pub mlock: bool,
+    pub seccomp: bool,
     /// `--dev`: the admin API key, to print once.
     pub dev_api_key: Option<Zeroizing<String>>,
     /// `--dev`: the server certificate (PEM), so clients can trust it.
@@ -146,23 +150,6 @@ impl std::fmt::Display for StartError {
     }
 }
 
-/// Parses a listen address: host empty or a literal IP, port required.
-pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    let s = s.trim();
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("address '{s}': missing port"))?;
-    let port: u16 = port.parse().map_err(|_| format!("address '{s}': invalid port '{port}'"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ip: IpAddr = if host.is_empty() {
-        IpAddr::from([0, 0, 0, 0])
-    } else {
-        host.parse().map_err(|_| format!("'{host}' is not a valid IP address"))?
-    };
-    Ok(SocketAddr::new(ip, port))
-}
-
 fn policy_set(cfg: &Config) -> PolicySet {
     let mut set =
         PolicySet { admin: Identity::new(cfg.admin_identity.clone()), ..Default::default() };
@@ -180,10 +167,15 @@ pub fn open_store(cfg: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, StartError>
     match cfg {
         KeyStoreConfig::Fs { path } => crate::keystore::fs::FsStore::open(path)
             .map(|s| Arc::new(s) as Arc<dyn KeyStore>)
-            .map_err(|e| StartError(format!("keystore.fs.path: cannot open '{}': {e}", path.display()))),
-        KeyStoreConfig::Azure(_) => {
-            Err(StartError("keystore.azure: not available in this build yet".into()))
-        }
+            .map_err(|e| {
+                StartError(format!("keystore.fs.path: cannot open '{}': {e}", path.display()))
+            }),
+        KeyStoreConfig::Azure(azure) => crate::keystore::azure::AzureStore::new(
+            azure,
+            crate::keystore::azure::AzureOptions::from_env(),
+        )
+        .map(|s| Arc::new(s) as Arc<dyn KeyStore>)
+        .map_err(|e| StartError(format!("keystore.azure.keyvault: {e}"))),
     }
 }
 
@@ -283,6 +275,7 @@ fn dev_setup(
         log: config::LogConfig::default(),
         keys: Vec::new(),
         keystore: KeyStoreConfig::Fs { path: PathBuf::new() },
+        warnings: Vec::new(),
     };
     Ok((cfg, tls, key.to_string_secret(), pem))
 }
@@ -296,7 +289,8 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
         error_out: opts.error_out.clone(),
     };
     let (cfg, tls, store, dev_key, dev_pem, addr) = if opts.dev {
-        let addr = parse_addr(opts.addr.as_deref().unwrap_or(DEV_ADDRESS)).map_err(StartError)?;
+        let addr = config::parse_listen_address(opts.addr.as_deref().unwrap_or(DEV_ADDRESS))
+            .map_err(StartError)?;
         let (cfg, tls, key, pem) = dev_setup(addr)?;
         let store: Arc<dyn KeyStore> =
             opts.store.clone().unwrap_or_else(|| Arc::new(MemStore::new()));
@@ -311,7 +305,8 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
             .clone()
             .or_else(|| cfg.address.clone())
             .unwrap_or_else(|| config::DEFAULT_ADDRESS.to_string());
-        let addr = parse_addr(&addr).map_err(StartError)?;
+        let addr =
+            config::parse_listen_address(&addr).map_err(|e| StartError(format!("address: {e}")))?;
         let tls = tls_config(&cfg)?;
         let store = match opts.store.clone() {
             Some(s) => s,
@@ -332,7 +327,7 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
         }
     })?;
     let addr = listener.local_addr().map_err(|e| StartError(e.to_string()))?;
-    let hardened = sys::harden(opts.mlock).map_err(StartError)?;
+    let hardened = sys::harden(opts.mlock, opts.seccomp).map_err(StartError)?;
 
     let banner = Banner {
         keystore: keystore_desc,
@@ -341,9 +336,10 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
         error_level: cfg.log.error,
         audit_level: cfg.log.audit,
         mlock: hardened.mlock,
+        seccomp: hardened.seccomp,
         dev_api_key: dev_key,
         dev_cert_pem: dev_pem,
-        warnings: Vec::new(),
+        warnings: cfg.warnings.clone(),
     };
     let shared = Arc::new(Shared {
         state: RwLock::new(Arc::new(state)),
@@ -358,6 +354,7 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
         .stack_size(CONN_STACK_SIZE)
         .spawn(move || accept_loop(listener, accept_shared, max))
         .map_err(|e| StartError(format!("cannot start the accept thread: {e}")))?;
+    sys::notify("READY=1");
     Ok(Server { addr, banner, shared, accept: Mutex::new(Some(accept)), options: inputs })
 }
 
@@ -411,6 +408,13 @@ impl Server {
                 "nothing to reload: the server runs without a config file".into(),
             ));
         };
+        sys::notify("RELOADING=1");
+        let result = self.rebuild(path);
+        sys::notify("READY=1");
+        result
+    }
+
+    fn rebuild(&self, path: &std::path::Path) -> Result<(), StartError> {
         let cfg = config::load(path).map_err(|e| StartError(e.to_string()))?;
         let tls = tls_config(&cfg)?;
         let store = open_store(&cfg.keystore)?;
@@ -432,6 +436,7 @@ impl Server {
 
     /// Stops accepting; open connections end on their own timeouts.
     pub fn shutdown(&self) {
+        sys::notify("STOPPING=1");
         self.shared.stopping.store(true, Ordering::Release);
         let _ = std::net::TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_secs(1));
         if let Some(h) = self.accept.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -459,22 +464,5 @@ fn wake_addr(addr: SocketAddr) -> SocketAddr {
         SocketAddr::new(ip, addr.port())
     } else {
         addr
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn listen_addresses() {
-        assert_eq!(parse_addr("0.0.0.0:7373").unwrap(), "0.0.0.0:7373".parse().unwrap());
-        assert_eq!(parse_addr(":7373").unwrap(), "0.0.0.0:7373".parse().unwrap());
-        assert_eq!(parse_addr("[::1]:7373").unwrap(), "[::1]:7373".parse().unwrap());
-        assert_eq!(
-            parse_addr("localhost:7373").unwrap_err(),
-            "'localhost' is not a valid IP address"
-        );
-        assert!(parse_addr("127.0.0.1").is_err());
     }
 }

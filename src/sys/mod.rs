@@ -1,7 +1,10 @@
 //! Process hardening, in one place and in a fixed order (`STACK.md` §3): lock memory so key
 //! material never reaches swap, make the process non-dumpable (no core files, no ptrace
-//! by other users). The only module that may use `unsafe` (it needs none today: nix
-//! wraps every call).
+//! by other users), then confine the system calls every thread may make (seccomp). The
+//! only module that may use `unsafe` (it needs none today: nix and seccompiler wrap every
+//! call).
+
+pub mod seccomp;
 
 use nix::sys::mman::{MlockAllFlags, mlockall};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -21,6 +24,7 @@ pub enum MlockPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hardened {
     pub mlock: bool,
+    pub seccomp: bool,
 }
 
 /// Capability bit of CAP_IPC_LOCK in `CapEff`.
@@ -54,8 +58,9 @@ pub fn mlock_obstacle() -> Option<String> {
 pub const MLOCK_FIX: &str = "grant the capability with 'sudo setcap cap_ipc_lock=+ep $(readlink -f $(which kes))', \
 or run under systemd with AmbientCapabilities=CAP_IPC_LOCK and LimitMEMLOCK=infinity";
 
-/// Hardens the process. Runs once, before the first accept.
-pub fn harden(policy: MlockPolicy) -> Result<Hardened, String> {
+/// Hardens the process. Runs once, before the first accept: mlockall, non-dumpable, no
+/// core files, then (when `seccomp`) the system-call filter on every thread.
+pub fn harden(policy: MlockPolicy, seccomp: bool) -> Result<Hardened, String> {
     let mut locked = false;
     if policy != MlockPolicy::Skip {
         match mlock_obstacle() {
@@ -76,7 +81,10 @@ pub fn harden(policy: MlockPolicy) -> Result<Hardened, String> {
         .map_err(|e| format!("failed to set the process non-dumpable: {e}"))?;
     setrlimit(Resource::RLIMIT_CORE, 0, 0)
         .map_err(|e| format!("failed to disable core dumps: {e}"))?;
-    Ok(Hardened { mlock: locked })
+    if seccomp {
+        self::seccomp::install(seccompiler::SeccompAction::KillProcess)?;
+    }
+    Ok(Hardened { mlock: locked, seccomp })
 }
 
 /// Logical CPUs online (`/sys/devices/system/cpu/online`, e.g. `0-3,6`); read at startup.
@@ -112,5 +120,54 @@ mod tests {
     fn cpu_counts_are_positive() {
         assert!(online_cpus() >= usable_cpus().min(online_cpus()));
         assert!(usable_cpus() >= 1);
+    }
+}
+
+/// Tells systemd about our state (`sd_notify(3)`: `READY=1`, `RELOADING=1`, `STOPPING=1`)
+/// when started by a `Type=notify` unit; a no-op otherwise. Failures are ignored: the unit
+/// times out and says so.
+pub fn notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else { return };
+    let path = path.to_string_lossy().into_owned();
+    let msg = format!("{state}\nMAINPID={}", std::process::id());
+    if let Some(name) = path.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        if let Ok(addr) = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()) {
+            let _ = sock.send_to_addr(msg.as_bytes(), &addr);
+        }
+    } else {
+        let _ = sock.send_to(msg.as_bytes(), &path);
+    }
+}
+
+#[cfg(test)]
+mod notify_tests {
+    #[test]
+    fn notify_sends_the_state_to_the_socket() {
+        let dir = std::env::temp_dir().join(format!("kes-notify-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("notify.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        // Re-exec so the environment variable is only set in the child.
+        if std::env::var_os("KES_NOTIFY_CHILD").is_some() {
+            super::notify("READY=1");
+            return;
+        }
+        let status = std::process::Command::new(exe)
+            .args(["--exact", "sys::notify_tests::notify_sends_the_state_to_the_socket"])
+            .env("KES_NOTIFY_CHILD", "1")
+            .env("NOTIFY_SOCKET", &path)
+            .output()
+            .unwrap();
+        assert!(status.status.success());
+        let mut buf = [0u8; 128];
+        listener.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let n = listener.recv(&mut buf).unwrap();
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(msg.starts_with("READY=1\nMAINPID="), "{msg}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -108,26 +108,75 @@ impl TestServer {
     }
 
     pub fn start_with(extra: &str, max_connections: usize) -> TestServer {
+        let store = Arc::new(kes::keystore::mem::MemStore::new());
+        Self::start_full(
+            extra,
+            max_connections,
+            Some(store.clone() as Arc<dyn kes::keystore::KeyStore>),
+            store,
+            None,
+        )
+    }
+
+    /// A server over the `fs` key store in `keys` (kept by the caller across restarts).
+    pub fn start_fs(extra: &str, keys: &Path) -> TestServer {
+        let unused = Arc::new(kes::keystore::mem::MemStore::new());
+        Self::start_full(extra, kes::server::DEFAULT_MAX_CONNECTIONS, None, unused, Some(keys))
+    }
+
+    /// A server with `tls.auth: on` verifying clients against `ca`.
+    pub fn start_tls_auth(extra: &str, ca: &Path) -> TestServer {
+        let extra = format!("{extra}tls_ca_marker: {}\n", ca.display());
+        let store = Arc::new(kes::keystore::mem::MemStore::new());
+        Self::start_full(
+            &extra,
+            kes::server::DEFAULT_MAX_CONNECTIONS,
+            Some(store.clone() as Arc<dyn kes::keystore::KeyStore>),
+            store,
+            None,
+        )
+    }
+
+    /// A server over any key store.
+    pub fn start_store(extra: &str, store: Arc<dyn kes::keystore::KeyStore>) -> TestServer {
+        let unused = Arc::new(kes::keystore::mem::MemStore::new());
+        Self::start_full(extra, kes::server::DEFAULT_MAX_CONNECTIONS, Some(store), unused, None)
+    }
+
+    fn start_full(
+        extra: &str,
+        max_connections: usize,
+        inject: Option<Arc<dyn kes::keystore::KeyStore>>,
+        store: Arc<kes::keystore::mem::MemStore>,
+        fs_dir: Option<&Path>,
+    ) -> TestServer {
         let dir = TempDir::new("srv");
         let (cert, key, server_cert) = server_cert(dir.path());
         let admin = client_id();
+        // `tls_ca_marker: PATH` in `extra` turns on chain verification against PATH.
+        let (tls_extra, extra) = match extra.split_once("tls_ca_marker: ") {
+            Some((before, ca)) => {
+                (format!("  auth: on\n  ca: {}\n", ca.trim()), before.to_string())
+            }
+            None => (String::new(), extra.to_string()),
+        };
         let yaml = format!(
-            "address: 127.0.0.1:0\nadmin:\n  identity: {}\ntls:\n  key: {}\n  cert: {}\nkeystore:\n  fs:\n    path: {}\n{extra}",
+            "address: 127.0.0.1:0\nadmin:\n  identity: {}\ntls:\n  key: {}\n  cert: {}\n{tls_extra}keystore:\n  fs:\n    path: {}\n{extra}",
             admin.identity,
             key.display(),
             cert.display(),
-            dir.join("keys").display(),
+            fs_dir.map(Path::to_path_buf).unwrap_or_else(|| dir.join("keys")).display(),
         );
         let cfg = dir.join("config.yml");
         std::fs::write(&cfg, yaml).unwrap();
-        let store = Arc::new(kes::keystore::mem::MemStore::new());
         let audit = Arc::new(std::sync::Mutex::new(Vec::new()));
         let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
         let opts = kes::server::Options {
             config: Some(cfg),
             mlock: kes::sys::MlockPolicy::Skip,
+            seccomp: false,
             max_connections,
-            store: Some(store.clone()),
+            store: inject,
             audit_out: Some(Arc::new(std::sync::Mutex::new(Box::new(Capture(audit.clone()))))),
             error_out: Some(Arc::new(std::sync::Mutex::new(Box::new(Capture(errors.clone()))))),
             ..Default::default()
@@ -161,7 +210,10 @@ impl Drop for TestServer {
 }
 
 /// Client TLS config trusting `server_cert`, presenting `id` (if any).
-pub fn client_config(server_cert: &CertificateDer<'static>, id: Option<&ClientId>) -> Arc<rustls::ClientConfig> {
+pub fn client_config(
+    server_cert: &CertificateDer<'static>,
+    id: Option<&ClientId>,
+) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(server_cert.clone()).unwrap();
@@ -170,7 +222,9 @@ pub fn client_config(server_cert: &CertificateDer<'static>, id: Option<&ClientId
         .unwrap()
         .with_root_certificates(roots);
     let mut cfg = match id {
-        Some(id) => builder.with_client_auth_cert(vec![id.cert.clone()], id.key.clone_key()).unwrap(),
+        Some(id) => {
+            builder.with_client_auth_cert(vec![id.cert.clone()], id.key.clone_key()).unwrap()
+        }
         None => builder.with_no_client_auth(),
     };
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -193,7 +247,8 @@ impl Reply {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
     }
     /// The `message` of a KES error body.
     pub fn message(&self) -> String {
@@ -208,7 +263,11 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn connect(addr: SocketAddr, server_cert: &CertificateDer<'static>, id: Option<&ClientId>) -> Client {
+    pub fn connect(
+        addr: SocketAddr,
+        server_cert: &CertificateDer<'static>,
+        id: Option<&ClientId>,
+    ) -> Client {
         let sock = TcpStream::connect(addr).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let name = ServerName::try_from("127.0.0.1").unwrap();
@@ -305,7 +364,11 @@ impl Client {
     pub fn read_chunk(&mut self) -> std::io::Result<Vec<u8>> {
         loop {
             if let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") {
-                let size = usize::from_str_radix(std::str::from_utf8(&self.buf[..end]).unwrap().trim(), 16).unwrap();
+                let size = usize::from_str_radix(
+                    std::str::from_utf8(&self.buf[..end]).unwrap().trim(),
+                    16,
+                )
+                .unwrap();
                 while self.buf.len() < end + 2 + size + 2 {
                     if self.fill()? == 0 {
                         return Err(std::io::ErrorKind::UnexpectedEof.into());

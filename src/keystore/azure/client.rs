@@ -1,0 +1,953 @@
+//! The blocking HTTP layer under the Azure store: one pooled keep-alive ureq agent (rustls
+//! with ring, our own root store), a caching DNS resolver, Go-compatible proxy selection,
+//! and one retry loop with bounded, jittered exponential backoff that honours `Retry-After`
+//! and never sleeps past the caller's deadline.
+//!
+//! Must not: know Key Vault paths or JSON, hold tokens, or put a header value, request body
+//! or response body into an error string. Bodies are returned in zeroizing buffers because
+//! they carry secret values and access tokens.
+//!
+//! Facts: `azure-rest.md` §12 (which statuses the SDKs retry, Retry-After), STACK.md §3.1
+//! (ureq spawns one DNS thread per request when timeouts are set) and §9 (ureq defaults to
+//! reading proxies from the environment and following redirects; both are turned off here).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use ureq::http::{self, Method};
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use zeroize::Zeroizing;
+
+use super::error::{is_transient_status, parse_retry_after, parse_retry_after_ms};
+
+/// Largest response body we read. A list page of 25 items is ~10 KB and a secret value at
+/// most 25 KB (`azure-rest.md` §4.2); anything far bigger is a broken or hostile peer.
+pub const MAX_RESPONSE_BYTES: u64 = 1 << 20;
+/// Largest response head we accept (Key Vault sends ~1 KB of headers).
+pub const MAX_RESPONSE_HEADER_BYTES: usize = 32 << 10;
+/// Idle keep-alive connections kept per host: enough for the two parallel reads of a cold
+/// key from several request threads at once without re-handshaking.
+pub const POOL_IDLE_PER_HOST: usize = 8;
+/// Idle connections kept in total (vault, Entra, managed-identity endpoint).
+pub const POOL_IDLE_TOTAL: usize = 16;
+/// How long an idle pooled connection is reused; below Azure's front-end idle timeout.
+pub const POOL_IDLE_AGE: Duration = Duration::from_secs(50);
+/// How long a resolved address is reused before asking the system resolver again.
+pub const DNS_CACHE_TTL: Duration = Duration::from_secs(60);
+/// Stack of the one lookup thread per host name in flight (glibc NSS lookups need more
+/// than 64 KiB; STACK.md §3.2 measured 256 KiB as safe and cheap under mlockall).
+pub const DNS_THREAD_STACK: usize = 256 << 10;
+/// Longest we wait for a name lookup even when the caller's deadline is later.
+pub const DNS_MAX_WAIT: Duration = Duration::from_secs(10);
+/// Sent on every request so that vault operators can tell our traffic apart.
+pub const USER_AGENT: &str = concat!("kes-rs/", env!("CARGO_PKG_VERSION"), " (azure-keyvault)");
+/// Where Debian/Ubuntu/Alpine keep the system CA bundle.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Retry schedule for transient failures (`azure-rest.md` §12; upstream: 7 retries, 200 ms
+/// base). Every wait is also bounded by the caller's deadline.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+    /// First backoff; doubles per retry.
+    pub base_delay: Duration,
+    /// Backoff cap.
+    pub max_delay: Duration,
+    /// Longest `Retry-After` we honour; a longer one fails at once (the request would not
+    /// finish within any route deadline anyway).
+    pub max_retry_after: Duration,
+}
+
+impl RetryPolicy {
+    /// The backoff before retry number `retry` (1-based): `base·2^(retry-1)` capped at
+    /// `max_delay`, drawn uniformly from its upper half so that clients spread out.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let exp = self.base_delay.saturating_mul(1u32 << retry.saturating_sub(1).min(20));
+        let d = exp.min(self.max_delay);
+        let half = d / 2;
+        half + jitter(d - half)
+    }
+}
+
+/// A uniformly random duration in `[0, max)`.
+pub fn jitter(max: Duration) -> Duration {
+    let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+    if ms == 0 {
+        return Duration::ZERO;
+    }
+    let mut b = [0u8; 8];
+    if getrandom::getrandom(&mut b).is_err() {
+        return max / 2;
+    }
+    Duration::from_millis(u64::from_le_bytes(b) % ms)
+}
+
+/// One request. The bearer token is kept apart from the other headers so that nothing that
+/// prints headers can ever print it.
+pub struct Request<'a> {
+    pub method: Method,
+    pub url: &'a str,
+    pub headers: Vec<(&'static str, String)>,
+    pub bearer: Option<&'a str>,
+    pub body: Option<(&'static str, &'a [u8])>,
+    /// Never use a proxy (IMDS and App Service endpoints, `azure-rest.md` §10.1).
+    pub direct: bool,
+}
+
+impl<'a> Request<'a> {
+    pub fn new(method: Method, url: &'a str) -> Request<'a> {
+        Request { method, url, headers: Vec::new(), bearer: None, body: None, direct: false }
+    }
+}
+
+/// A response with the few headers the Azure layer reads. The body is zeroized on drop.
+pub struct Response {
+    pub status: u16,
+    /// From `Retry-After`, `retry-after-ms` or `x-ms-retry-after-ms`.
+    pub retry_after: Option<Duration>,
+    pub www_authenticate: Option<String>,
+    pub request_id: Option<String>,
+    pub body: Zeroizing<Vec<u8>>,
+}
+
+impl fmt::Debug for Response {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("request_id", &self.request_id)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+/// Why no response came back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// Connect, read or name-lookup timeout.
+    Timeout,
+    /// Refused, reset, closed early, DNS failure, proxy failure: worth retrying.
+    Connection,
+    /// Certificate or handshake failure: retrying will not help.
+    Tls,
+    /// The response exceeded [`MAX_RESPONSE_BYTES`] or [`MAX_RESPONSE_HEADER_BYTES`].
+    TooLarge,
+    /// The caller's deadline passed before an answer.
+    Deadline,
+    /// A URL or setting we could not use.
+    Invalid,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportError {
+    pub kind: TransportKind,
+    pub message: String,
+}
+
+impl TransportError {
+    fn new(kind: TransportKind, message: impl Into<String>) -> TransportError {
+        TransportError { kind, message: message.into() }
+    }
+
+    pub fn retryable(&self) -> bool {
+        matches!(self.kind, TransportKind::Timeout | TransportKind::Connection)
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Maps ureq's error to our kinds. ureq's messages name the failure, never header values.
+fn transport_error(e: ureq::Error) -> TransportError {
+    use ureq::Error as E;
+    let kind = match &e {
+        E::Timeout(_) => TransportKind::Timeout,
+        E::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => TransportKind::Timeout,
+        E::Io(_)
+        | E::HostNotFound
+        | E::ConnectionFailed
+        | E::Protocol(_)
+        | E::ConnectProxyFailed(_)
+        | E::BodyStalled => TransportKind::Connection,
+        E::Tls(_) | E::Rustls(_) | E::TlsRequired | E::Pem(_) => TransportKind::Tls,
+        E::BodyExceedsLimit(_) | E::LargeResponseHeader(_, _) => TransportKind::TooLarge,
+        _ => TransportKind::Invalid,
+    };
+    TransportError::new(kind, e.to_string())
+}
+
+/// HTTPS proxy settings with Go's `httpproxy` semantics (`kes` README facts, observed item 9).
+#[derive(Clone)]
+pub struct ProxySettings {
+    proxy: ureq::Proxy,
+    /// The proxy URL without credentials, for messages.
+    shown: String,
+    no_proxy: NoProxy,
+}
+
+impl fmt::Debug for ProxySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxySettings").field("proxy", &self.shown).finish()
+    }
+}
+
+impl ProxySettings {
+    /// `proxy` as in `HTTPS_PROXY` (a missing scheme means `http://`); `no_proxy` as in
+    /// `NO_PROXY`. Only HTTP CONNECT proxies (`http://`, `https://`) are supported.
+    pub fn parse(proxy: &str, no_proxy: &str) -> Result<ProxySettings, String> {
+        let p = proxy.trim();
+        let with_scheme = if p.contains("://") { p.to_string() } else { format!("http://{p}") };
+        let url = Url::parse(&with_scheme).map_err(|e| format!("invalid HTTPS_PROXY: {e}"))?;
+        if url.scheme != "http" && url.scheme != "https" {
+            return Err(format!(
+                "unsupported proxy scheme '{}': only http:// and https:// (CONNECT) proxies are supported",
+                url.scheme
+            ));
+        }
+        let proxy = ureq::Proxy::new(&with_scheme)
+            .map_err(|_| format!("invalid HTTPS_PROXY: {}://{}", url.scheme, url.host_port()))?;
+        Ok(ProxySettings {
+            proxy,
+            shown: format!("{}://{}", url.scheme, url.host_port()),
+            no_proxy: NoProxy::parse(no_proxy),
+        })
+    }
+
+    /// Whether a request to `url` goes through the proxy. Like Go, loopback and `localhost`
+    /// are never proxied, and only `https` targets use `HTTPS_PROXY`.
+    pub fn applies_to(&self, url: &Url) -> bool {
+        if url.scheme != "https" {
+            return false;
+        }
+        let host = url.host.to_ascii_lowercase();
+        if host == "localhost" {
+            return false;
+        }
+        if let Ok(ip) = host.parse::<IpAddr>()
+            && ip.is_loopback()
+        {
+            return false;
+        }
+        !self.no_proxy.bypass(&host, url.port)
+    }
+
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+}
+
+/// A parsed `NO_PROXY` list (Go `golang.org/x/net/http/httpproxy` rules): `*` matches
+/// everything; `1.2.3.4` and `[::1]` match that IP; `10.0.0.0/8` matches the range;
+/// `example.com` matches it and its subdomains; `.example.com` and `*.example.com` match
+/// subdomains only; an entry may end in `:port` to match that port only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NoProxy {
+    all: bool,
+    entries: Vec<NoProxyEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NoProxyEntry {
+    Ip(IpAddr, Option<u16>),
+    Cidr(IpAddr, u8),
+    /// `suffix` starts with '.'; `match_host` also matches the suffix without the dot.
+    Domain {
+        suffix: String,
+        match_host: bool,
+        port: Option<u16>,
+    },
+}
+
+impl NoProxy {
+    pub fn parse(s: &str) -> NoProxy {
+        let mut out = NoProxy::default();
+        for raw in s.split(',') {
+            let p = raw.trim().to_ascii_lowercase();
+            if p.is_empty() {
+                continue;
+            }
+            if p == "*" {
+                out.all = true;
+                continue;
+            }
+            if let Some((ip, len)) = p.split_once('/') {
+                if let (Ok(ip), Ok(len)) = (ip.parse::<IpAddr>(), len.parse::<u8>()) {
+                    let max = if ip.is_ipv4() { 32 } else { 128 };
+                    if len <= max {
+                        out.entries.push(NoProxyEntry::Cidr(ip, len));
+                    }
+                }
+                continue;
+            }
+            let (host, port) = split_host_port(&p);
+            if let Ok(ip) = host.parse::<IpAddr>() {
+                out.entries.push(NoProxyEntry::Ip(ip, port));
+                continue;
+            }
+            let host = host.strip_prefix('*').unwrap_or(host);
+            let (suffix, match_host) = if host.starts_with('.') {
+                (host.to_string(), false)
+            } else {
+                (format!(".{host}"), true)
+            };
+            if suffix.len() > 1 {
+                out.entries.push(NoProxyEntry::Domain { suffix, match_host, port });
+            }
+        }
+        out
+    }
+
+    /// Whether `host` (lowercase, no brackets) on `port` bypasses the proxy.
+    pub fn bypass(&self, host: &str, port: u16) -> bool {
+        if self.all {
+            return true;
+        }
+        let ip = host.parse::<IpAddr>().ok();
+        self.entries.iter().any(|e| match (e, ip) {
+            (NoProxyEntry::Ip(want, p), Some(ip)) => *want == ip && p.is_none_or(|p| p == port),
+            (NoProxyEntry::Cidr(net, len), Some(ip)) => cidr_contains(*net, *len, ip),
+            (NoProxyEntry::Domain { suffix, match_host, port: p }, None) => {
+                (host.ends_with(suffix.as_str()) || (*match_host && host == &suffix[1..]))
+                    && p.is_none_or(|p| p == port)
+            }
+            _ => false,
+        })
+    }
+}
+
+/// `host:port`, `[v6]:port`, `[v6]` or `host` → (host without brackets, port).
+fn split_host_port(s: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = s.strip_prefix('[') {
+        if let Some((h, after)) = rest.split_once(']') {
+            let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+            return (h, port);
+        }
+        return (s, None);
+    }
+    match s.rsplit_once(':') {
+        // A bare IPv6 address has several colons and no port.
+        Some((h, p)) if !h.contains(':') => match p.parse() {
+            Ok(port) => (h, Some(port)),
+            Err(_) => (s, None),
+        },
+        _ => (s, None),
+    }
+}
+
+fn cidr_contains(net: IpAddr, len: u8, ip: IpAddr) -> bool {
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(i)) => {
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+            u32::from(n) & mask == u32::from(i) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(i)) => {
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+            u128::from(n) & mask == u128::from(i) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The parts of an absolute `http(s)` URL that the client checks (host for proxy and
+/// `nextLink` decisions). Not a general URL parser: no userinfo in targets, no fragments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    /// Lowercase `http` or `https`.
+    pub scheme: String,
+    /// Host without brackets, as written.
+    pub host: String,
+    /// Explicit port or the scheme's default.
+    pub port: u16,
+    /// Path and query, starting with `/` (or empty).
+    pub rest: String,
+}
+
+impl Url {
+    pub fn parse(s: &str) -> Result<Url, String> {
+        let (scheme, after) = s.split_once("://").ok_or("not an absolute URL")?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "https" => Some(443),
+            "http" => Some(80),
+            _ => None,
+        };
+        let (authority, rest) = match after.find(['/', '?', '#']) {
+            Some(i) => (&after[..i], &after[i..]),
+            None => (after, ""),
+        };
+        // Userinfo (proxy credentials) is dropped here; callers keep the raw string.
+        let authority = authority.rsplit_once('@').map(|(_, a)| a).unwrap_or(authority);
+        let (host, port) = if let Some(inner) = authority.strip_prefix('[') {
+            let (h, after) = inner.split_once(']').ok_or("URL has an invalid IPv6 host")?;
+            match after {
+                "" => (h, None),
+                p => (h, Some(p.strip_prefix(':').ok_or("URL has an invalid port")?)),
+            }
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() || host.contains(['/', ' ', '@', '[', ']']) {
+            return Err("URL has no valid host".into());
+        }
+        let port = match port {
+            Some(p) => p.parse::<u16>().map_err(|_| "URL has an invalid port")?,
+            None => default_port.ok_or("URL has no port")?,
+        };
+        Ok(Url { scheme, host: host.to_string(), port, rest: rest.to_string() })
+    }
+
+    /// `host[:port]` with brackets for IPv6 and without the default port.
+    pub fn host_port(&self) -> String {
+        let host =
+            if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let default = matches!((self.scheme.as_str(), self.port), ("https", 443) | ("http", 80));
+        if default { host } else { format!("{host}:{}", self.port) }
+    }
+
+    /// `scheme://host[:port]`.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.scheme, self.host_port())
+    }
+
+    /// Same scheme, host (case-insensitive) and port (modulo default port).
+    pub fn same_origin(&self, other: &Url) -> bool {
+        self.scheme == other.scheme
+            && self.host.eq_ignore_ascii_case(&other.host)
+            && self.port == other.port
+    }
+}
+
+/// What the HTTP layer needs to be built.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// PEM bundles to trust; missing files are an error except the system bundle.
+    pub ca_files: Vec<PathBuf>,
+    /// Directories whose PEM files are trusted (`SSL_CERT_DIR`).
+    pub ca_dirs: Vec<PathBuf>,
+    /// The system bundle; skipped silently when absent.
+    pub system_ca_file: Option<PathBuf>,
+    pub proxy: Option<ProxySettings>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// The one agent and its policies, shared by the vault client and the token sources.
+pub struct Http {
+    agent: ureq::Agent,
+    proxy: Option<ProxySettings>,
+    retry: RetryPolicy,
+    roots: usize,
+}
+
+impl fmt::Debug for Http {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Http").field("proxy", &self.proxy).field("roots", &self.roots).finish()
+    }
+}
+
+impl Http {
+    pub fn new(s: &HttpSettings) -> Result<Http, String> {
+        let roots = load_roots(s)?;
+        let count = roots.len();
+        let tls = TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .root_certs(RootCerts::new_with_certs(&roots))
+            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .build();
+        let config = ureq::Agent::config_builder()
+            .tls_config(tls)
+            // Proxies are chosen per request (Go's NO_PROXY rules), never from ureq's env.
+            .proxy(None)
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .https_only(false)
+            .user_agent(USER_AGENT)
+            .timeout_connect(Some(s.connect_timeout))
+            .timeout_recv_response(Some(s.read_timeout))
+            .timeout_recv_body(Some(s.read_timeout))
+            .timeout_send_request(Some(s.read_timeout))
+            .timeout_send_body(Some(s.read_timeout))
+            .max_response_header_size(MAX_RESPONSE_HEADER_BYTES)
+            .max_idle_connections(POOL_IDLE_TOTAL)
+            .max_idle_connections_per_host(POOL_IDLE_PER_HOST)
+            .max_idle_age(POOL_IDLE_AGE)
+            .build();
+        let agent = ureq::Agent::with_parts(
+            config,
+            DefaultConnector::default(),
+            CachingResolver::default(),
+        );
+        Ok(Http { agent, proxy: s.proxy.clone(), retry: s.retry.clone(), roots: count })
+    }
+
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    pub fn proxy(&self) -> Option<&ProxySettings> {
+        self.proxy.as_ref()
+    }
+
+    /// One attempt, bounded by `deadline` as a whole (connect + send + receive).
+    pub fn send_once(&self, req: &Request, deadline: Instant) -> Result<Response, TransportError> {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(TransportError::new(TransportKind::Deadline, "deadline exceeded"));
+        }
+        let url =
+            Url::parse(req.url).map_err(|e| TransportError::new(TransportKind::Invalid, e))?;
+        let proxy = match (&self.proxy, req.direct) {
+            (Some(p), false) if p.applies_to(&url) => Some(p.proxy.clone()),
+            _ => None,
+        };
+        let mut b = http::Request::builder().method(req.method.clone()).uri(req.url);
+        b = b.header("accept", "application/json");
+        for (k, v) in &req.headers {
+            b = b.header(*k, v.as_str());
+        }
+        if let Some(token) = req.bearer {
+            let value = Zeroizing::new(format!("Bearer {token}"));
+            b = b.header("authorization", value.as_str());
+        }
+        let bad = |_| TransportError::new(TransportKind::Invalid, "invalid request");
+        let result = match req.body {
+            Some((content_type, body)) => {
+                let r = b.header("content-type", content_type).body(body).map_err(bad)?;
+                let r = self
+                    .agent
+                    .configure_request(r)
+                    .timeout_global(Some(remaining))
+                    .proxy(proxy)
+                    .build();
+                self.agent.run(r)
+            }
+            None => {
+                let r = b.body(()).map_err(bad)?;
+                let r = self
+                    .agent
+                    .configure_request(r)
+                    .timeout_global(Some(remaining))
+                    .proxy(proxy)
+                    .build();
+                self.agent.run(r)
+            }
+        };
+        let resp = result.map_err(transport_error)?;
+        let status = resp.status().as_u16();
+        let header = |name: &str| {
+            resp.headers().get(name).and_then(|v| v.to_str().ok()).map(|s| s.to_string())
+        };
+        let retry_after = header("retry-after-ms")
+            .and_then(|v| parse_retry_after_ms(&v))
+            .or_else(|| header("x-ms-retry-after-ms").and_then(|v| parse_retry_after_ms(&v)))
+            .or_else(|| {
+                header("retry-after").and_then(|v| parse_retry_after(&v, SystemTime::now()))
+            });
+        let www_authenticate = header("www-authenticate");
+        let request_id = header("x-ms-request-id");
+        let body = resp
+            .into_body()
+            .into_with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_vec()
+            .map_err(transport_error)?;
+        Ok(Response {
+            status,
+            retry_after,
+            www_authenticate,
+            request_id,
+            body: Zeroizing::new(body),
+        })
+    }
+
+    /// Sends with retries on 408/429/5xx and on connection failures and timeouts. Returns
+    /// the last answer (or error) when retries are exhausted, when a `Retry-After` exceeds
+    /// the policy's maximum, or when the next wait would end after `deadline`.
+    ///
+    /// Safe for PUT set-secret too: a retried PUT carries the same value, so at worst Key
+    /// Vault keeps one more version with identical content (`azure-rest.md` §12).
+    pub fn send(&self, req: &Request, deadline: Instant) -> Result<Response, TransportError> {
+        let mut retry = 0u32;
+        loop {
+            let result = self.send_once(req, deadline);
+            let wait = match &result {
+                Ok(r) if is_transient_status(r.status) => match r.retry_after {
+                    Some(d) if d > self.retry.max_retry_after => return result,
+                    Some(d) => d,
+                    None => self.retry.backoff(retry + 1),
+                },
+                Ok(_) => return result,
+                // A pooled connection the server already closed fails at once; the first
+                // retry of a connection failure goes out without waiting.
+                Err(e) if e.kind == TransportKind::Connection && retry == 0 => Duration::ZERO,
+                Err(e) if e.retryable() => self.retry.backoff(retry + 1),
+                Err(_) => return result,
+            };
+            if retry >= self.retry.max_retries {
+                return result;
+            }
+            let now = Instant::now();
+            if now + wait >= deadline {
+                return result;
+            }
+            if let Err(e) = &result {
+                log::debug!("azure: retrying after transport error: {e}");
+            }
+            std::thread::sleep(wait);
+            retry += 1;
+        }
+    }
+}
+
+/// Reads every configured CA file and directory. The system bundle may be missing; an
+/// explicitly configured file that cannot be read is an error (a typo must not silently
+/// leave a private endpoint untrusted).
+fn load_roots(s: &HttpSettings) -> Result<Vec<Certificate<'static>>, String> {
+    let mut roots = Vec::new();
+    if let Some(sys) = &s.system_ca_file
+        && let Ok(pem) = std::fs::read(sys)
+    {
+        push_pem(&pem, &mut roots);
+    }
+    for f in &s.ca_files {
+        let pem =
+            std::fs::read(f).map_err(|e| format!("cannot read CA file {}: {e}", f.display()))?;
+        if push_pem(&pem, &mut roots) == 0 {
+            return Err(format!("CA file {} contains no PEM certificate", f.display()));
+        }
+    }
+    for d in &s.ca_dirs {
+        push_dir(d, &mut roots);
+    }
+    if roots.is_empty() {
+        return Err(format!(
+            "no trusted CA certificates: {SYSTEM_CA_BUNDLE} is missing and no SSL_CERT_FILE/SSL_CERT_DIR is set"
+        ));
+    }
+    Ok(roots)
+}
+
+fn push_pem(pem: &[u8], out: &mut Vec<Certificate<'static>>) -> usize {
+    let before = out.len();
+    for item in ureq::tls::parse_pem(pem).flatten() {
+        if let PemItem::Certificate(c) = item {
+            out.push(c);
+        }
+    }
+    out.len() - before
+}
+
+/// Like Go, every regular file in an `SSL_CERT_DIR` directory is read; unreadable or
+/// non-PEM files are skipped.
+fn push_dir(dir: &Path, out: &mut Vec<Certificate<'static>>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_file()
+            && let Ok(pem) = std::fs::read(&p)
+        {
+            push_pem(&pem, out);
+        }
+    }
+}
+
+/// A resolver that caches answers for [`DNS_CACHE_TTL`] and runs at most one lookup
+/// thread per name at a time (ureq's default spawns a 2 MiB-stack thread per request when
+/// timeouts are set, STACK.md §3.1). Stale answers are served when a refresh fails or
+/// times out, so a DNS blip does not fail requests to a vault whose address is known.
+#[derive(Debug, Default)]
+struct CachingResolver {
+    state: Arc<DnsState>,
+}
+
+#[derive(Debug, Default)]
+struct DnsState {
+    map: Mutex<HashMap<String, DnsEntry>>,
+    cond: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct DnsEntry {
+    addrs: Vec<SocketAddr>,
+    fetched: Option<Instant>,
+    pending: bool,
+    last_error: Option<String>,
+    /// Incremented each time a lookup finishes.
+    generation: u64,
+}
+
+impl Resolver for CachingResolver {
+    fn resolve(
+        &self,
+        uri: &http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let host = uri.host().ok_or(ureq::Error::HostNotFound)?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+            Some("http") => 80,
+            _ => 443,
+        });
+        let addrs = if let Ok(ip) = host.parse::<IpAddr>() {
+            vec![SocketAddr::new(ip, port)]
+        } else {
+            let wait = (*timeout.after).min(DNS_MAX_WAIT);
+            self.lookup(&format!("{host}:{port}"), wait)?
+        };
+        let mut out = self.empty();
+        for a in config.ip_family().keep_wanted(addrs.into_iter()).take(16) {
+            out.push(a);
+        }
+        if out.is_empty() { Err(ureq::Error::HostNotFound) } else { Ok(out) }
+    }
+}
+
+impl CachingResolver {
+    fn lookup(&self, key: &str, wait: Duration) -> Result<Vec<SocketAddr>, ureq::Error> {
+        let give_up = Instant::now() + wait;
+        let st = &self.state;
+        let mut map = st.map.lock().unwrap_or_else(|p| p.into_inner());
+        let e = map.entry(key.to_string()).or_default();
+        if e.fetched.is_some_and(|t| t.elapsed() < DNS_CACHE_TTL) && !e.addrs.is_empty() {
+            return Ok(e.addrs.clone());
+        }
+        // Wait for the next lookup to finish: ours, or the one already in flight.
+        let asked_at = e.generation;
+        if !e.pending {
+            e.pending = true;
+            if !spawn_lookup(Arc::clone(&self.state), key.to_string()) {
+                // No thread available: resolve inline (blocking, without a timeout).
+                drop(map);
+                let r = key.to_socket_addrs().map(|i| i.collect::<Vec<_>>());
+                finish_lookup(st, key, r);
+                map = st.map.lock().unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        loop {
+            let e = map.entry(key.to_string()).or_default();
+            if e.generation != asked_at {
+                // Fresh addresses, or the stale ones when the lookup failed.
+                if !e.addrs.is_empty() {
+                    return Ok(e.addrs.clone());
+                }
+                let msg = e.last_error.clone().unwrap_or_else(|| format!("no address for {key}"));
+                return Err(ureq::Error::Io(std::io::Error::other(msg)));
+            }
+            let now = Instant::now();
+            if now >= give_up {
+                // Serve a stale answer rather than failing on a slow resolver.
+                if !e.addrs.is_empty() {
+                    return Ok(e.addrs.clone());
+                }
+                return Err(ureq::Error::Timeout(ureq::Timeout::Resolve));
+            }
+            map = st.cond.wait_timeout(map, give_up - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+}
+
+fn spawn_lookup(state: Arc<DnsState>, key: String) -> bool {
+    let k = key.clone();
+    let st = Arc::clone(&state);
+    std::thread::Builder::new()
+        .name("azure-dns".into())
+        .stack_size(DNS_THREAD_STACK)
+        .spawn(move || {
+            let r = k.to_socket_addrs().map(|i| i.collect::<Vec<_>>());
+            finish_lookup(&st, &k, r);
+        })
+        .is_ok()
+}
+
+fn finish_lookup(st: &DnsState, key: &str, r: std::io::Result<Vec<SocketAddr>>) {
+    let mut map = st.map.lock().unwrap_or_else(|p| p.into_inner());
+    let e = map.entry(key.to_string()).or_default();
+    e.pending = false;
+    e.generation += 1;
+    match r {
+        Ok(a) if !a.is_empty() => {
+            e.addrs = a;
+            e.fetched = Some(Instant::now());
+            e.last_error = None;
+        }
+        Ok(_) => e.last_error = Some(format!("no address for {key}")),
+        // Keep stale addresses; they are served until a lookup succeeds again.
+        Err(err) => e.last_error = Some(format!("lookup of {key} failed: {err}")),
+    }
+    st.cond.notify_all();
+}
+
+/// Percent-encodes everything except RFC 3986 unreserved characters (for path segments,
+/// query values and form bodies).
+pub fn pct_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `application/x-www-form-urlencoded` body from pairs, in a zeroizing buffer because
+/// token requests carry client secrets and assertions.
+pub fn form_body(pairs: &[(&str, &str)]) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::new());
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(b'&');
+        }
+        out.extend_from_slice(pct_encode(k).as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(pct_encode(v).as_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_proxy_follows_go_rules() {
+        let np = NoProxy::parse(
+            " example.com, .internal.net ,*.corp.io,10.0.0.0/8,192.168.1.5,[::1]:8443,svc:8080,*x,",
+        );
+        assert!(np.bypass("example.com", 443));
+        assert!(np.bypass("a.example.com", 443));
+        assert!(!np.bypass("notexample.com", 443));
+        assert!(!np.bypass("internal.net", 443));
+        assert!(np.bypass("v.internal.net", 443));
+        assert!(!np.bypass("corp.io", 443));
+        assert!(np.bypass("a.corp.io", 443));
+        assert!(np.bypass("10.1.2.3", 443));
+        assert!(!np.bypass("11.1.2.3", 443));
+        assert!(np.bypass("192.168.1.5", 1));
+        assert!(np.bypass("::1", 8443));
+        assert!(!np.bypass("::1", 443));
+        assert!(np.bypass("svc", 8080));
+        assert!(!np.bypass("svc", 443));
+        // `*x` is a suffix match like Go's leading-`*` handling of `*.x`.
+        assert!(np.bypass("x", 443));
+        assert!(NoProxy::parse("*").bypass("anything.example", 1));
+        assert!(!NoProxy::parse("").bypass("example.com", 443));
+        assert!(NoProxy::parse("fd00::/8").bypass("fd12::1", 443));
+        assert!(!NoProxy::parse("fd00::/8").bypass("fe80::1", 443));
+        assert!(NoProxy::parse("0.0.0.0/0").bypass("8.8.8.8", 443));
+    }
+
+    #[test]
+    fn proxy_selection() {
+        let p = ProxySettings::parse("proxy.corp:3128", "vault.azure.net,.example.com").unwrap();
+        assert_eq!(p.shown(), "http://proxy.corp:3128");
+        let url = |s: &str| Url::parse(s).unwrap();
+        assert!(p.applies_to(&url("https://kes.vault.azure.cn/secrets")));
+        assert!(!p.applies_to(&url("https://kes.vault.azure.net/secrets")));
+        assert!(!p.applies_to(&url("https://a.example.com")));
+        // Loopback and localhost are never proxied; plain http targets neither.
+        assert!(!p.applies_to(&url("https://127.0.0.1:8443")));
+        assert!(!p.applies_to(&url("https://localhost:8443")));
+        assert!(!p.applies_to(&url("https://[::1]:8443")));
+        assert!(!p.applies_to(&url("http://169.254.169.254/metadata")));
+
+        let p = ProxySettings::parse("https://user:secret@p.example:8443", "").unwrap();
+        assert_eq!(p.shown(), "https://p.example:8443");
+        assert!(!format!("{p:?}").contains("secret"));
+        assert!(ProxySettings::parse("socks5://p:1080", "").unwrap_err().contains("socks5"));
+    }
+
+    #[test]
+    fn url_parts() {
+        let u = Url::parse("https://Kes.Vault.Azure.Net:443/secrets?api-version=7.5").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.rest.as_str()),
+            ("Kes.Vault.Azure.Net", 443, "/secrets?api-version=7.5")
+        );
+        assert_eq!(u.origin(), "https://Kes.Vault.Azure.Net");
+        let v = Url::parse("https://kes.vault.azure.net/x").unwrap();
+        assert!(u.same_origin(&v));
+        assert!(!u.same_origin(&Url::parse("https://kes.vault.azure.net:444/").unwrap()));
+        assert!(!u.same_origin(&Url::parse("http://kes.vault.azure.net/").unwrap()));
+        let w = Url::parse("http://[::1]:8080").unwrap();
+        assert_eq!(
+            (w.host.as_str(), w.port, w.origin().as_str()),
+            ("::1", 8080, "http://[::1]:8080")
+        );
+        assert!(Url::parse("kes.vault.azure.net").is_err());
+        assert!(Url::parse("https://").is_err());
+        assert!(Url::parse("https://h:notaport/").is_err());
+    }
+
+    #[test]
+    fn backoff_is_bounded_and_grows() {
+        let p = RetryPolicy {
+            max_retries: 6,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(2),
+            max_retry_after: Duration::from_secs(30),
+        };
+        for _ in 0..50 {
+            let d1 = p.backoff(1);
+            assert!(d1 >= Duration::from_millis(100) && d1 < Duration::from_millis(200), "{d1:?}");
+            let d3 = p.backoff(3);
+            assert!(d3 >= Duration::from_millis(400) && d3 < Duration::from_millis(800), "{d3:?}");
+            let d9 = p.backoff(40);
+            assert!(d9 >= Duration::from_secs(1) && d9 < Duration::from_secs(2), "{d9:?}");
+        }
+        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn encoding() {
+        assert_eq!(pct_encode("a-b_c.d~e f/g?h=i&j"), "a-b_c.d~e%20f%2Fg%3Fh%3Di%26j");
+        let b = form_body(&[
+            ("scope", "https://vault.azure.net/.default"),
+            ("grant_type", "client_credentials"),
+        ]);
+        assert_eq!(
+            &b[..],
+            b"scope=https%3A%2F%2Fvault.azure.net%2F.default&grant_type=client_credentials"
+        );
+    }
+
+    #[test]
+    fn resolver_serves_ip_literals_and_caches_names() {
+        let r = CachingResolver::default();
+        let cfg = ureq::config::Config::default();
+        let uri: http::Uri = "https://127.0.0.1:8443/x".parse().unwrap();
+        let t = NextTimeout {
+            after: ureq::unversioned::transport::time::Duration::from_secs(1),
+            ..Default::default()
+        };
+        let a = r.resolve(&uri, &cfg, t).unwrap();
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0], "127.0.0.1:8443".parse().unwrap());
+        let uri: http::Uri = "https://localhost:8443/x".parse().unwrap();
+        let a = r.resolve(&uri, &cfg, t).unwrap();
+        assert!(a.iter().all(|s| s.ip().is_loopback() && s.port() == 8443));
+        // The second lookup comes from the cache: no pending lookup, fresh entry.
+        {
+            let map = r.state.map.lock().unwrap();
+            let e = map.get("localhost:8443").unwrap();
+            assert!(!e.pending && e.fetched.is_some() && e.generation == 1);
+        }
+        r.resolve(&uri, &cfg, t).unwrap();
+        assert_eq!(r.state.map.lock().unwrap().get("localhost:8443").unwrap().generation, 1);
+    }
+}

@@ -1,0 +1,237 @@
+//! Pure parsers for the JSON Key Vault answers with on success: secret bundles and list
+//! pages, plus upstream's rules over them (oldest version, client-side attribute checks).
+//! Functions over bytes only, so the replay tests feed recorded answers through exactly the
+//! code the store runs.
+//!
+//! Facts: `azure-rest.md` §4 (SecretBundle, SecretItem, paging), `kes-azure-keystore.md`
+//! §2 (attribute checks) and §3.3 (oldest version).
+
+use serde::Deserialize;
+use std::fmt;
+use std::time::SystemTime;
+use zeroize::Zeroizing;
+
+/// `attributes` of a bundle or list item; all fields optional as the service omits unset ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Attributes {
+    pub enabled: Option<bool>,
+    pub nbf: Option<i64>,
+    pub exp: Option<i64>,
+    pub created: Option<i64>,
+    pub updated: Option<i64>,
+}
+
+/// `(version, created)` of one listed version, as [`oldest_version`] takes them.
+pub type VersionEntry = (Option<String>, Option<i64>);
+
+/// One entry of `GET /secrets` or `GET /secrets/{name}/versions`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Item {
+    pub id: Option<String>,
+    pub attributes: Option<Attributes>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Page {
+    #[serde(default)]
+    pub value: Vec<Item>,
+    #[serde(rename = "nextLink")]
+    pub next_link: Option<String>,
+}
+
+impl Page {
+    /// The `nextLink` when there is another page (null, absent and empty all mean "done").
+    pub fn next(&self) -> Option<&str> {
+        self.next_link.as_deref().filter(|l| !l.is_empty())
+    }
+
+    /// `(version, created)` of each item, in list order (for [`oldest_version`]).
+    pub fn versions(&self) -> Vec<VersionEntry> {
+        self.value
+            .iter()
+            .map(|i| {
+                let version = i.id.as_deref().and_then(last_segment);
+                (version, i.attributes.as_ref().and_then(|a| a.created))
+            })
+            .collect()
+    }
+
+    /// Secret names (the last path segment of each `id`), in list order.
+    pub fn names(&self) -> Vec<String> {
+        self.value.iter().filter_map(|i| i.id.as_deref()).filter_map(last_segment).collect()
+    }
+}
+
+#[derive(Deserialize)]
+struct RawBundle {
+    value: Option<String>,
+    id: Option<String>,
+    attributes: Option<Attributes>,
+}
+
+/// A secret bundle. The value sits in a zeroizing buffer; `Debug` never shows it.
+pub struct Bundle {
+    pub value: Zeroizing<Vec<u8>>,
+    pub id: String,
+    pub attributes: Attributes,
+}
+
+impl fmt::Debug for Bundle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bundle")
+            .field("id", &self.id)
+            .field("attributes", &self.attributes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bundle {
+    /// The version id: the last segment of `id`.
+    pub fn version(&self) -> String {
+        last_segment(&self.id).unwrap_or_default()
+    }
+}
+
+/// Why a 200 answer could not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadBody(pub &'static str);
+
+impl fmt::Display for BadBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// Parses a SecretBundle; the value must be present (PATCH/recover answers have none).
+pub fn parse_bundle(body: &[u8]) -> Result<Bundle, BadBody> {
+    let mut raw: RawBundle =
+        serde_json::from_slice(body).map_err(|_| BadBody("secret bundle is not valid JSON"))?;
+    let value = raw.value.take().ok_or(BadBody("secret bundle has no value"))?;
+    Ok(Bundle {
+        value: Zeroizing::new(value.into_bytes()),
+        id: raw.id.unwrap_or_default(),
+        attributes: raw.attributes.unwrap_or_default(),
+    })
+}
+
+/// Parses a list page (`SecretListResult`).
+pub fn parse_page(body: &[u8]) -> Result<Page, BadBody> {
+    serde_json::from_slice(body).map_err(|_| BadBody("listing is not valid JSON"))
+}
+
+/// The version with the smallest `created` (ties: first in list order); entries without a
+/// version or `created` are skipped; empty when none qualifies (= read the latest), as
+/// upstream does (§3.3).
+pub fn oldest_version(items: &[VersionEntry]) -> String {
+    let mut best: Option<(&str, i64)> = None;
+    for (v, c) in items {
+        if let (Some(v), Some(c)) = (v, c)
+            && best.is_none_or(|(_, bc)| *c < bc)
+        {
+            best = Some((v, *c));
+        }
+    }
+    best.map(|(v, _)| v.to_string()).unwrap_or_default()
+}
+
+/// The last path segment of an item id (`…/secrets/<name>` or `…/secrets/<name>/<version>`).
+pub fn last_segment(id: &str) -> Option<String> {
+    let path = id.split(['?', '#']).next()?.trim_end_matches('/');
+    let seg = path.rsplit('/').next()?;
+    (!seg.is_empty()).then(|| seg.to_string())
+}
+
+/// Upstream's client-side checks on every read secret (§2): disabled, not yet valid,
+/// expired. The error names the pseudo-status code upstream logs.
+pub fn check_attributes(a: &Attributes, now: SystemTime) -> Result<(), String> {
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    if a.enabled == Some(false) {
+        return Err("secret is disabled (ObjectIsDisabled)".into());
+    }
+    if a.nbf.is_some_and(|nbf| nbf > now) {
+        return Err("secret is not valid yet (ObjectMustNotBeUsed)".into());
+    }
+    if a.exp.is_some_and(|exp| exp < now) {
+        return Err("secret has expired (ObjectIsExpired)".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn oldest_version_rules() {
+        let v = |s: &str, c: i64| (Some(s.to_string()), Some(c));
+        assert_eq!(oldest_version(&[v("b", 20), v("a", 10), v("c", 30)]), "a");
+        // Ties: first in list order (the recorded service lists versions by id).
+        assert_eq!(oldest_version(&[v("9f5f", 1629853070), v("af19", 1629853070)]), "9f5f");
+        // Entries without version or created are skipped.
+        assert_eq!(oldest_version(&[(None, Some(1)), (Some("x".into()), None), v("y", 5)]), "y");
+        assert_eq!(oldest_version(&[(None, None)]), "");
+        assert_eq!(oldest_version(&[]), "");
+    }
+
+    #[test]
+    fn ids_to_names_and_versions() {
+        assert_eq!(
+            last_segment("https://v.vault.azure.net/secrets/my-key").as_deref(),
+            Some("my-key")
+        );
+        assert_eq!(
+            last_segment("https://v.vault.azure.net/secrets/k/af19856a9ff7").as_deref(),
+            Some("af19856a9ff7")
+        );
+        assert_eq!(last_segment("https://v.vault.azure.net/secrets/k/").as_deref(), Some("k"));
+        assert_eq!(last_segment(""), None);
+    }
+
+    #[test]
+    fn attribute_checks() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert!(check_attributes(&Attributes::default(), now).is_ok());
+        let a = Attributes { enabled: Some(false), ..Default::default() };
+        assert_eq!(check_attributes(&a, now).unwrap_err(), "secret is disabled (ObjectIsDisabled)");
+        let a = Attributes { enabled: Some(true), nbf: Some(1_000_100), ..Default::default() };
+        assert!(check_attributes(&a, now).unwrap_err().contains("ObjectMustNotBeUsed"));
+        let a = Attributes { exp: Some(999_900), ..Default::default() };
+        assert!(check_attributes(&a, now).unwrap_err().contains("ObjectIsExpired"));
+        let a = Attributes {
+            nbf: Some(999_900),
+            exp: Some(1_000_100),
+            enabled: Some(true),
+            ..Default::default()
+        };
+        assert!(check_attributes(&a, now).is_ok());
+    }
+
+    #[test]
+    fn bundles_and_pages() {
+        let b = parse_bundle(br#"{"value":"v","id":"https://x/secrets/n/abc","attributes":{"enabled":true,"created":5}}"#).unwrap();
+        assert_eq!(
+            (&b.value[..], b.version().as_str(), b.attributes.created),
+            (&b"v"[..], "abc", Some(5))
+        );
+        assert!(!format!("{b:?}").contains("\"v\""));
+        assert_eq!(
+            parse_bundle(br#"{"id":"x"}"#).unwrap_err(),
+            BadBody("secret bundle has no value")
+        );
+        assert!(parse_bundle(b"<html>").is_err());
+        let p = parse_page(
+            br#"{"value":[{"id":"https://x/secrets/a"},{"attributes":{}}],"nextLink":""}"#,
+        )
+        .unwrap();
+        assert_eq!(p.names(), vec!["a"]);
+        assert_eq!(p.next(), None);
+        let p = parse_page(br#"{"nextLink":"https://x/secrets?$skiptoken=1"}"#).unwrap();
+        assert!(p.value.is_empty());
+        assert_eq!(p.next(), Some("https://x/secrets?$skiptoken=1"));
+    }
+}

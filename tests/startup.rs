@@ -1,0 +1,317 @@
+//! The real `kes` binary: startup errors that say what to do, exit codes, the banner,
+//! `--dev`, declarative keys, SIGHUP reload, SIGTERM, and a full run of key operations
+//! with seccomp and mlock on (the allow-list must be complete).
+
+mod common;
+
+use common::{TempDir, client_id, server_cert};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KES: &str = env!("CARGO_BIN_EXE_kes");
+
+fn kes(args: &[&str]) -> std::process::Output {
+    Command::new(KES).args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A config with TLS files in `dir` and an fs store, plus `extra`.
+fn write_config(dir: &TempDir, admin: &str, extra: &str) -> std::path::PathBuf {
+    let (cert, key, _) = server_cert(dir.path());
+    let cfg = dir.join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "address: 127.0.0.1:0\nadmin:\n  identity: {admin}\ntls:\n  key: {}\n  cert: {}\nkeystore:\n  fs:\n    path: {}\n{extra}",
+            key.display(),
+            cert.display(),
+            dir.join("keys").display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// A running binary whose stdout is read line by line.
+struct Running {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    port: u16,
+    banner: Vec<String>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Running {
+        let mut child = Command::new(KES)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut banner = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                let _ = child.kill();
+                let o = child.wait_with_output().unwrap();
+                panic!("server did not start: {}", String::from_utf8_lossy(&o.stderr));
+            };
+            let done = line.contains("Server is up and running");
+            banner.push(line);
+            if done {
+                break;
+            }
+        }
+        let port = banner
+            .iter()
+            .find_map(|l| l.split("https://127.0.0.1:").nth(1))
+            .and_then(|p| p.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .expect("port in banner");
+        Running { child, lines: rx, port, banner }
+    }
+
+    fn wait_line(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect(needle);
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        assert!(
+            Command::new("kill")
+                .args([sig, &self.child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn usage_and_unknown_commands() {
+    let o = kes(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).starts_with("Usage:"));
+    let o = kes(&["frobnicate"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o), "Error: \"frobnicate\" is not a kes command. See 'kes --help'\n");
+    let o = kes(&["server"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no config file specified"));
+    let o = kes(&["server", "--dev", "--config", "x.yml"]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = kes(&["update"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not supported"));
+}
+
+#[test]
+fn startup_errors_name_the_file_and_what_to_do() {
+    let dir = TempDir::new("start");
+    let o = kes(&["server", "--config", dir.join("missing.yml").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.starts_with("Error: ")
+            && e.contains("missing.yml")
+            && e.contains("cannot read config file"),
+        "{e}"
+    );
+
+    let cfg = write_config(&dir, "abc", "");
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg).unwrap().replace("admin:\n  identity: abc\n", ""),
+    )
+    .unwrap();
+    let e = stderr(&kes(&["server", "--config", cfg.to_str().unwrap()]));
+    assert!(e.contains("config.yml") && e.contains("admin.identity"), "{e}");
+
+    // A key that does not belong to the certificate.
+    let cfg = write_config(&dir, "abc", "");
+    let other = TempDir::new("other");
+    let (_, other_key, _) = server_cert(other.path());
+    std::fs::copy(&other_key, dir.join("server.key")).unwrap();
+    let o = kes(&["server", "--config", cfg.to_str().unwrap(), "--no-mlock"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("does not belong to the certificate"), "{}", stderr(&o));
+
+    // A missing key file.
+    let cfg = write_config(&dir, "abc", "");
+    std::fs::remove_file(dir.join("server.key")).unwrap();
+    let e = stderr(&kes(&["server", "--config", cfg.to_str().unwrap()]));
+    assert!(e.contains("tls.key") && e.contains("cannot read private key"), "{e}");
+
+    // A certificate without any SAN.
+    let cfg = write_config(&dir, "abc", "");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::default().self_signed(&key).unwrap();
+    std::fs::write(dir.join("server.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+    let e = stderr(&kes(&["server", "--config", cfg.to_str().unwrap()]));
+    assert!(e.contains("certificate does not contain any DNS or IP address as SAN"), "{e}");
+
+    // A port already in use.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = write_config(&dir, "abc", "");
+    let addr = busy.local_addr().unwrap().to_string();
+    let e =
+        stderr(&kes(&["server", "--config", cfg.to_str().unwrap(), "--addr", &addr, "--no-mlock"]));
+    assert!(e.contains("already in use") && e.contains("--addr"), "{e}");
+
+    // A hostname as listen address.
+    let e =
+        stderr(&kes(&["server", "--config", cfg.to_str().unwrap(), "--addr", "localhost:7373"]));
+    assert!(e.contains("'localhost' is not a valid IP address"), "{e}");
+}
+
+#[test]
+fn dev_mode_prints_an_api_key_and_stops_on_sigterm() {
+    let mut srv = Running::start(&["server", "--dev", "--addr", "127.0.0.1:0", "--no-mlock"]);
+    let key_line = srv.banner.iter().find(|l| l.starts_with("API Key")).unwrap().clone();
+    let key = key_line.split_whitespace().nth(2).unwrap();
+    assert!(key.starts_with("kes:v1:") && key.len() == 51, "{key}");
+    assert!(srv.banner.iter().any(|l| l.trim() == format!("export KES_API_KEY={key}")));
+    assert!(srv.banner.iter().any(|l| l.contains("export KES_SERVER=https://127.0.0.1:")));
+    assert!(srv.banner.iter().any(|l| l.starts_with("KMS") && l.contains("In Memory")));
+    assert!(srv.banner.iter().any(|l| l.starts_with("License") && l.contains("Apache-2.0")));
+    assert!(!srv.banner.iter().any(|l| l.contains("AGPL") || l.contains("MinIO, Inc")));
+    // The printed admin identity is the API key's identity.
+    let id = kes::auth::apikey::ApiKey::parse(key).unwrap().identity();
+    assert!(srv.banner.iter().any(|l| l.starts_with("Admin") && l.contains(id.as_str())));
+    srv.signal("-TERM");
+    srv.wait_line("Stopping server... Goodbye.");
+    let status = srv.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn declarative_keys_are_created_and_failures_stop_startup() {
+    let dir = TempDir::new("decl");
+    let admin = client_id();
+    let cfg =
+        write_config(&dir, &admin.identity, "keys:\n- name: minio-default-key\n- name: second\n");
+    {
+        let _srv = Running::start(&["server", "--config", cfg.to_str().unwrap(), "--no-mlock"]);
+        let stored = std::fs::read_to_string(dir.join("keys").join("minio-default-key")).unwrap();
+        assert!(stored.starts_with("Ci"), "F4 value");
+        assert!(dir.join("keys").join("second").exists());
+    }
+    // Existing keys are left alone on the next start.
+    let before = std::fs::read(dir.join("keys").join("second")).unwrap();
+    drop(Running::start(&["server", "--config", cfg.to_str().unwrap(), "--no-mlock"]));
+    assert_eq!(std::fs::read(dir.join("keys").join("second")).unwrap(), before);
+    // A key the store refuses stops startup with a clear message.
+    let cfg = write_config(&dir, &admin.identity, "keys:\n- name: bad.name\n");
+    let o = kes(&["server", "--config", cfg.to_str().unwrap(), "--no-mlock"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("keys: failed to create key 'bad.name'"), "{}", stderr(&o));
+}
+
+#[test]
+fn sighup_reloads_and_a_bad_config_keeps_the_old_one() {
+    let dir = TempDir::new("hup");
+    let admin = client_id();
+    let cfg = write_config(&dir, &admin.identity, "");
+    let srv = Running::start(&["server", "--config", cfg.to_str().unwrap(), "--no-mlock"]);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("{text}keys:\n- name: after-reload\n")).unwrap();
+    srv.signal("-HUP");
+    srv.wait_line("=> Reloading configuration after SIGHUP signal completed.");
+    assert!(dir.join("keys").join("after-reload").exists());
+    std::fs::write(&cfg, "admin: [").unwrap();
+    srv.signal("-HUP");
+    // Still serving with the old configuration.
+    std::thread::sleep(Duration::from_millis(500));
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", srv.port).parse().unwrap();
+    let pem = std::fs::read(dir.join("server.crt")).unwrap();
+    let cert = kes::server::tls::parse_certificates(&pem).unwrap().remove(0);
+    let r = common::Client::connect(addr, &cert, Some(&admin)).get("/v1/key/describe/after-reload");
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn a_full_run_with_seccomp_and_mlock_keeps_the_server_alive() {
+    let dir = TempDir::new("sec");
+    let admin = client_id();
+    let cfg = write_config(&dir, &admin.identity, "");
+    let mut srv = Running::start(&["server", "--config", cfg.to_str().unwrap()]);
+    assert!(
+        srv.banner.iter().any(|l| l.starts_with("Seccomp") && l.contains("enabled")),
+        "{:?}",
+        srv.banner
+    );
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", srv.port).parse().unwrap();
+    let pem = std::fs::read(dir.join("server.crt")).unwrap();
+    let cert = kes::server::tls::parse_certificates(&pem).unwrap().remove(0);
+    let mut c = common::Client::connect(addr, &cert, Some(&admin));
+    assert_eq!(c.request("POST", "/v1/key/create/k", None).status, 200);
+    let g = c.post("/v1/key/generate/k", "{}");
+    let ct = g.json()["ciphertext"].as_str().unwrap().to_string();
+    assert_eq!(c.post("/v1/key/decrypt/k", &format!("{{\"ciphertext\":\"{ct}\"}}")).status, 200);
+    assert_eq!(c.get("/v1/key/list/").status, 200);
+    assert_eq!(c.get("/v1/status").status, 200);
+    assert_eq!(c.get("/v1/metrics").status, 200);
+    assert_eq!(c.request("DELETE", "/v1/key/delete/k", None).status, 200);
+    // Garbage and a client without a certificate must not kill it either.
+    let mut raw = std::net::TcpStream::connect(addr).unwrap();
+    use std::io::Write;
+    let _ = raw.write_all(b"GET / HTTP/1.1\r\n\r\n");
+    drop(raw);
+    let mut anon = common::Client::connect(addr, &cert, None);
+    let _ = anon.send_raw(b"GET /version HTTP/1.1\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(srv.child.try_wait().unwrap(), None, "the server died (SIGSYS?)");
+    assert_eq!(common::Client::connect(addr, &cert, Some(&admin)).get("/version").status, 200);
+    srv.signal("-TERM");
+    assert_eq!(srv.child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn mlock_flag_locks_or_fails_with_the_fix() {
+    let dir = TempDir::new("mlock");
+    let cfg = write_config(&dir, &client_id().identity, "");
+    if kes::sys::mlock_obstacle().is_none() {
+        let srv = Running::start(&["server", "--config", cfg.to_str().unwrap(), "--mlock"]);
+        assert!(
+            srv.banner.iter().any(|l| l.starts_with("MLock") && l.contains("enabled")),
+            "{:?}",
+            srv.banner
+        );
+    } else {
+        let o = kes(&["server", "--config", cfg.to_str().unwrap(), "--mlock"]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("setcap cap_ipc_lock=+ep"), "{}", stderr(&o));
+    }
+}
