@@ -446,7 +446,7 @@ fn describe_tls(ep: &Endpoint, e: &rustls::Error) -> (String, Option<&'static st
                     if presented.is_empty() {
                         "no name at all".into()
                     } else {
-                        presented.join(", ")
+                        presented.iter().map(|n| san_text(n)).collect::<Vec<_>>().join(", ")
                     }
                 ),
                 Some(HINT_NAME),
@@ -471,6 +471,15 @@ fn describe_tls(ep: &Endpoint, e: &rustls::Error) -> (String, Option<&'static st
         ),
         other => (format!("TLS handshake with {url} failed: {other}"), None),
     }
+}
+
+/// `DnsName("x")` / `IpAddress(1.2.3.4)` as rustls lists presented names -> `x`, `1.2.3.4`.
+fn san_text(name: &str) -> String {
+    let inner = match (name.find('('), name.rfind(')')) {
+        (Some(a), Some(b)) if a < b => &name[a + 1..b],
+        _ => name,
+    };
+    inner.trim_matches('"').to_string()
 }
 
 /// Why a chain did not verify, in words. webpki reports the last candidate issuer it tried,
@@ -1120,6 +1129,13 @@ mod tests {
         assert_eq!(error_message(400, j, br#"{"error":"e","message":"m"}"#), "e");
         assert_eq!(error_message(404, "text/plain", b"404 page not found\n"), "404 page not found");
         assert_eq!(error_message(502, j, b""), "server answered 502 Bad Gateway");
+    }
+
+    #[test]
+    fn presented_names_are_shown_plainly() {
+        assert_eq!(san_text("DnsName(\"localhost\")"), "localhost");
+        assert_eq!(san_text("IpAddress(127.0.0.1)"), "127.0.0.1");
+        assert_eq!(san_text("other"), "other");
     }
 
     #[test]

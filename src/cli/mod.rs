@@ -6,7 +6,6 @@
 //! create --help'`). Output shapes depend on whether *stdout* is a terminal: a human gets
 //! aligned text, a pipe gets JSON or bare values (see `client` for the network side).
 
-mod apikey_shim;
 pub mod client;
 pub mod complete;
 pub mod identity;
@@ -18,7 +17,7 @@ pub mod policy;
 pub mod server;
 pub mod status;
 
-use apikey_shim as apikey;
+use crate::auth::apikey;
 use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
