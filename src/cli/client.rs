@@ -423,6 +423,11 @@ fn describe(ep: &Endpoint, failure: &Failure, source: &str) -> (String, Option<&
             Some("is the KES server running, and is the endpoint right?"),
         ),
         Failure::Tls(e) => describe_tls(ep, e),
+        Failure::Io(e)
+            if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+        {
+            (format!("no answer from {url} within {}s", IO_TIMEOUT.as_secs()), None)
+        }
         Failure::Io(e) => (format!("connection to {url} failed: {}", io_msg(e)), None),
         Failure::Protocol(m) => (format!("invalid response from {url}: {m}"), None),
         Failure::Server { status, message } => {

@@ -79,9 +79,13 @@ pub fn run(args: Vec<OsString>) -> CmdResult {
     if !c.json && !error && !out_more(&format!("{}\n", style.faint(AUDIT_HEADER)))? {
         return Ok(());
     }
-    while let Some(line) =
-        stream.next_line().map_err(|e| failed("the log stream ended with an error", e))?
-    {
+    loop {
+        let Some(line) =
+            stream.next_line().map_err(|e| failed("the log stream ended with an error", e))?
+        else {
+            // Streams never end on their own: the server stopped or dropped us.
+            return Err(Fail::Error(format!("{} closed the log stream", stream.endpoint.url)));
+        };
         if line.trim().is_empty() {
             continue;
         }
@@ -93,10 +97,9 @@ pub fn run(args: Vec<OsString>) -> CmdResult {
             audit_row(&line, style)
         };
         if !out_more(&format!("{text}\n"))? {
-            break;
+            return Ok(());
         }
     }
-    Ok(())
 }
 
 /// The message of one error event (or the line itself if it is not one).

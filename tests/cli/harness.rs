@@ -296,6 +296,12 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Kills the server now.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn stdout_lines(&self) -> Vec<String> {
         self.lines.all()
     }

@@ -177,3 +177,27 @@ fn identity_new_flag_errors() {
     new(&["a", "b"]).fails_with("too many arguments. See 'kes identity new --help'");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing was written");
 }
+
+#[test]
+fn identity_new_defaults_to_private_key_and_public_crt_for_720h() {
+    let dir = TempDir::new("defaults");
+    let t = kes(&["identity", "new", "--ip", "", "localhost"]).dir(dir.path()).tty();
+    let id = kes(&["identity", "of", "public.crt"]).dir(dir.path()).run().ok().to_string();
+    assert_eq!(t.code, 0);
+    assert!(
+        t.stdout.starts_with(&format!(
+            "  Private key:  private.key\n  Certificate:  public.crt\n  Identity:     {id}\n"
+        )),
+        "{}",
+        t.stdout
+    );
+    let cert = std::fs::read_to_string(dir.join("public.crt")).unwrap();
+    verify_at(&cert, 0, "localhost").unwrap();
+    assert!(verify_at(&cert, 0, "127.0.0.1").is_err(), "--ip \"\" adds no IP");
+    verify_at(&cert, 29 * 86_400, "localhost").unwrap();
+    assert!(verify_at(&cert, 31 * 86_400, "localhost").is_err(), "valid for 720h");
+    // A subject that is not a DNS name gives no SAN; the CN is the identity without one.
+    kes(&["identity", "new", "--key", "c.key", "--cert", "c.crt"]).dir(dir.path()).run().ok();
+    let cert = std::fs::read_to_string(dir.join("c.crt")).unwrap();
+    assert!(verify_at(&cert, 0, "localhost").is_err());
+}

@@ -149,3 +149,22 @@ fn import_takes_a_base64_key_and_checks_its_size() {
         .run()
         .fails_with("failed to import \"imported\": key already exists");
 }
+
+#[test]
+fn listings_follow_continue_at_past_a_full_page() {
+    let fx = Fixture::start();
+    // Listing reads names only, so key files can be laid down directly: a full page of
+    // 1024 `a…` names, then three `b…` names that only the second page can bring.
+    let keys = fx.dir.join("keys");
+    let mut expected: Vec<String> = (0..1024).map(|i| format!("a{i:04}")).collect();
+    expected.extend(["b".to_string(), "b1".to_string(), "b2".to_string()]);
+    for name in &expected {
+        std::fs::write(keys.join(name), "x").unwrap();
+    }
+    let json = fx.admin(&["ls", "--json"]).run();
+    let names: Vec<String> = serde_json::from_str(json.ok()).unwrap();
+    assert_eq!(names, expected);
+    let text = fx.admin(&["ls"]).run();
+    assert_eq!(text.ok().lines().count(), 1 + expected.len());
+    assert!(text.stdout.ends_with("a1023\nb\nb1\nb2\n"));
+}

@@ -205,3 +205,20 @@ fn log_on_a_terminal_shows_the_header() {
     let _ = child.wait();
     assert!(got.iter().any(|l| l.contains("Time        Status    Identity")), "{got:?}");
 }
+
+#[test]
+fn log_says_when_the_server_goes_away() {
+    use std::io::Read;
+    let mut fx = Fixture::start();
+    let mut child = fx.admin(&["log"]).spawn(false);
+    let lines = Lines::follow(&mut child);
+    lines.wait_for("Latency", WAIT);
+    std::thread::sleep(Duration::from_millis(300));
+    let url = fx.server.url();
+    fx.server.stop();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.starts_with("Error: ") && stderr.contains(&url), "{stderr}");
+}
