@@ -24,6 +24,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use zeroize::Zeroizing;
 
 /// Where clients go when nothing is configured.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:7373";
@@ -334,12 +335,11 @@ pub struct Client {
     pub identity: Identity,
 }
 
-/// A 2xx answer.
-#[derive(Debug)]
+/// A 2xx answer. The body may hold key material (decrypt, dek), so it is wiped on drop.
 pub struct Reply {
     pub status: u16,
     pub content_type: String,
-    pub body: Vec<u8>,
+    pub body: Zeroizing<Vec<u8>>,
     /// The endpoint that answered.
     pub endpoint: Endpoint,
 }
@@ -640,7 +640,7 @@ impl Client {
         method: &str,
         path: &str,
         body: Option<&[u8]>,
-    ) -> Result<(u16, String, Vec<u8>), Failure> {
+    ) -> Result<(u16, String, Zeroizing<Vec<u8>>), Failure> {
         let mut conn = Conn::open(ep, &self.tls)?;
         conn.send(ep, method, path, body)?;
         let head = conn.read_head()?;
@@ -711,10 +711,11 @@ impl BodyState {
     }
 }
 
-/// One TLS connection and the bytes read but not yet consumed.
+/// One TLS connection and the bytes read but not yet consumed (wiped on drop: they may be
+/// key material).
 struct Conn {
     tls: StreamOwned<ClientConnection, TcpStream>,
-    buf: Vec<u8>,
+    buf: Zeroizing<Vec<u8>>,
 }
 
 impl Conn {
@@ -755,7 +756,7 @@ impl Conn {
         while tls.conn.is_handshaking() {
             tls.conn.complete_io(&mut tls.sock).map_err(io_failure)?;
         }
-        Ok(Conn { tls, buf: Vec::new() })
+        Ok(Conn { tls, buf: Zeroizing::new(Vec::new()) })
     }
 
     fn send(
@@ -848,9 +849,9 @@ impl Conn {
         }
     }
 
-    fn read_body(&mut self, head: &Head) -> Result<Vec<u8>, Failure> {
+    fn read_body(&mut self, head: &Head) -> Result<Zeroizing<Vec<u8>>, Failure> {
         if head.status == 204 || head.status == 304 {
-            return Ok(Vec::new());
+            return Ok(Zeroizing::new(Vec::new()));
         }
         match BodyState::for_head(head, MAX_RESPONSE_BODY) {
             BodyState::Length(n) => {
@@ -864,13 +865,13 @@ impl Conn {
                         return Err(Failure::Protocol("response body cut short".into()));
                     }
                 }
-                Ok(self.buf.drain(..n).collect())
+                Ok(Zeroizing::new(self.buf.drain(..n).collect()))
             }
             BodyState::Chunked(mut dec) => loop {
                 let used = dec.feed(&self.buf).map_err(chunk_failure)?;
                 self.buf.drain(..used);
                 if dec.is_done() {
-                    return Ok(std::mem::take(&mut dec.data));
+                    return Ok(Zeroizing::new(std::mem::take(&mut dec.data)));
                 }
                 if self.fill()? == 0 {
                     return Err(Failure::Protocol("chunked body cut short".into()));

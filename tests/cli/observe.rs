@@ -151,12 +151,20 @@ fn log_streams_audit_events_as_a_table_or_json() {
     let mut json = fx.admin(&["log", "--json"]).spawn(false);
     let json_lines = Lines::follow(&mut json);
     table_lines.wait_for("Latency", WAIT);
-    // Both subscribers are connected once their own request shows up in the other's log
-    // or after a short while; then create keys until the events arrive.
-    std::thread::sleep(Duration::from_millis(500));
-    fx.admin(&["key", "create", "logged"]).run().ok();
-    let rows = table_lines.wait_for("/v1/key/create/logged", WAIT);
-    let events = json_lines.wait_for("/v1/key/create/logged", WAIT);
+    // A subscriber only sees events after it subscribed: create keys until both streams
+    // have shown one.
+    let start = std::time::Instant::now();
+    let (rows, events) = loop {
+        let n = start.elapsed().as_millis();
+        fx.admin(&["key", "create", &format!("logged-{n}")]).run().ok();
+        std::thread::sleep(Duration::from_millis(100));
+        let (rows, events) = (table_lines.all(), json_lines.all());
+        let seen = |l: &Vec<String>| l.iter().any(|x| x.contains("/v1/key/create/logged-"));
+        if seen(&rows) && seen(&events) {
+            break (rows, events);
+        }
+        assert!(start.elapsed() < WAIT, "no audit events: {rows:?} {events:?}");
+    };
     for c in [&mut table, &mut json] {
         let _ = c.kill();
         let _ = c.wait();
@@ -165,11 +173,11 @@ fn log_streams_audit_events_as_a_table_or_json() {
         rows[0],
         "Time        Status    Identity                IP                 API                               Latency"
     );
-    let row = rows.iter().find(|r| r.contains("/v1/key/create/logged")).unwrap();
+    let row = rows.iter().find(|r| r.contains("/v1/key/create/logged-")).unwrap();
     assert_eq!(&row[12..15], "200", "{row}");
     assert_eq!(&row[22..42], &fx.admin_id[..20], "{row}");
     assert_eq!(&row[46..55], "127.0.0.1", "{row}");
-    let event = events.iter().find(|e| e.contains("/v1/key/create/logged")).unwrap();
+    let event = events.iter().find(|e| e.contains("/v1/key/create/logged-")).unwrap();
     let v: serde_json::Value = serde_json::from_str(event).unwrap();
     assert_eq!(v["request"]["identity"], fx.admin_id.as_str());
     assert_eq!(v["response"]["code"], 200);
@@ -180,14 +188,21 @@ fn log_streams_error_events() {
     let fx = Fixture::start();
     let mut child = fx.admin(&["log", "--error"]).spawn(false);
     let lines = Lines::follow(&mut child);
-    std::thread::sleep(Duration::from_millis(500));
     // Make the key store fail: its directory becomes a file.
     let keys = fx.dir.join("keys");
     let _ = std::fs::remove_dir_all(&keys);
     std::fs::write(&keys, "not a directory").unwrap();
-    let o = fx.admin(&["key", "create", "doomed"]).run();
-    assert_eq!(o.code, 1);
-    let got = lines.wait_for("doomed", WAIT);
+    let start = std::time::Instant::now();
+    let got = loop {
+        let o = fx.admin(&["key", "create", "doomed"]).run();
+        assert_eq!(o.code, 1, "{o:?}");
+        std::thread::sleep(Duration::from_millis(100));
+        let got = lines.all();
+        if got.iter().any(|l| l.contains("doomed")) {
+            break got;
+        }
+        assert!(start.elapsed() < WAIT, "no error events: {got:?}");
+    };
     let _ = child.kill();
     let _ = child.wait();
     let line = got.iter().find(|l| l.contains("doomed")).unwrap();
