@@ -5,6 +5,17 @@
 //! flags, flags after arguments) and its error texts (`unknown flag: --x. See 'kes key
 //! create --help'`). Output shapes depend on whether *stdout* is a terminal: a human gets
 //! aligned text, a pipe gets JSON or bare values (see `client` for the network side).
+//!
+//! | file | commands |
+//! |---|---|
+//! | `server.rs` | `kes server` |
+//! | `client.rs` | endpoints, credentials, trust, failover, the HTTP/1.1-over-TLS client |
+//! | `ls.rs` | `kes ls` (and the deprecated `key ls`, `policy ls`, `identity ls`) |
+//! | `key.rs` | `kes key` create, import, info, ls, rm, encrypt, decrypt, dek |
+//! | `policy.rs` | `kes policy` info, show, ls |
+//! | `identity.rs` | `kes identity [KEY or FILE]`, `identity` new, of, info, ls |
+//! | `log.rs`, `status.rs`, `metric.rs` | `kes log`, `kes status`, `kes metric` |
+//! | `complete.rs` | shell completion (`COMP_LINE`) and `--auto-completion` |
 
 pub mod client;
 pub mod complete;

@@ -220,3 +220,31 @@ fn the_dev_servers_printed_environment_is_enough_with_insecure() {
     let me = cli(&["identity", "info", "-k"]).run();
     assert!(me.ok().ends_with("Role        Admin\n"), "{}", me.stdout);
 }
+
+#[test]
+fn a_5xx_moves_on_to_the_next_endpoint_and_is_passed_through_at_the_end() {
+    let fx = Fixture::start();
+    // A second server with the same config and certificate, and its own key directory.
+    let other = TempDir::new("second");
+    for f in ["config.yml", "server.crt", "server.key"] {
+        std::fs::copy(fx.dir.join(f), other.join(f)).unwrap();
+    }
+    let second = crate::harness::Server::start(other.path(), &["server", "--config", "config.yml"]);
+    // Break the first server's key store: creating keys there now fails with 502.
+    let keys = fx.dir.join("keys");
+    std::fs::remove_dir_all(&keys).unwrap();
+    std::fs::write(&keys, "not a directory").unwrap();
+    fx.admin(&["key", "create", "k"]).run().fails_with("failed to create key \"k\": failed to create key");
+
+    let both = format!("{},{}", fx.server.url(), second.url());
+    assert_eq!(fx.admin(&["key", "create", "k"]).env("KES_SERVER", &both).run().ok(), "");
+    let on_second = fx.admin(&["ls"]).env("KES_SERVER", &second.url()).run();
+    assert_eq!(on_second.ok(), "Key\nk\n");
+    // A 4xx is an answer, not a failure: no failover to the broken server (whose answer
+    // would be a 502).
+    let reversed = format!("{},{}", second.url(), fx.server.url());
+    fx.admin(&["key", "info", "nope"])
+        .env("KES_SERVER", &reversed)
+        .run()
+        .fails_with("failed to describe keys: key does not exist");
+}
