@@ -234,7 +234,9 @@ fn a_5xx_moves_on_to_the_next_endpoint_and_is_passed_through_at_the_end() {
     let keys = fx.dir.join("keys");
     std::fs::remove_dir_all(&keys).unwrap();
     std::fs::write(&keys, "not a directory").unwrap();
-    fx.admin(&["key", "create", "k"]).run().fails_with("failed to create key \"k\": failed to create key");
+    fx.admin(&["key", "create", "k"])
+        .run()
+        .fails_with("failed to create key \"k\": failed to create key");
 
     let both = format!("{},{}", fx.server.url(), second.url());
     assert_eq!(fx.admin(&["key", "create", "k"]).env("KES_SERVER", &both).run().ok(), "");
