@@ -2,6 +2,8 @@
 //! 127.0.0.1:0: exit codes, stdout and stderr asserted, for pipes (byte-exact where
 //! upstream is) and for terminals (under `script`). Issue 5; spec `kes-config-cli.md` §4, §6.
 
+#[path = "common/mod.rs"]
+mod common;
 #[path = "cli/harness.rs"]
 mod harness;
 

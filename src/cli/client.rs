@@ -224,36 +224,23 @@ impl Settings {
     }
 }
 
-/// Loads a client certificate chain and its private key from PEM files, as upstream does:
-/// only the CERTIFICATE blocks of the certificate file count; the first `… PRIVATE KEY`
-/// block of the key file is the key.
+/// Loads a client certificate chain and its private key from PEM files with the same
+/// parsers the server uses for its own (`server::tls`): the certificate file holds only
+/// certificates, the key file one private key, and the two must belong together.
 pub fn load_key_pair(
     cert: &Path,
     key: &Path,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Fail> {
+    use crate::server::tls::{parse_certificates, parse_private_key};
     let cert_pem = std::fs::read(cert).map_err(|e| {
         Fail::Error(format!("reading certificate file: open {}: {}", cert.display(), io_msg(&e)))
     })?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<_, _>>()
+    let chain = parse_certificates(&cert_pem)
         .map_err(|e| Fail::Error(format!("reading certificate file: {}: {e}", cert.display())))?;
-    if chain.is_empty() {
-        return Err(Fail::Error(format!(
-            "reading certificate file: '{}' contains no PEM-encoded certificate",
-            cert.display()
-        )));
-    }
-    let key_pem = zeroize::Zeroizing::new(std::fs::read(key).map_err(|e| {
+    let key_pem = Zeroizing::new(std::fs::read(key).map_err(|e| {
         Fail::Error(format!("reading private key file: open {}: {}", key.display(), io_msg(&e)))
     })?);
     let text = String::from_utf8_lossy(&key_pem);
-    let has_key =
-        text.lines().any(|l| l.starts_with("-----BEGIN") && l.contains("PRIVATE KEY-----"));
-    if !has_key {
-        return Err(Fail::Error(
-            "failed to read TLS private key: no PEM-encoded private key found".into(),
-        ));
-    }
     if text.contains("Proc-Type: 4,ENCRYPTED") || text.contains("BEGIN ENCRYPTED PRIVATE KEY") {
         let p = key.display();
         return Err(Fail::Error(format!(
@@ -263,7 +250,7 @@ pub fn load_key_pair(
              the plain file with file permissions"
         )));
     }
-    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
+    let key_der = parse_private_key(&key_pem, None)
         .map_err(|e| Fail::Error(format!("failed to read TLS private key: {e}")))?;
     let signer = rustls::crypto::ring::default_provider()
         .key_provider

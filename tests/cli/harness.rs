@@ -15,30 +15,8 @@ pub const KES: &str = env!("CARGO_BIN_EXE_kes");
 /// How long a server may take to print its banner.
 const STARTUP: Duration = Duration::from_secs(30);
 
-/// A temporary directory removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        let mut rnd = [0u8; 8];
-        getrandom::getrandom(&mut rnd).unwrap();
-        let p = std::env::temp_dir().join(format!("kes-cli-{tag}-{}", kes::auth::hex(&rnd)));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-    pub fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+/// The project's temporary directory helper (removed on drop).
+pub use crate::common::TempDir;
 
 /// What a finished command left behind.
 #[derive(Debug)]
