@@ -117,6 +117,13 @@ fn identities_are_listed_and_described() {
     assert_eq!(lines[0], format!("Identity    {}", fx.user_id));
     assert_eq!(lines[1], "Policy      app");
     assert_eq!(lines[3], "Role        User");
+    // A terminal shows the same lines (colours off here), and listings underline the header.
+    let t = fx.user(&["identity", "info", "--color", "never"]).tty();
+    assert_eq!((t.code, t.stdout.as_str()), (0, me.stdout.as_str()));
+    let t = fx.admin(&["identity", "ls", "--color=never"]).tty();
+    assert_eq!(t.stdout, format!("Identity\n{}\n{}\n", ids[0], ids[1]));
+    let t = fx.admin(&["ls", "-p"]).tty();
+    assert_eq!(t.stdout, "\x1b[4mPolicy\x1b[0m\napp\nops\n");
     let json = fx.admin(&["identity", "info", "--json"]).run();
     assert_eq!(json_field(json.ok(), "identity"), fx.admin_id);
 
