@@ -1,0 +1,168 @@
+//! `kes policy info|show|ls` (`kes-config-cli.md` §4.3; `kes-api.md` §9.15–9.17). Policies
+//! are static server config, so there is nothing to create or assign here.
+
+use super::client::escape;
+use super::key::{failed, parse};
+use super::{CmdResult, Fail, Style, json_text, local_date, out};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+
+const USAGE: &str = "Usage:
+    kes policy <command>
+
+Commands:
+    info                     Get information about a policy.
+    show                     Show the allow and deny rules of a policy.
+    ls                       List policies.
+
+Options:
+    -h, --help               Print command line options.
+";
+
+pub fn run(args: Vec<OsString>) -> CmdResult {
+    super::dispatch("policy", USAGE, args, &[("info", info), ("show", show), ("ls", ls)])
+}
+
+const INFO_USAGE: &str = "Usage:
+    kes policy info [options] <name>
+
+Options:
+    -k, --insecure           Skip server certificate verification.
+        --json               Print the policy's metadata as JSON.
+        --color <when>       When to use colors: auto (on a terminal), never or always.
+    -e, --enclave <name>     Accepted for compatibility and ignored.
+
+    -h, --help               Print command line options.
+
+Examples:
+    $ kes policy info my-policy
+";
+
+fn one_name(args: &[String], cmd: &str) -> Result<String, Fail> {
+    match args {
+        [] => Err(Fail::Error(format!("no policy name specified. See 'kes {cmd} --help'"))),
+        [name] => Ok(name.clone()),
+        _ => Err(Fail::Error(format!("too many arguments. See 'kes {cmd} --help'"))),
+    }
+}
+
+fn info(args: Vec<OsString>) -> CmdResult {
+    let c = parse(args, "policy info", INFO_USAGE, true)?;
+    let name = one_name(&c.args, "policy info")?;
+    let client = super::connect(&c.conn)?;
+    let reply = client
+        .call("GET", &format!("/v1/policy/describe/{}", escape(&name)), None)
+        .map_err(|e| failed("failed to describe policy", e))?;
+    #[derive(Serialize, Deserialize)]
+    struct Info {
+        name: String,
+        #[serde(default)]
+        created_at: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        created_by: String,
+    }
+    let info: Info = serde_json::from_slice(&reply.body)
+        .map_err(|e| Fail::Error(format!("failed to describe policy: invalid response: {e}")))?;
+    if c.json {
+        return out(&json_text(&info, super::stdout_is_tty()));
+    }
+    let style = Style(c.color.enabled());
+    let label = |l: &str| style.bold(&style.faint(&format!("{l:<11}")));
+    out(&format!(
+        "{} {}\n{} {}\n{} {}\n",
+        label("Name"),
+        style.blue(&info.name),
+        label("Date"),
+        local_date(&info.created_at),
+        label("Created by"),
+        info.created_by
+    ))
+}
+
+const SHOW_USAGE: &str = "Usage:
+    kes policy show [options] <name>
+
+Options:
+    -k, --insecure           Skip server certificate verification.
+        --json               Print the policy as JSON (the default when not on a terminal).
+    -e, --enclave <name>     Accepted for compatibility and ignored.
+
+    -h, --help               Print command line options.
+
+Examples:
+    $ kes policy show my-policy
+";
+
+/// A policy as kms-go encodes it: rules as maps to empty objects, empty sets omitted.
+#[derive(Serialize, Deserialize)]
+struct Policy {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    allow: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    deny: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    created_at: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    created_by: String,
+}
+
+fn show(args: Vec<OsString>) -> CmdResult {
+    let c = parse(args, "policy show", SHOW_USAGE, true)?;
+    let name = one_name(&c.args, "policy show")?;
+    let client = super::connect(&c.conn)?;
+    let reply = client
+        .call("GET", &format!("/v1/policy/read/{}", escape(&name)), None)
+        .map_err(|e| failed("failed to show policy", e))?;
+    let policy: Policy = serde_json::from_slice(&reply.body)
+        .map_err(|e| Fail::Error(format!("failed to show policy: invalid response: {e}")))?;
+    let tty = super::stdout_is_tty();
+    if c.json || !tty {
+        return out(&json_text(&policy, tty));
+    }
+    let style = Style(super::ColorMode::Auto.enabled());
+    let mut s = String::new();
+    for (title, rules) in [("Allow:", &policy.allow), ("Deny:", &policy.deny)] {
+        if rules.is_empty() {
+            continue;
+        }
+        s.push_str(&style.bold(title));
+        s.push('\n');
+        for pattern in rules.keys() {
+            s.push_str(&format!("  · {pattern}\n"));
+        }
+    }
+    if !s.is_empty() {
+        s.push('\n');
+    }
+    s.push_str(&format!("{} {}\n", style.faint("Created at:"), local_date(&policy.created_at)));
+    s.push_str(&format!("{} {}\n", style.faint("Created by:"), policy.created_by));
+    out(&s)
+}
+
+const LS_USAGE: &str = "Usage:
+    kes policy ls [options] [<pattern>]
+
+    Deprecated: use 'kes ls -p'.
+
+Options:
+    -k, --insecure           Skip server certificate verification.
+        --json               Print the policy names as a JSON array.
+        --color <when>       When to use colors: auto (on a terminal), never or always.
+    -e, --enclave <name>     Accepted for compatibility and ignored.
+
+    -h, --help               Print command line options.
+
+Examples:
+    $ kes policy ls
+    $ kes policy ls 'my-*'
+";
+
+fn ls(args: Vec<OsString>) -> CmdResult {
+    let c = parse(args, "policy ls", LS_USAGE, true)?;
+    if c.args.len() > 1 {
+        return Err(Fail::Error("too many arguments. See 'kes policy ls --help'".into()));
+    }
+    let pattern = c.args.first().cloned().unwrap_or_else(|| "*".to_string());
+    super::ls::list(super::ls::What::Policies, &pattern, &c.conn, c.json, Style(c.color.enabled()))
+}
