@@ -320,24 +320,30 @@ fn audit_json_line(e: &AuditEvent) -> String {
 /// The `/v1/log/audit` line (`kes-api.md` §9.21): `ip`/`identity` omitted when empty,
 /// `response.time` in milliseconds.
 pub fn audit_ndjson(e: &AuditEvent) -> Vec<u8> {
-    let mut request = serde_json::Map::new();
-    if let Some(ip) = e.ip {
-        request.insert("ip".into(), ip.to_string().into());
+    #[derive(serde::Serialize)]
+    struct Request<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ip: Option<String>,
+        path: &'a str,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        identity: &'a str,
     }
-    request.insert("path".into(), e.path.clone().into());
-    if !e.identity.is_empty() {
-        request.insert("identity".into(), e.identity.clone().into());
+    #[derive(serde::Serialize)]
+    struct Response {
+        code: u16,
+        time: u64,
     }
-    let v = serde_json::json!({
-        "time": gotime::format_rfc3339_nano(e.time),
-        "request": request,
-        "response": { "code": e.status, "time": latency_ms(e.latency) },
-    });
-    let mut out = crate::gojson::to_go_json(&v);
-    if out.last() != Some(&b'\n') {
-        out.push(b'\n');
+    #[derive(serde::Serialize)]
+    struct Event<'a> {
+        time: String,
+        request: Request<'a>,
+        response: Response,
     }
-    out
+    crate::gojson::to_go_json(&Event {
+        time: gotime::format_rfc3339_nano(e.time),
+        request: Request { ip: e.ip.map(|i| i.to_string()), path: &e.path, identity: &e.identity },
+        response: Response { code: e.status, time: latency_ms(e.latency) },
+    })
 }
 
 /// Process figures for `/v1/status` and `kes_system_*`.
@@ -586,7 +592,7 @@ mod tests {
         };
         assert_eq!(
             String::from_utf8(audit_ndjson(&e)).unwrap(),
-            "{\"request\":{\"identity\":\"abc\",\"ip\":\"127.0.0.1\",\"path\":\"/v1/key/create/k\"},\"response\":{\"code\":200,\"time\":12},\"time\":\"2024-01-12T10:39:20.5Z\"}\n"
+            "{\"time\":\"2024-01-12T10:39:20.5Z\",\"request\":{\"ip\":\"127.0.0.1\",\"path\":\"/v1/key/create/k\",\"identity\":\"abc\"},\"response\":{\"code\":200,\"time\":12}}\n"
         );
         let line = audit_text_line(&e);
         assert_eq!(
