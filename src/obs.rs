@@ -420,6 +420,8 @@ pub struct StoreFigures {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub backend_reads: u64,
+    pub backend_read_micros: u64,
+    pub store: crate::keystore::StoreStats,
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -501,6 +503,40 @@ pub fn render_metrics(obs: &Obs, sys: &SystemFigures, store: &StoreFigures) -> S
     let sum = m.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
     let _ = writeln!(out, "kes_http_response_time_sum {}", fmt_f64(sum));
     let _ = writeln!(out, "kes_http_response_time_count {count}");
+
+    family(
+        &mut out,
+        "kes_keystore_read_seconds",
+        "summary",
+        "Time the cache spent reading keys from the key store.",
+    );
+    let _ = writeln!(
+        out,
+        "kes_keystore_read_seconds_sum {}",
+        fmt_f64(store.backend_read_micros as f64 / 1e6)
+    );
+    let _ = writeln!(out, "kes_keystore_read_seconds_count {}", store.backend_reads);
+    family(
+        &mut out,
+        "kes_keystore_requests",
+        "counter",
+        "Requests sent to the key store backend, retries included.",
+    );
+    let _ = writeln!(out, "kes_keystore_requests {}", store.store.requests);
+    family(
+        &mut out,
+        "kes_keystore_retries",
+        "counter",
+        "Backend requests repeated after a transient failure.",
+    );
+    let _ = writeln!(out, "kes_keystore_retries {}", store.store.retries);
+    family(
+        &mut out,
+        "kes_keystore_throttled",
+        "counter",
+        "Backend answers asking to slow down (Azure HTTP 429).",
+    );
+    let _ = writeln!(out, "kes_keystore_throttled {}", store.store.throttled);
 
     family(&mut out, "kes_log_audit_events", "counter", "Audit events written to API subscribers.");
     let _ = writeln!(out, "kes_log_audit_events {}", obs.audit.delivered.load(Ordering::Relaxed));

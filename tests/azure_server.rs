@@ -360,3 +360,26 @@ fn three_servers_share_one_vault() {
         }
     }
 }
+
+#[test]
+fn metrics_report_store_latency_and_azure_throttling() {
+    let vault = FakeVault::start();
+    let srv = server(&vault);
+    let mut c = srv.admin();
+    assert_eq!(c.request("POST", "/v1/key/create/m", None).status, 200);
+    vault.inject(Op::Versions, Fault::Throttled { retry_after: Some("0".into()) }, 2);
+    assert_eq!(c.get("/v1/key/describe/m").status, 200);
+    let text = c.get("/v1/metrics").text();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name}:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("kes_keystore_throttled"), 2.0);
+    assert!(value("kes_keystore_retries") >= 2.0);
+    assert_eq!(value("kes_keystore_read_seconds_count"), 1.0);
+    assert!(value("kes_keystore_read_seconds_sum") > 0.0);
+    assert!(value("kes_keystore_requests") >= 5.0);
+}

@@ -141,7 +141,7 @@ fn assert_text_format(text: &str) {
             let mut it = rest.split(' ');
             let name = it.next().unwrap().to_string();
             let kind = it.next().unwrap();
-            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            assert!(["counter", "gauge", "histogram", "summary"].contains(&kind), "{line}");
             assert!(seen_types.insert(name.clone()), "family {name} declared twice");
             current = Some(name);
             continue;

@@ -83,6 +83,8 @@ pub struct CacheStats {
     pub misses: u64,
     /// `KeyStore::get` calls made by the cache.
     pub backend_reads: u64,
+    /// Time spent in those calls, in microseconds.
+    pub backend_read_micros: u64,
 }
 
 fn offline_error() -> StoreError {
@@ -201,6 +203,7 @@ struct Shared {
     hits: AtomicU64,
     misses: AtomicU64,
     backend_reads: AtomicU64,
+    backend_read_micros: AtomicU64,
     control: Mutex<Control>,
     wake: Condvar,
 }
@@ -232,8 +235,12 @@ impl Shared {
             entries.removals
         };
         self.backend_reads.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         // `value` is a `Zeroizing` buffer, wiped when it drops at the end of this function.
-        let value = self.store.get(name, deadline)?;
+        let value = self.store.get(name, deadline);
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.backend_read_micros.fetch_add(micros, Ordering::Relaxed);
+        let value = value?;
         let key = Arc::new((self.parse)(&value).map_err(CacheError::Format)?);
         let mut entries = self.write_entries();
         if entries.enabled && entries.removals == removals {
@@ -394,6 +401,7 @@ impl KeyCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             backend_reads: AtomicU64::new(0),
+            backend_read_micros: AtomicU64::new(0),
             control: Mutex::new(Control { stop: false, exited: false }),
             wake: Condvar::new(),
         });
@@ -481,6 +489,7 @@ impl KeyCache {
             hits: self.shared.hits.load(Ordering::Relaxed),
             misses: self.shared.misses.load(Ordering::Relaxed),
             backend_reads: self.shared.backend_reads.load(Ordering::Relaxed),
+            backend_read_micros: self.shared.backend_read_micros.load(Ordering::Relaxed),
         }
     }
 
@@ -668,7 +677,8 @@ mod tests {
         let b = cache.get("k", later()).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(a.created_by, "v1");
-        assert_eq!(cache.stats(), CacheStats { hits: 1, misses: 1, backend_reads: 1 });
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses, stats.backend_reads), (1, 1, 1));
         assert_eq!(store.reads(), 1);
         assert_eq!(cache.store().describe(), "In Memory");
     }

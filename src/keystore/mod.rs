@@ -53,6 +53,17 @@ pub struct Listing {
     pub continue_at: String,
 }
 
+/// Counters a store keeps about its backend (zero where not applicable).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Requests sent to the backend (every attempt, retries included).
+    pub requests: u64,
+    /// Answers that asked us to slow down (HTTP 429).
+    pub throttled: u64,
+    /// Attempts repeated after a transient failure.
+    pub retries: u64,
+}
+
 /// A persistent home for stored key values. Every call is blocking and must return by
 /// `deadline` (the request's route timeout); stores without network I/O may ignore it.
 pub trait KeyStore: Send + Sync + 'static {
@@ -73,6 +84,11 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// Lists names starting with `prefix` as `list_page` pages them.
     fn list(&self, prefix: &str, deadline: Instant) -> Result<Listing, StoreError>;
+
+    /// Backend counters for `/v1/metrics`.
+    fn stats(&self) -> StoreStats {
+        StoreStats::default()
+    }
 }
 
 /// Upstream's generic listing rule (`kes-azure-keystore.md` §3.6), shared by every store:

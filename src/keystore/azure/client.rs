@@ -469,6 +469,10 @@ pub struct Http {
     proxy: Option<ProxySettings>,
     retry: RetryPolicy,
     roots: usize,
+    /// Attempts, 429 answers and retries, for `/v1/metrics`.
+    pub requests: std::sync::atomic::AtomicU64,
+    pub throttled: std::sync::atomic::AtomicU64,
+    pub retries: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for Http {
@@ -509,7 +513,15 @@ impl Http {
             DefaultConnector::default(),
             CachingResolver::default(),
         );
-        Ok(Http { agent, proxy: s.proxy.clone(), retry: s.retry.clone(), roots: count })
+        Ok(Http {
+            agent,
+            proxy: s.proxy.clone(),
+            retry: s.retry.clone(),
+            roots: count,
+            requests: Default::default(),
+            throttled: Default::default(),
+            retries: Default::default(),
+        })
     }
 
     pub fn retry_policy(&self) -> &RetryPolicy {
@@ -599,9 +611,14 @@ impl Http {
     /// Safe for PUT set-secret too: a retried PUT carries the same value, so at worst Key
     /// Vault keeps one more version with identical content (`azure-rest.md` §12).
     pub fn send(&self, req: &Request, deadline: Instant) -> Result<Response, TransportError> {
+        use std::sync::atomic::Ordering::Relaxed;
         let mut retry = 0u32;
         loop {
+            self.requests.fetch_add(1, Relaxed);
             let result = self.send_once(req, deadline);
+            if matches!(&result, Ok(r) if r.status == 429) {
+                self.throttled.fetch_add(1, Relaxed);
+            }
             let wait = match &result {
                 Ok(r) if is_transient_status(r.status) => match r.retry_after {
                     Some(d) if d > self.retry.max_retry_after => return result,
@@ -627,6 +644,7 @@ impl Http {
             }
             std::thread::sleep(wait);
             retry += 1;
+            self.retries.fetch_add(1, Relaxed);
         }
     }
 }

@@ -587,6 +587,16 @@ impl KeyStore for AzureStore {
     fn list(&self, prefix: &str, deadline: Instant) -> Result<Listing, StoreError> {
         self.list_inner(prefix, deadline)
     }
+
+    fn stats(&self) -> crate::keystore::StoreStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        let http = &self.vault.http;
+        crate::keystore::StoreStats {
+            requests: http.requests.load(Relaxed),
+            throttled: http.throttled.load(Relaxed),
+            retries: http.retries.load(Relaxed),
+        }
+    }
 }
 
 /// The connection to one vault: HTTP, credential, token cache and the resource learned
