@@ -8,7 +8,7 @@ mod common;
 mod fake_vault;
 
 use base64::Engine as _;
-use common::{TempDir, TestServer, client_id};
+use common::{TempDir, TestServer};
 use fake_vault::{FakeVault, Fault, Op};
 use kes::config::{AzureConfig, AzureCredentials};
 use kes::keystore::azure::{AzureOptions, AzureStore};
@@ -48,25 +48,53 @@ fn server(v: &FakeVault) -> TestServer {
     TestServer::start_store("", azure_store(v))
 }
 
-/// The seed tutorial, step by step, with the real binary and the Azure store: the config
-/// as the tutorial writes it (admin disabled, a policy for the client's identity), `kes
-/// server --config config.yml --auth off`, then create my-key-1 and a DEK from it.
+/// Runs the real `kes` binary in `dir` with `env`, returning (status, stdout, stderr).
+fn kes_in(dir: &std::path::Path, args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kes"));
+    cmd.args(args).current_dir(dir).stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The seed tutorial word for word with the real binary and the Azure store: both
+/// `kes identity new` calls, `kes identity of`, the config as the tutorial writes it
+/// (admin disabled, a policy for the client's identity), `kes server --config config.yml
+/// --auth off`, then `kes key create my-key-1` and `kes key dek my-key-1`.
 #[test]
 fn seed_tutorial_end_to_end_with_the_binary() {
     let vault = FakeVault::start();
     let dir = TempDir::new("tutorial");
-    let (cert, key, server_cert) = common::server_cert(dir.path());
-    let client = client_id();
-    let cfg = dir.join("config.yml");
+    let d = dir.path();
+    let (code, out, err) = kes_in(d, &["identity", "new", "--ip", "127.0.0.1", "localhost"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with(
+            "  Private key:  private.key\n  Certificate:  public.crt\n  Identity:     "
+        ),
+        "{out}"
+    );
+    let (code, out, _) =
+        kes_in(d, &["identity", "new", "--key=client.key", "--cert=client.crt", "MyApp"], &[]);
+    assert_eq!(code, 0);
+    let listed = out.lines().nth(2).unwrap().trim_start_matches("  Identity:").trim().to_string();
+    let (code, identity, _) = kes_in(d, &["identity", "of", "client.crt"], &[]);
+    assert_eq!((code, identity.trim()), (0, listed.as_str()));
     std::fs::write(
-        &cfg,
+        dir.join("config.yml"),
         format!(
             r#"address: 127.0.0.1:0 # Listen on all network interfaces on port 7373
 admin:
   identity: disabled  # We disable the admin identity since we don't need it in this guide
 tls:
-  key: {}    # The KES server TLS private key
-  cert: {}    # The KES server TLS certificate
+  key: private.key    # The KES server TLS private key
+  cert: public.crt    # The KES server TLS certificate
 policy:
   my-app:
     allow:
@@ -74,7 +102,7 @@ policy:
     - /v1/key/generate/my-key*
     - /v1/key/decrypt/my-key*
     identities:
-    - {} # Use the identity of your client.crt
+    - {identity} # Use the identity of your client.crt
 keystore:
   azure:
     keyvault:
@@ -84,9 +112,6 @@ keystore:
         client_id: "{}"      # The ID of the client
         client_secret: "{}"  # The value of the client secret
 "#,
-            key.display(),
-            cert.display(),
-            client.identity,
             // A host name, so that name resolution runs under the seccomp filter.
             vault.localhost_url(),
             vault.tenant_id(),
@@ -96,7 +121,8 @@ keystore:
     )
     .unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kes"))
-        .args(["server", "--config", cfg.to_str().unwrap(), "--auth", "off"])
+        .args(["server", "--config", "config.yml", "--auth", "off"])
+        .current_dir(d)
         .env("SSL_CERT_FILE", vault.ca_file())
         .env("AZURE_AUTHORITY_HOST", vault.authority())
         .stdout(std::process::Stdio::piped())
@@ -119,25 +145,38 @@ keystore:
         }
     };
     assert!(banner.contains(&format!("Azure KeyVault: {}", vault.localhost_url())), "{banner}");
-    let addr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut c = common::Client::connect(addr, &server_cert, Some(&client));
-    let r = c.request("POST", "/v1/key/create/my-key-1", None);
-    assert_eq!(r.status, 200, "{}", r.text());
-    let r = c.post("/v1/key/generate/my-key-1", "{}");
-    assert_eq!(r.status, 200);
-    let v = r.json();
-    let ct = v["ciphertext"].as_str().unwrap();
-    let r = c.post("/v1/key/decrypt/my-key-1", &format!("{{\"ciphertext\":\"{ct}\"}}"));
-    assert_eq!(r.json()["plaintext"], v["plaintext"]);
-    // Outside the policy.
-    let r = c.request("POST", "/v1/key/create/other", None);
-    assert_eq!((r.status, r.message()), (403, "not authorized: insufficient permissions".into()));
-    // The vault holds upstream's F4 format, exactly one version.
+    let env = [
+        ("KES_SERVER", format!("https://127.0.0.1:{port}")),
+        ("KES_CLIENT_CERT", "client.crt".to_string()),
+        ("KES_CLIENT_KEY", "client.key".to_string()),
+        ("SSL_CERT_FILE", "public.crt".to_string()),
+    ];
+    let (code, _, err) = kes_in(d, &["key", "create", "my-key-1"], &env);
+    assert_eq!(code, 0, "{err}");
+    let (code, dek, err) = kes_in(d, &["key", "dek", "my-key-1"], &env);
+    assert_eq!(code, 0, "{err}");
+    let dek: serde_json::Value = serde_json::from_str(&dek).unwrap();
+    let plaintext = base64::engine::general_purpose::STANDARD
+        .decode(dek["plaintext"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(plaintext.len(), 32);
+    let (code, dec, _) =
+        kes_in(d, &["key", "decrypt", "my-key-1", dek["ciphertext"].as_str().unwrap()], &env);
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&dec).unwrap()["plaintext"],
+        dek["plaintext"]
+    );
+    // A key outside the policy is refused with upstream's message.
+    let (code, _, err) = kes_in(d, &["key", "create", "other"], &env);
+    assert_eq!(code, 1);
+    assert!(err.contains("not authorized: insufficient permissions"), "{err}");
+    // The vault holds upstream's F4 format, exactly one version, created by the client.
     let values = vault.values("my-key-1");
     assert_eq!(values.len(), 1);
     assert!(values[0].starts_with("Ci"), "{}", values[0]);
     let parsed = kes::crypto::KeyVersion::parse(values[0].as_bytes()).unwrap();
-    assert_eq!(parsed.created_by, client.identity);
+    assert_eq!(parsed.created_by, identity.trim());
     assert!(parsed.hmac.is_some());
     assert_eq!(
         child.try_wait().unwrap(),
