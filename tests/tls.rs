@@ -184,3 +184,31 @@ fn identities_of_known_certificates() {
         "3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22"
     );
 }
+
+#[test]
+fn a_rotated_certificate_is_picked_up_without_a_restart() {
+    let srv = TestServer::start_rotating(std::time::Duration::from_millis(200));
+    assert_eq!(srv.admin().get("/version").status, 200);
+    // Replace the certificate and key on disk, as cert-manager would.
+    let (_, _, new_cert) = common::server_cert(srv.dir.path());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        // A client that trusts only the new certificate succeeds once it is served.
+        let sock = std::net::TcpStream::connect(srv.addr).unwrap();
+        let conn = rustls::ClientConnection::new(
+            common::client_config(&new_cert, Some(&srv.admin)),
+            ServerName::try_from("127.0.0.1").unwrap(),
+        )
+        .unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, sock);
+        if tls.write_all(b"GET /version HTTP/1.1\r\nConnection: close\r\n\r\n").is_ok() {
+            let mut out = Vec::new();
+            let _ = tls.read_to_end(&mut out);
+            if out.starts_with(b"HTTP/1.1 200") {
+                break;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the new certificate was never served");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -36,6 +36,10 @@ pub const CONN_STACK_SIZE: usize = if cfg!(debug_assertions) { 2 << 20 } else { 
 /// Deadline for creating declarative `keys:` at startup.
 pub const STARTUP_KEYS_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How often the TLS certificate and key are re-read from disk, so that rotated
+/// certificates (cert-manager, ACME) take effect without a restart (upstream: 15 min).
+pub const TLS_RELOAD_PERIOD: Duration = Duration::from_secs(15 * 60);
+
 /// The address `--dev` binds to unless `--addr` says otherwise: loopback only.
 pub const DEV_ADDRESS: &str = "127.0.0.1:7373";
 
@@ -65,6 +69,8 @@ pub struct Options {
     pub error_out: Option<SharedWriter>,
     /// Inject a key store instead of the configured one (tests, `--dev`).
     pub store: Option<Arc<dyn KeyStore>>,
+    /// How often the TLS certificate is re-read ([`TLS_RELOAD_PERIOD`]).
+    pub tls_reload_period: Duration,
 }
 
 impl Default for Options {
@@ -80,6 +86,7 @@ impl Default for Options {
             audit_out: None,
             error_out: None,
             store: None,
+            tls_reload_period: TLS_RELOAD_PERIOD,
         }
     }
 }
@@ -129,6 +136,8 @@ pub struct Server {
     pub banner: Banner,
     shared: Arc<Shared>,
     accept: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The certificate-rotation thread, woken to stop.
+    rotation: Option<std::thread::Thread>,
     options: ReloadInputs,
 }
 
@@ -354,8 +363,49 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
         .stack_size(CONN_STACK_SIZE)
         .spawn(move || accept_loop(listener, accept_shared, max))
         .map_err(|e| StartError(format!("cannot start the accept thread: {e}")))?;
+    let rotation = match &inputs.config {
+        Some(path) => {
+            Some(spawn_tls_rotation(path.clone(), shared.clone(), opts.tls_reload_period)?)
+        }
+        None => None,
+    };
     sys::notify("READY=1");
-    Ok(Server { addr, banner, shared, accept: Mutex::new(Some(accept)), options: inputs })
+    Ok(Server { addr, banner, shared, accept: Mutex::new(Some(accept)), rotation, options: inputs })
+}
+
+/// Re-reads the config file every `period` and swaps in a fresh TLS configuration; the
+/// rest of the configuration changes only on SIGHUP. Failures keep the old certificate.
+fn spawn_tls_rotation(
+    path: PathBuf,
+    shared: Arc<Shared>,
+    period: Duration,
+) -> Result<std::thread::Thread, StartError> {
+    let handle = std::thread::Builder::new()
+        .name("kes-tls-reload".into())
+        .stack_size(CONN_STACK_SIZE)
+        .spawn(move || {
+            let mut next = Instant::now() + period;
+            while !shared.stopping.load(Ordering::Acquire) {
+                let now = Instant::now();
+                if now < next {
+                    std::thread::park_timeout(next - now);
+                    continue;
+                }
+                next = Instant::now() + period;
+                match config::load(&path)
+                    .map_err(|e| StartError(e.to_string()))
+                    .and_then(|c| tls_config(&c))
+                {
+                    Ok(tls) => *shared.tls.write().unwrap_or_else(|e| e.into_inner()) = tls,
+                    Err(e) => shared
+                        .state()
+                        .obs
+                        .log(Level::ERROR, &format!("Failed to reload TLS configuration: {e}")),
+                }
+            }
+        })
+        .map_err(|e| StartError(format!("cannot start the TLS reload thread: {e}")))?;
+    Ok(handle.thread().clone())
 }
 
 /// Decrements the connection count when a connection thread ends.
@@ -438,6 +488,9 @@ impl Server {
     pub fn shutdown(&self) {
         sys::notify("STOPPING=1");
         self.shared.stopping.store(true, Ordering::Release);
+        if let Some(t) = &self.rotation {
+            t.unpark();
+        }
         let _ = std::net::TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_secs(1));
         if let Some(h) = self.accept.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = h.join();

@@ -107,6 +107,19 @@ impl TestServer {
         Self::start_with(extra, kes::server::DEFAULT_MAX_CONNECTIONS)
     }
 
+    /// A server that re-reads its TLS files every `period`.
+    pub fn start_rotating(period: Duration) -> TestServer {
+        let store = Arc::new(kes::keystore::mem::MemStore::new());
+        Self::start_opts(
+            "",
+            kes::server::DEFAULT_MAX_CONNECTIONS,
+            Some(store.clone() as Arc<dyn kes::keystore::KeyStore>),
+            store,
+            None,
+            period,
+        )
+    }
+
     pub fn start_with(extra: &str, max_connections: usize) -> TestServer {
         let store = Arc::new(kes::keystore::mem::MemStore::new());
         Self::start_full(
@@ -150,6 +163,24 @@ impl TestServer {
         store: Arc<kes::keystore::mem::MemStore>,
         fs_dir: Option<&Path>,
     ) -> TestServer {
+        Self::start_opts(
+            extra,
+            max_connections,
+            inject,
+            store,
+            fs_dir,
+            kes::server::TLS_RELOAD_PERIOD,
+        )
+    }
+
+    fn start_opts(
+        extra: &str,
+        max_connections: usize,
+        inject: Option<Arc<dyn kes::keystore::KeyStore>>,
+        store: Arc<kes::keystore::mem::MemStore>,
+        fs_dir: Option<&Path>,
+        tls_reload_period: Duration,
+    ) -> TestServer {
         let dir = TempDir::new("srv");
         let (cert, key, server_cert) = server_cert(dir.path());
         let admin = client_id();
@@ -177,6 +208,7 @@ impl TestServer {
             seccomp: false,
             max_connections,
             store: inject,
+            tls_reload_period,
             audit_out: Some(Arc::new(std::sync::Mutex::new(Box::new(Capture(audit.clone()))))),
             error_out: Some(Arc::new(std::sync::Mutex::new(Box::new(Capture(errors.clone()))))),
             ..Default::default()
