@@ -323,3 +323,18 @@ fn ed25519_api_key_clients_authenticate() {
     let r = srv.client(Some(&app)).get("/v1/identity/self/describe");
     assert_eq!(r.status, 404);
 }
+
+#[test]
+fn skip_auth_relaxes_tls_and_the_route_check() {
+    let srv = TestServer::start("api:\n  /v1/ready:\n    skip_auth: true\n    timeout: 30s\n");
+    // No client certificate at all: the handshake is now allowed.
+    let mut anon = srv.client(None);
+    let r = anon.get("/v1/ready");
+    assert_eq!((r.status, r.body.len()), (200, 0));
+    // Other routes still need a certificate, now answered at the HTTP level.
+    let r = anon.get("/v1/status");
+    assert_eq!((r.status, r.message()), (400, "tls: client certificate is required".into()));
+    let api = srv.admin().get("/v1/api").json();
+    let ready = api.as_array().unwrap().iter().find(|e| e["path"] == "/v1/ready").unwrap().clone();
+    assert_eq!(ready["timeout"], 30);
+}
