@@ -473,3 +473,45 @@ fn no_secret_reaches_logs_streams_or_metrics() {
     }
     assert!(outputs[0].contains("/v1/key/generate/t"), "the audit trail did record the requests");
 }
+
+/// A store that panics on reads, to prove a panic ends only its own connection.
+struct PanicStore(kes::keystore::mem::MemStore);
+
+impl KeyStore for PanicStore {
+    fn describe(&self) -> String {
+        "panic".into()
+    }
+    fn status(&self, d: Instant) -> Result<Duration, StoreError> {
+        self.0.status(d)
+    }
+    fn create(&self, n: &str, v: &[u8], d: Instant) -> Result<(), StoreError> {
+        self.0.create(n, v, d)
+    }
+    fn get(&self, n: &str, _: Instant) -> Result<StoredValue, StoreError> {
+        panic!("store exploded reading {n}");
+    }
+    fn delete(&self, n: &str, d: Instant) -> Result<(), StoreError> {
+        self.0.delete(n, d)
+    }
+    fn list(&self, p: &str, d: Instant) -> Result<Listing, StoreError> {
+        self.0.list(p, d)
+    }
+}
+
+#[test]
+fn a_panic_ends_only_its_connection() {
+    let srv =
+        TestServer::start_store("", Arc::new(PanicStore(kes::keystore::mem::MemStore::new())));
+    let mut other = srv.admin();
+    assert_eq!(other.get("/version").status, 200);
+    let mut victim = srv.admin();
+    let r = victim.get("/v1/key/describe/boom");
+    assert_eq!((r.status, r.message()), (500, "internal server error".into()));
+    assert_eq!(r.header("Connection"), Some("close"));
+    assert!(victim.read_reply().is_err(), "the panicking connection is closed");
+    // Everyone else is unaffected, including an already open connection.
+    assert_eq!(other.get("/version").status, 200);
+    assert_eq!(srv.admin().request("POST", "/v1/key/create/fine", None).status, 200);
+    let log = srv.error_text();
+    assert!(log.contains("panic") && log.contains("store exploded reading boom"), "{log}");
+}
