@@ -9,12 +9,15 @@
 //! Layout: `aead` seals and opens the raw format with the two per-message-key
 //! constructions (`hchacha` supplies HChaCha20, which ring lacks); `ciphertext` unpacks the
 //! legacy msgpack and JSON ciphertexts; `stored` reads F0–F4 and writes F4; `golang` holds the
-//! Go decoding rules (base64, JSON field matching) that decide what upstream could read.
+//! Go decoding rules (base64, JSON field matching) that decide what upstream could read;
+//! `legacy_pem` decrypts and writes password-encrypted PEM key files (RFC 1423, as OpenSSL,
+//! Go and upstream KES do), the one place that uses the `aes` crate and MD5 instead of ring.
 
 mod aead;
 mod ciphertext;
 mod golang;
 mod hchacha;
+pub mod legacy_pem;
 mod stored;
 
 use std::fmt;
