@@ -7,6 +7,7 @@
 //! the handshake signature, which the verifier in [`danger`] delegates to rustls.
 
 use crate::auth::x509;
+use crate::crypto::legacy_pem;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
@@ -83,20 +84,23 @@ pub fn parse_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, St
     Ok(chain)
 }
 
-/// The first private key of a PEM file: PKCS#8, SEC1 or PKCS#1. Legacy encrypted keys
-/// (`Proc-Type: 4,ENCRYPTED`) need `tls.password`, which this build cannot apply yet.
+/// The first private key of a PEM file: PKCS#8, SEC1 or PKCS#1. A legacy encrypted key
+/// (`Proc-Type: 4,ENCRYPTED`, AES-CBC) is decrypted with `password` (`tls.password`);
+/// PKCS#8 `ENCRYPTED PRIVATE KEY` is refused, as upstream refuses it.
 pub fn parse_private_key(
     pem: &[u8],
     password: Option<&str>,
 ) -> Result<PrivateKeyDer<'static>, String> {
-    let text = String::from_utf8_lossy(pem);
-    if text.contains("Proc-Type: 4,ENCRYPTED") || text.contains("BEGIN ENCRYPTED PRIVATE KEY") {
-        return Err(match password {
-            None | Some("") => "private key is encrypted: password required".into(),
-            Some(_) => "private key is encrypted: encrypted PEM keys are not supported; decrypt it once with \
-                        'openssl pkey -in KEY -out KEY.plain' and protect the file with permissions instead"
-                .into(),
-        });
+    if legacy_pem::is_pkcs8_encrypted(pem) {
+        return Err(format!("private key is encrypted: {}", legacy_pem::PKCS8_UNSUPPORTED));
+    }
+    if legacy_pem::is_encrypted(pem) {
+        let Some(password) = password.filter(|p| !p.is_empty()) else {
+            return Err("private key is encrypted: password required".into());
+        };
+        let (label, der) = legacy_pem::decrypt(pem, password.as_bytes())
+            .map_err(|e| format!("private key is encrypted: {e}"))?;
+        return private_key_der(&label, &der);
     }
     PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => {
@@ -104,6 +108,17 @@ pub fn parse_private_key(
         }
         e => format!("invalid PEM private key: {e}"),
     })
+}
+
+/// The DER of a decrypted key as the type its PEM label names.
+pub fn private_key_der(label: &str, der: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+    use rustls_pki_types::{PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
+    match label {
+        "PRIVATE KEY" => Ok(PrivatePkcs8KeyDer::from(der.to_vec()).into()),
+        "EC PRIVATE KEY" => Ok(PrivateSec1KeyDer::from(der.to_vec()).into()),
+        "RSA PRIVATE KEY" => Ok(PrivatePkcs1KeyDer::from(der.to_vec()).into()),
+        other => Err(format!("unsupported private key type '{other}'")),
+    }
 }
 
 /// A server certificate must name at least one DNS name or IP address.
@@ -307,11 +322,57 @@ mod tests {
             "no PEM-encoded private key found"
         );
         let enc = b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n";
+        for password in [None, Some("")] {
+            assert_eq!(
+                parse_private_key(enc, password).unwrap_err(),
+                "private key is encrypted: password required"
+            );
+        }
         assert_eq!(
-            parse_private_key(enc, None).unwrap_err(),
+            parse_private_key(enc, Some("pw")).unwrap_err(),
+            "private key is encrypted: incorrect IV size in the DEK-Info header"
+        );
+        let des = b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: DES-EDE3-CBC,0011223344556677\n\nAAAAAAAAAAA=\n-----END RSA PRIVATE KEY-----\n";
+        let e = parse_private_key(des, Some("pw")).unwrap_err();
+        assert!(e.starts_with("private key is encrypted: unsupported cipher DES-EDE3-CBC"), "{e}");
+        let p8 =
+            b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        for password in [None, Some("pw")] {
+            let e = parse_private_key(p8, password).unwrap_err();
+            assert!(e.contains("PKCS#8 encrypted private keys"), "{e}");
+        }
+        assert_eq!(parse_certificates(b"").unwrap_err(), "no PEM-encoded CERTIFICATE found");
+    }
+
+    /// A key encrypted by `kes identity new --encrypt` (PKCS#8) and by `openssl ec` (SEC1)
+    /// decrypts with the password and loads as a TLS identity; a wrong one says so.
+    #[test]
+    fn encrypted_keys_decrypt_with_the_password() {
+        let (id, _) = dev_identity(&["127.0.0.1".parse().unwrap()]).unwrap();
+        let PrivateKeyDer::Pkcs8(pkcs8) = &id.key else { panic!("rcgen writes PKCS#8") };
+        let pem = legacy_pem::encrypt("PRIVATE KEY", pkcs8.secret_pkcs8_der(), b"pw").unwrap();
+        let key = parse_private_key(pem.as_bytes(), Some("pw")).unwrap();
+        assert_eq!(key.secret_der(), pkcs8.secret_pkcs8_der());
+        assert!(matches!(key, PrivateKeyDer::Pkcs8(_)));
+        assert!(provider().key_provider.load_private_key(key).is_ok());
+        assert_eq!(
+            parse_private_key(pem.as_bytes(), Some("wrong")).unwrap_err(),
+            "private key is encrypted: incorrect password"
+        );
+        assert_eq!(
+            parse_private_key(pem.as_bytes(), None).unwrap_err(),
             "private key is encrypted: password required"
         );
-        assert!(parse_private_key(enc, Some("pw")).unwrap_err().contains("openssl pkey"));
-        assert_eq!(parse_certificates(b"").unwrap_err(), "no PEM-encoded CERTIFICATE found");
+
+        let sec1 = [0x30, 0x03, 0x02, 0x01, 0x01];
+        let pem = legacy_pem::encrypt("EC PRIVATE KEY", &sec1, b"pw").unwrap();
+        assert!(matches!(
+            parse_private_key(pem.as_bytes(), Some("pw")),
+            Ok(PrivateKeyDer::Sec1(_))
+        ));
+        assert_eq!(
+            private_key_der("DSA PRIVATE KEY", &sec1).unwrap_err(),
+            "unsupported private key type 'DSA PRIVATE KEY'"
+        );
     }
 }
