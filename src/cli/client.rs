@@ -224,14 +224,23 @@ impl Settings {
     }
 }
 
+/// Asks for the password of an encrypted private key file (a prompt on the terminal in
+/// the CLI, [`super::password::for_client_key`]); passed in so that this module stays
+/// silent.
+pub type AskPassword<'a> = &'a dyn Fn(&Path) -> Result<Zeroizing<Vec<u8>>, Fail>;
+
 /// Loads a client certificate chain and its private key from PEM files with the same
 /// parsers the server uses for its own (`server::tls`): the certificate file holds only
-/// certificates, the key file one private key, and the two must belong together.
+/// certificates, the key file one private key, and the two must belong together. A legacy
+/// encrypted key (`Proc-Type: 4,ENCRYPTED`) is decrypted with the password `ask` returns,
+/// asked only once the key is known to be one that can be decrypted.
 pub fn load_key_pair(
     cert: &Path,
     key: &Path,
+    ask: AskPassword<'_>,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Fail> {
-    use crate::server::tls::{parse_certificates, parse_private_key};
+    use crate::crypto::legacy_pem::{self, PemError};
+    use crate::server::tls::{parse_certificates, parse_private_key, private_key_der};
     let cert_pem = std::fs::read(cert).map_err(|e| {
         Fail::Error(format!("reading certificate file: open {}: {}", cert.display(), io_msg(&e)))
     })?;
@@ -240,18 +249,19 @@ pub fn load_key_pair(
     let key_pem = Zeroizing::new(std::fs::read(key).map_err(|e| {
         Fail::Error(format!("reading private key file: open {}: {}", key.display(), io_msg(&e)))
     })?);
-    let text = String::from_utf8_lossy(&key_pem);
-    if text.contains("Proc-Type: 4,ENCRYPTED") || text.contains("BEGIN ENCRYPTED PRIVATE KEY") {
-        let p = key.display();
-        return Err(Fail::Error(format!(
-            "failed to read TLS private key: '{p}' is encrypted, and this kes cannot decrypt \
-             private keys (legacy PEM and PKCS#8 encryption need ciphers outside its crypto \
-             library): decrypt it once with 'openssl pkey -in {p} -out {p}.plain' and protect \
-             the plain file with file permissions"
-        )));
-    }
-    let key_der = parse_private_key(&key_pem, None)
-        .map_err(|e| Fail::Error(format!("failed to read TLS private key: {e}")))?;
+    let failed = |e: &dyn fmt::Display| Fail::Error(format!("failed to read TLS private key: {e}"));
+    let key_der = if legacy_pem::is_encrypted(&key_pem) || legacy_pem::is_pkcs8_encrypted(&key_pem)
+    {
+        let encrypted = legacy_pem::parse(&key_pem).map_err(|e| failed(&e))?;
+        let password = ask(key)?;
+        let der = encrypted.decrypt(&password).map_err(|e| match e {
+            PemError::IncorrectPassword => Fail::Error("incorrect password".into()),
+            e => failed(&e),
+        })?;
+        private_key_der(encrypted.label(), &der).map_err(|e| failed(&e))?
+    } else {
+        parse_private_key(&key_pem, None).map_err(|e| failed(&e))?
+    };
     let signer = rustls::crypto::ring::default_provider()
         .key_provider
         .load_private_key(key_der.clone_key())
@@ -504,7 +514,7 @@ fn io_failure(e: io::Error) -> Failure {
 
 impl Client {
     /// Resolves the settings into a TLS configuration.
-    pub fn new(settings: Settings, env: Env<'_>) -> Result<Client, Fail> {
+    pub fn new(settings: Settings, env: Env<'_>, ask: AskPassword<'_>) -> Result<Client, Fail> {
         let (chain, key) = match &settings.credentials {
             Credentials::ApiKey(k) => {
                 let (cert, pkcs8) = apikey::client_certificate(k)
@@ -512,7 +522,7 @@ impl Client {
                 let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8.to_vec()));
                 (vec![CertificateDer::from(cert)], key)
             }
-            Credentials::Files { cert, key } => load_key_pair(cert, key)?,
+            Credentials::Files { cert, key } => load_key_pair(cert, key, ask)?,
         };
         let identity = Identity::from_cert_der(chain[0].as_ref())
             .ok_or_else(|| Fail::Error("the client certificate cannot be parsed".into()))?;

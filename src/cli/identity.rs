@@ -19,6 +19,7 @@ use super::{
     text,
 };
 use crate::auth::Identity;
+use crate::crypto::legacy_pem;
 use lexopt::prelude::*;
 use rustls::pki_types::pem::{PemObject, SectionKind};
 use rustls::pki_types::{CertificateDer, DnsName};
@@ -133,6 +134,9 @@ fn describe_argument(arg: &str) -> CmdResult {
     }
     let pem =
         std::fs::read(path).map_err(|e| Fail::Error(format!("open {arg}: {}", io_msg(&e))))?;
+    if legacy_pem::is_encrypted(&pem) || legacy_pem::is_pkcs8_encrypted(&pem) {
+        return describe_encrypted_key(arg, &pem);
+    }
     for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(&pem) {
         let (kind, der) =
             section.map_err(|e| Fail::Error(format!("'{arg}' is not a valid PEM file: {e}")))?;
@@ -156,6 +160,23 @@ fn describe_argument(arg: &str) -> CmdResult {
         }
     }
     Err(Fail::Error(format!("'{arg}' contains no PEM-encoded certificate or private key")))
+}
+
+/// `kes identity <FILE>` for an encrypted private key (as `identity new --encrypt` writes):
+/// asks for the password, then prints the API key as for a plain key.
+fn describe_encrypted_key(arg: &str, pem: &[u8]) -> CmdResult {
+    let encrypted = legacy_pem::parse(pem).map_err(|e| Fail::Error(format!("'{arg}': {e}")))?;
+    if encrypted.label() != "PRIVATE KEY" {
+        return Err(Fail::Error(format!("'{arg}': the private key is not an Ed25519 key")));
+    }
+    let password = super::password::for_client_key(Path::new(arg))?;
+    let der = encrypted.decrypt(&password).map_err(|e| match e {
+        legacy_pem::PemError::IncorrectPassword => Fail::Error("incorrect password".into()),
+        e => Fail::Error(format!("'{arg}': {e}")),
+    })?;
+    let key = ApiKey::from_pkcs8_der(&der)
+        .ok_or_else(|| Fail::Error(format!("'{arg}': the private key is not an Ed25519 key")))?;
+    print_value("API key:", &key.to_string_secret())
 }
 
 const OF_USAGE: &str = "Usage:
@@ -220,7 +241,7 @@ Options:
         --ip <IP>            Add an IP address SAN (repeatable; '' adds none).
         --dns <name>         Add a DNS name SAN (repeatable).
         --expiry <duration>  Certificate lifetime as a Go duration. (default: 720h)
-        --encrypt            Encrypt the private key (not supported by this kes).
+        --encrypt            Encrypt the private key with a password (asked twice).
     -f, --force              Overwrite existing files.
 
     -h, --help               Print command line options.
@@ -268,18 +289,12 @@ fn new(args: Vec<OsString>) -> CmdResult {
         return Err(Fail::Error("too many arguments. See 'kes identity new --help'".into()));
     }
     let subject = rest.pop();
-    if encrypt {
-        return Err(Fail::Error(
-            "--encrypt is not supported: this kes cannot write encrypted private keys. The key \
-             file is written with mode 0600; protect it with file permissions instead"
-                .into(),
-        ));
-    }
     let write_files = key.is_some()
         || cert.is_some()
         || ip_flag
         || !dns.is_empty()
         || expiry.is_some()
+        || encrypt
         || force
         || subject.is_some();
     let expiry = match &expiry {
@@ -344,7 +359,15 @@ fn new(args: Vec<OsString>) -> CmdResult {
     let cert_pem =
         apikey::self_signed_certificate(&api_key, &common_name, &ips, &dns, expiry, true)
             .map_err(|e| Fail::Error(format!("failed to create certificate: {e}")))?;
-    let key_pem = apikey::pkcs8_pem(&api_key.pkcs8_v1_der());
+    // As upstream: the PKCS#8 key in a legacy AES-256-CBC encrypted `PRIVATE KEY` block
+    // (x509.EncryptPEMBlock), after the password was typed twice.
+    let key_pem = if encrypt {
+        let password = super::password::new_for_key()?;
+        legacy_pem::encrypt("PRIVATE KEY", &api_key.pkcs8_v1_der(), &password)
+            .map_err(|_| Fail::Error("failed to encrypt private key: no randomness".into()))?
+    } else {
+        apikey::pkcs8_pem(&api_key.pkcs8_v1_der())
+    };
     write_file(Path::new(&key_path), key_pem.as_bytes(), 0o600, force)
         .map_err(|e| Fail::Error(format!("failed to write private key '{key_path}': {e}")))?;
     write_file(Path::new(&cert_path), cert_pem.as_bytes(), 0o644, force)

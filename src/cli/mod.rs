@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `server.rs` | `kes server` |
 //! | `client.rs` | endpoints, credentials, trust, failover, the HTTP/1.1-over-TLS client |
+//! | `password.rs` | the terminal prompt for the password of an encrypted private key |
 //! | `ls.rs` | `kes ls` (and the deprecated `key ls`, `policy ls`, `identity ls`) |
 //! | `key.rs` | `kes key` create, import, info, ls, rm, encrypt, decrypt, dek |
 //! | `policy.rs` | `kes policy` info, show, ls |
@@ -24,6 +25,7 @@ pub mod key;
 pub mod log;
 pub mod ls;
 pub mod metric;
+pub mod password;
 pub mod policy;
 pub mod server;
 pub mod status;
@@ -337,7 +339,7 @@ impl Style {
 /// Resolves the connection settings (`kes-config-cli.md` §4.1) and builds the client.
 pub fn connect(flags: &client::ConnFlags) -> Result<client::Client, Fail> {
     let settings = client::Settings::resolve(flags, &client::process_env)?;
-    client::Client::new(settings, &client::process_env)
+    client::Client::new(settings, &client::process_env, &password::for_client_key)
 }
 
 /// JSON as Go's encoder writes it (HTML-safe escapes, trailing newline); indented with two

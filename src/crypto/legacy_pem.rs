@@ -81,11 +81,27 @@ pub fn is_pkcs8_encrypted(pem: &[u8]) -> bool {
     find_key_block(as_text(pem)).is_some_and(|b| b.label == "ENCRYPTED PRIVATE KEY")
 }
 
-/// Decrypts the first private key block of `pem` with `password`: its PEM label (such as
-/// `EC PRIVATE KEY`) and its DER. A wrong password is [`PemError::IncorrectPassword`], also
-/// in the ~1/256 case where it happens to give a valid padding: the DER must then still be
-/// a well-formed key of the label's type.
-pub fn decrypt(pem: &[u8], password: &[u8]) -> Result<(String, Zeroizing<Vec<u8>>), PemError> {
+/// A legacy encrypted key block, checked for everything but the password: its cipher is
+/// supported and its IV and ciphertext are well-formed. Lets a caller refuse a key it
+/// cannot decrypt before asking anyone for a password.
+pub struct EncryptedKey {
+    label: String,
+    cipher: Cipher,
+    iv: [u8; BLOCK],
+    ciphertext: Vec<u8>,
+}
+
+impl fmt::Debug for EncryptedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncryptedKey")
+            .field("label", &self.label)
+            .field("cipher", &self.cipher)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses the first private key block of `pem` as a legacy encrypted key.
+pub fn parse(pem: &[u8]) -> Result<EncryptedKey, PemError> {
     let block = find_key_block(as_text(pem))
         .ok_or(PemError::Malformed("no PEM-encoded private key found"))?;
     if block.label == "ENCRYPTED PRIVATE KEY" {
@@ -109,26 +125,47 @@ pub fn decrypt(pem: &[u8], password: &[u8]) -> Result<(String, Zeroizing<Vec<u8>
     if ciphertext.is_empty() || !ciphertext.len().is_multiple_of(BLOCK) {
         return Err(PemError::Malformed("encrypted PEM data is not a multiple of the block size"));
     }
+    Ok(EncryptedKey { label: block.label.to_string(), cipher, iv, ciphertext })
+}
 
-    let aes = Aes::new(cipher, password, &iv);
-    let mut data = Zeroizing::new(ciphertext);
-    cbc_decrypt(&aes, &iv, &mut data)?;
-    drop(aes);
+impl EncryptedKey {
+    /// The PEM label, such as `EC PRIVATE KEY`: the type of the key inside.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
 
-    // RFC 1423: 1..=16 bytes, each equal to the count. Anything else: a wrong password.
-    let last = usize::from(*data.last().ok_or(PemError::IncorrectPassword)?);
-    if last == 0 || last > BLOCK || last > data.len() {
-        return Err(PemError::IncorrectPassword);
+    /// The DER of the key. A wrong password is [`PemError::IncorrectPassword`], also in the
+    /// ~1/256 case where it happens to give a valid padding: the DER must then still be one
+    /// well-formed key of the label's type.
+    pub fn decrypt(&self, password: &[u8]) -> Result<Zeroizing<Vec<u8>>, PemError> {
+        let aes = Aes::new(self.cipher, password, &self.iv);
+        let mut data = Zeroizing::new(self.ciphertext.clone());
+        cbc_decrypt(&aes, &self.iv, &mut data)?;
+        drop(aes);
+
+        // RFC 1423: 1..=16 bytes, each equal to the count. Anything else: a wrong password.
+        let last = usize::from(*data.last().ok_or(PemError::IncorrectPassword)?);
+        if last == 0 || last > BLOCK || last > data.len() {
+            return Err(PemError::IncorrectPassword);
+        }
+        if data[data.len() - last..].iter().any(|&b| usize::from(b) != last) {
+            return Err(PemError::IncorrectPassword);
+        }
+        let len = data.len() - last;
+        data.truncate(len);
+        if !der_matches_label(&self.label, &data) {
+            return Err(PemError::IncorrectPassword);
+        }
+        Ok(data)
     }
-    if data[data.len() - last..].iter().any(|&b| usize::from(b) != last) {
-        return Err(PemError::IncorrectPassword);
-    }
-    let len = data.len() - last;
-    data.truncate(len);
-    if !der_matches_label(block.label, &data) {
-        return Err(PemError::IncorrectPassword);
-    }
-    Ok((block.label.to_string(), data))
+}
+
+/// Decrypts the first private key block of `pem` with `password`: its PEM label (such as
+/// `EC PRIVATE KEY`) and its DER ([`parse`], then [`EncryptedKey::decrypt`]).
+pub fn decrypt(pem: &[u8], password: &[u8]) -> Result<(String, Zeroizing<Vec<u8>>), PemError> {
+    let key = parse(pem)?;
+    let der = key.decrypt(password)?;
+    Ok((key.label, der))
 }
 
 /// Encrypts `der` as a legacy PEM block labelled `label` with AES-256-CBC, a fresh random IV

@@ -164,10 +164,6 @@ fn identity_new_flag_errors() {
         a.extend_from_slice(args);
         kes(&a).dir(dir.path()).run()
     };
-    new(&["--encrypt", "x"]).fails_with(
-        "--encrypt is not supported: this kes cannot write encrypted private keys. The key file is \
-         written with mode 0600; protect it with file permissions instead",
-    );
     new(&["--ip", "not-an-ip", "x"]).fails_with("invalid --ip \"not-an-ip\": not an IP address");
     new(&["--dns", "bad name", "x"]).fails_with("invalid --dns \"bad name\": not a DNS name");
     new(&["--expiry", "30d", "x"])
