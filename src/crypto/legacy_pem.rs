@@ -195,7 +195,11 @@ fn encrypt_with_iv(
     let mut pem = Zeroizing::new(String::with_capacity(b64.len() + b64.len() / LINE + 200));
     pem.push_str(&format!("-----BEGIN {label}-----\n"));
     pem.push_str("Proc-Type: 4,ENCRYPTED\n");
-    pem.push_str(&format!("DEK-Info: AES-256-CBC,{}\n\n", crate::auth::hex(iv)));
+    pem.push_str("DEK-Info: AES-256-CBC,");
+    for b in iv {
+        pem.push_str(&format!("{b:02x}"));
+    }
+    pem.push_str("\n\n");
     for line in b64.as_bytes().chunks(LINE) {
         // base64 output is ASCII.
         pem.push_str(std::str::from_utf8(line).unwrap_or_default());
@@ -556,7 +560,7 @@ mod tests {
     use std::process::Command;
 
     fn hex(b: &[u8]) -> String {
-        crate::auth::hex(b)
+        b.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     fn md5(data: &[u8]) -> String {
