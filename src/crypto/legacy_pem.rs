@@ -8,8 +8,10 @@
 //! The key is OpenSSL's `EVP_BytesToKey` with MD5, one iteration and the first 8 bytes of
 //! the IV as salt: `D1 = MD5(password ‖ salt)`, `Di = MD5(Di-1 ‖ password ‖ salt)`, key =
 //! the first 16/24/32 bytes of `D1 ‖ D2 ‖ …`. The cipher is AES in CBC mode. The format is
-//! weak by today's standards (one MD5 round is no password hash): an encrypted key file is
-//! still only as safe as its password and its file permissions.
+//! weak by today's standards (one MD5 round is no password hash, and CBC without a MAC does
+//! not detect tampering: a modified file decrypts to an error or to another key, which the
+//! key-certificate match then refuses): an encrypted key file is still only as safe as its
+//! password and its file permissions.
 //!
 //! What is written by hand and why: MD5 (RFC 1321) because neither ring nor the rest of the
 //! tree has it, and it is used *only* as this key-derivation function, never for anything
@@ -999,5 +1001,40 @@ mod tests {
         assert!(single_sequence(&long));
         assert!(!single_sequence(&[0x30, 0x80]), "indefinite length");
         assert_eq!(PemError::IncorrectPassword.to_string(), "incorrect password");
+    }
+
+    proptest::proptest! {
+        /// Garbage, and garbage inside a well-formed encrypted block, never panics.
+        #[test]
+        fn garbage_never_panics(
+            data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            blocks in 0usize..5,
+        ) {
+            let _ = is_encrypted(&data);
+            let _ = is_pkcs8_encrypted(&data);
+            let _ = decrypt(&data, b"pw");
+            let n = (blocks * 16).min(data.len() / 16 * 16);
+            let body = STANDARD.encode(&data[..n]);
+            let pem = format!(
+                "-----BEGIN EC PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,000102030405060708090a0b0c0d0e0f\n\n{body}\n-----END EC PRIVATE KEY-----\n"
+            );
+            proptest::prop_assert!(is_encrypted(pem.as_bytes()));
+            let _ = decrypt(pem.as_bytes(), &data);
+        }
+
+        /// The format has no integrity check (CBC, no MAC): a flipped ciphertext bit is an
+        /// error or, when the garbled DER still parses, a *different* key, which then fails
+        /// the key-certificate match where keys are loaded. Never the original, never a panic.
+        #[test]
+        fn tampered_ciphertexts_never_give_the_original_key(byte in 0usize..128, bit in 0u8..8) {
+            let der = unhex(FIXED_EC_KEY).unwrap();
+            let pem = encrypt_with_iv("EC PRIVATE KEY", &der, b"pw", &[3; 16]);
+            let mut key = parse(pem.as_bytes()).unwrap();
+            let i = byte % key.ciphertext.len();
+            key.ciphertext[i] ^= 1 << bit;
+            if let Ok(got) = key.decrypt(b"pw") {
+                proptest::prop_assert_ne!(got.as_slice(), der.as_slice());
+            }
+        }
     }
 }
