@@ -35,6 +35,8 @@ struct Terminal {
     screen: Arc<Mutex<Vec<u8>>>,
     /// How much of the screen `expect` has consumed.
     seen: usize,
+    /// Copies the terminal's output until `script` exits.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Terminal {
@@ -44,8 +46,13 @@ impl Terminal {
             .map(shell_quote)
             .collect::<Vec<_>>()
             .join(" ");
+        Terminal::shell(dir, env, &line)
+    }
+
+    /// A shell command line on the terminal.
+    fn shell(dir: &Path, env: &[(&str, &str)], line: &str) -> Terminal {
         let mut child = Command::new("script")
-            .args(["-qfec", &line, "/dev/null"])
+            .args(["-qfec", line, "/dev/null"])
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()))
             .envs(env.iter().copied())
@@ -58,7 +65,7 @@ impl Terminal {
         let mut out = child.stdout.take().unwrap();
         let screen = Arc::new(Mutex::new(Vec::new()));
         let sink = screen.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = out.read(&mut buf) {
                 if n == 0 {
@@ -67,7 +74,7 @@ impl Terminal {
                 sink.lock().unwrap().extend_from_slice(&buf[..n]);
             }
         });
-        Terminal { keyboard: child.stdin.take(), child, screen, seen: 0 }
+        Terminal { keyboard: child.stdin.take(), child, screen, seen: 0, reader: Some(reader) }
     }
 
     /// What the terminal showed, with `\r\n` as `\n` and without colour codes.
@@ -128,8 +135,10 @@ impl Terminal {
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        // Let the reader drain the last output.
-        std::thread::sleep(Duration::from_millis(100));
+        // The reader ends once script has exited and its output is drained.
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
         (status.code().unwrap_or(-1), self.screen())
     }
 }
@@ -352,6 +361,16 @@ fn client_commands_ask_for_the_password_of_an_encrypted_key() {
     let (code, screen) = t.finish();
     assert_eq!(code, 0, "{screen}");
     assert!(screen.contains("my-key"), "{screen}");
+
+    // With stderr redirected, the prompt still reaches the person at the terminal.
+    let line = format!("{} ls 2>err.txt", shell_quote(KES));
+    let mut t = Terminal::shell(s.dir.path(), &s.env(&url, "admin"), &line);
+    t.expect(PROMPT);
+    t.type_line(PASSWORD);
+    let (code, screen) = t.finish();
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("my-key"), "{screen}");
+    assert_eq!(std::fs::read_to_string(s.dir.join("err.txt")).unwrap(), "");
 
     let (code, screen) = s.run("app", "wrong", &["ls"]);
     assert_eq!(code, 1, "{screen}");

@@ -1,5 +1,6 @@
 //! Asking a person for the password of an encrypted private key (`kes-config-cli.md` §4.1,
-//! §4.3): the prompt goes to stderr, as upstream's, and the answer is read from the
+//! §4.3): the prompt goes to stderr, as upstream's (to the terminal when stderr is
+//! redirected), and the answer is read from the
 //! controlling terminal (`/dev/tty`) with echo turned off, so that it works when stdin and
 //! stdout are pipes and never reads a password from a pipe or a file. Without a
 //! controlling terminal (cron, systemd, CI) the command fails and says so instead of
@@ -12,7 +13,7 @@
 use super::Fail;
 use nix::sys::termios::{self, InputFlags, LocalFlags, SetArg, Termios};
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::path::Path;
 use zeroize::Zeroizing;
 
@@ -61,14 +62,18 @@ pub fn ask(prompt: &str) -> Result<Zeroizing<Vec<u8>>, AskError> {
         .map_err(|e| AskError::Read(format!("cannot turn off echo: {}", e.desc())))?;
     let guard = EchoOff { tty: &tty, saved };
 
-    let mut err = std::io::stderr().lock();
-    let _ = err.write_all(prompt.as_bytes());
-    let _ = err.flush();
+    // Upstream prompts on stderr; when stderr is redirected the person at the terminal
+    // would see nothing, so the prompt then goes to the terminal itself.
+    let stderr = std::io::stderr();
+    let mut out: Box<dyn Write> =
+        if stderr.is_terminal() { Box::new(stderr.lock()) } else { Box::new(&tty) };
+    let _ = out.write_all(prompt.as_bytes());
+    let _ = out.flush();
     let result = read_line(&tty);
     drop(guard);
     // The Enter key was not echoed.
-    let _ = err.write_all(b"\n");
-    let _ = err.flush();
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
     result
 }
 
