@@ -212,3 +212,22 @@ fn a_rotated_certificate_is_picked_up_without_a_restart() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_ca_only_client_is_told_why_it_has_no_identity() {
+    let srv = TestServer::start("");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let mut ca = rcgen::CertificateParams::default();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&key).unwrap();
+    let (_, _, body) = handshake(
+        &srv,
+        &[&rustls::version::TLS13],
+        vec![],
+        vec![ca.der().clone()],
+        PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+    );
+    // Self-describe only identifies: with no leaf there is no identity.
+    assert!(body.contains("identity does not exist"), "{body}");
+    assert!(srv.error_text().contains("presented only CA certificates"), "{}", srv.error_text());
+}

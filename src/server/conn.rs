@@ -54,6 +54,19 @@ pub fn serve(stream: TcpStream, shared: Arc<Shared>) {
         }
     }
     let cert = client_cert(&tls.conn);
+    if cert == ClientCert::None && tls.conn.peer_certificates().is_some_and(|c| !c.is_empty()) {
+        // Upstream skips CA certificates when looking for the client's leaf, so a client
+        // that presents only a CA:TRUE certificate (openssl req -x509 makes those by
+        // default) is treated as having none. Say so, once per connection.
+        shared.state().obs.log(
+            Level::INFO,
+            &format!(
+                "http: client {} presented only CA certificates (BasicConstraints CA:TRUE), which are not \
+                 client identities; create the client certificate with 'kes identity new' or with CA:FALSE",
+                ip_text(peer_ip)
+            ),
+        );
+    }
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     loop {
         let state = shared.state();
