@@ -30,6 +30,22 @@
 //!    `crypto`, seal or open, and answer with the wire types of `api::wire`.
 //! 6. One audit record, the response is written, and the connection is kept or closed.
 //!
+//! ## Modules
+//!
+//! | module | owns |
+//! |---|---|
+//! | `cli` | argv parsing, every command's output, exit codes; the client HTTP stack |
+//! | `server` | startup order, TLS config and rotation, the accept loop, connections, reload |
+//! | `config` | upstream's YAML, `${VAR}` expansion, validation in upstream's order |
+//! | `api` | the route table, authorization, handlers, the one status mapping |
+//! | `http` | the sans-IO HTTP/1.1 head parser, body framing, response bytes |
+//! | `auth` | identities, API keys, policies, the `Authorized` proof, minimal X.509 facts |
+//! | `crypto` | secret types, stored-key codecs F0–F4, ciphertext formats, AEAD, HChaCha20, legacy PEM |
+//! | `keystore` | the `KeyStore` trait; `mem`, `fs`, `azure`; the single-flight key cache |
+//! | `obs` | audit trail, error log, stream fan-out, Prometheus text, process figures |
+//! | `gojson`, `gotime` | JSON and time/duration text exactly as Go writes and reads them |
+//! | `sys` | mlockall, prctl, rlimits, the seccomp allow-list, sd_notify |
+//!
 //! ## Invariants
 //!
 //! * `http` never sees JSON; `api` never touches a socket or a TLS type.
