@@ -493,7 +493,7 @@ impl KeyCache {
         }
     }
 
-    /// Stops the background thread (waiting at most [`SHUTDOWN_WAIT`]), drops every cached
+    /// Stops the background thread (waiting at most `SHUTDOWN_WAIT`), drops every cached
     /// key, and turns the cache into a pass-through: lookups keep working, each reading the
     /// store. Idempotent; also runs when the last handle is dropped.
     pub fn shutdown(&self) {

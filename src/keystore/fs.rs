@@ -7,7 +7,7 @@
 //! or a complete one, never a truncated file.
 //!
 //! Owns: the mapping from names to paths and every filesystem call on the key directory.
-//! Must not: touch a path built from a name that failed [`safe_file_name`], follow a
+//! Must not: touch a path built from a name that failed `safe_file_name`, follow a
 //! symlink for a key file, or parse the values it keeps.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -34,7 +34,7 @@ const DIR_MODE: u32 = 0o755;
 /// Mode of key files: readable by the server's user only, they hold key material.
 const FILE_MODE: u32 = 0o600;
 
-/// Start of temporary file names. The leading `.` makes them fail [`safe_file_name`], so
+/// Start of temporary file names. The leading `.` makes them fail `safe_file_name`, so
 /// they are never listed, read or deleted as keys.
 const TEMP_PREFIX: &str = ".tmp-";
 
