@@ -6,7 +6,7 @@
 //! A minimal DER walker: definite lengths only, every length checked against the input.
 
 /// One DER TLV: tag byte, contents, and the rest of the input after it.
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+pub(crate) fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = input.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first < 0x80 {

@@ -1,5 +1,6 @@
 //! Where access tokens come from and how they are kept: Entra ID client credentials
-//! (secret or federated workload-identity assertion), managed identity through IMDS or the
+//! (secret, certificate-signed assertion or federated workload-identity assertion), managed
+//! identity through IMDS or the
 //! App Service endpoint, and a cache that refreshes ahead of expiry with exactly one
 //! refresh in flight.
 //!
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use ureq::http::Method;
 use zeroize::Zeroizing;
 
+use super::certificate::ClientCertificate;
 use super::client::{Http, Request, form_body, jitter, pct_encode};
 use super::error::describe_token_error;
 
@@ -81,6 +83,14 @@ pub enum Source {
     /// Entra ID client credentials with a secret (`credentials` in the config, or the
     /// `AZURE_TENANT_ID`/`AZURE_CLIENT_ID`/`AZURE_CLIENT_SECRET` environment).
     ClientSecret { authority: String, tenant: String, client_id: String, secret: Zeroizing<String> },
+    /// Entra ID client credentials with a certificate (`AZURE_CLIENT_CERTIFICATE_PATH`): a
+    /// JWT assertion signed with its key, made anew for every token request.
+    ClientCertificate {
+        authority: String,
+        tenant: String,
+        client_id: String,
+        cert: Arc<ClientCertificate>,
+    },
     /// Workload identity: the federated token file is the client assertion (§10.3).
     Workload { authority: String, tenant: String, client_id: String, token_file: PathBuf },
     /// Managed identity through IMDS; `client_id` selects a user-assigned identity.
@@ -102,6 +112,12 @@ impl Source {
             Source::ClientSecret { tenant, client_id, .. } => {
                 format!("client secret (tenant {tenant}, client {client_id})")
             }
+            Source::ClientCertificate { tenant, client_id, cert, .. } => format!(
+                "client certificate (env) {} (tenant {tenant}, client {client_id}, {} key, thumbprint {})",
+                cert.path().display(),
+                cert.kind().alg(),
+                cert.thumbprint()
+            ),
             Source::Workload { tenant, client_id, token_file, .. } => format!(
                 "workload identity (tenant {tenant}, client {client_id}, token file {})",
                 token_file.display()
@@ -120,7 +136,9 @@ impl Source {
     /// The tenant the credential authenticates in, when it has one.
     pub fn tenant(&self) -> Option<&str> {
         match self {
-            Source::ClientSecret { tenant, .. } | Source::Workload { tenant, .. } => Some(tenant),
+            Source::ClientSecret { tenant, .. }
+            | Source::ClientCertificate { tenant, .. }
+            | Source::Workload { tenant, .. } => Some(tenant),
             _ => None,
         }
     }
@@ -134,6 +152,25 @@ impl Source {
                     ("client_id", client_id),
                     ("scope", &scope),
                     ("client_secret", secret),
+                    ("grant_type", "client_credentials"),
+                ]);
+                entra_token(http, authority, tenant, &body, deadline)
+            }
+            Source::ClientCertificate { authority, tenant, client_id, cert } => {
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                    .unwrap_or(0);
+                let assertion = cert.assertion(client_id, &token_url(authority, tenant), now)?;
+                let scope = scope_for_resource(resource);
+                let body = form_body(&[
+                    ("client_id", client_id),
+                    ("scope", &scope),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", &assertion),
                     ("grant_type", "client_credentials"),
                 ]);
                 entra_token(http, authority, tenant, &body, deadline)
@@ -209,12 +246,16 @@ fn entra_token(
     body: &[u8],
     deadline: Instant,
 ) -> Result<Fetched, String> {
-    let url =
-        format!("{}/{}/oauth2/v2.0/token", authority.trim_end_matches('/'), pct_encode(tenant));
+    let url = token_url(authority, tenant);
     let mut req = Request::new(Method::POST, &url);
     req.body = Some(("application/x-www-form-urlencoded", body));
     let r = http.send(&req, deadline).map_err(|e| format!("Entra ID token request: {e}"))?;
     parse_token_response(r.status, &r.body).map_err(|e| format!("Entra ID token request: {e}"))
+}
+
+/// The v2 token endpoint of `tenant`; also the `aud` of a certificate assertion.
+pub fn token_url(authority: &str, tenant: &str) -> String {
+    format!("{}/{}/oauth2/v2.0/token", authority.trim_end_matches('/'), pct_encode(tenant))
 }
 
 fn read_assertion(path: &PathBuf) -> Result<Zeroizing<String>, String> {

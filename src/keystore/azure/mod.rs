@@ -22,6 +22,7 @@
 //! Must not: rewrite or rename stored values or names; put a token, client secret or stored
 //! value into an error or log line; sleep past the deadline a caller passes in.
 
+pub mod certificate;
 pub mod client;
 pub mod credentials;
 pub mod error;
@@ -36,6 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 use ureq::http::Method;
 use zeroize::Zeroizing;
 
+use self::certificate::ClientCertificate;
 use self::client::{
     Http, HttpSettings, ProxySettings, Request, Response, RetryPolicy, TransportError, Url, jitter,
     pct_encode,
@@ -114,6 +116,14 @@ pub struct AzureOptions {
     pub env_tenant_id: Option<String>,
     pub env_client_id: Option<String>,
     pub env_client_secret: Option<Zeroizing<String>>,
+    /// `AZURE_CLIENT_CERTIFICATE_PATH`: a PEM file with the certificate and its private key,
+    /// used by the default chain when no client secret is set. PKCS#12/PFX is not read.
+    pub env_client_certificate_path: Option<PathBuf>,
+    /// `AZURE_CLIENT_CERTIFICATE_PASSWORD`: decrypts a legacy encrypted PEM key.
+    pub env_client_certificate_password: Option<Zeroizing<String>>,
+    /// `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN` (`1` or `true`): put the chain into the
+    /// assertion's `x5c` header (subject name + issuer authentication).
+    pub env_client_send_certificate_chain: bool,
     /// Send tokens even when the 401 challenge names a resource whose domain does not
     /// cover the vault's host name (the Azure SDKs' `verify_challenge_resource=False`).
     /// Endpoints given as an IP address or `localhost` are never checked: they have no
@@ -137,6 +147,8 @@ impl fmt::Debug for AzureOptions {
             .field("federated_token_file", &self.federated_token_file)
             .field("env_tenant_id", &self.env_tenant_id)
             .field("env_client_id", &self.env_client_id)
+            .field("env_client_certificate_path", &self.env_client_certificate_path)
+            .field("env_client_send_certificate_chain", &self.env_client_send_certificate_chain)
             .finish_non_exhaustive()
     }
 }
@@ -173,6 +185,9 @@ impl AzureOptions {
             env_tenant_id: None,
             env_client_id: None,
             env_client_secret: None,
+            env_client_certificate_path: None,
+            env_client_certificate_password: None,
+            env_client_send_certificate_chain: false,
             danger_skip_challenge_resource_check: false,
         }
     }
@@ -181,7 +196,8 @@ impl AzureOptions {
     /// `SSL_CERT_DIR`, `HTTPS_PROXY`/`https_proxy`, `NO_PROXY`/`no_proxy`,
     /// `AZURE_AUTHORITY_HOST`, `AZURE_POD_IDENTITY_AUTHORITY_HOST`, `IDENTITY_ENDPOINT`,
     /// `IDENTITY_HEADER`, `AZURE_FEDERATED_TOKEN_FILE`, `AZURE_TENANT_ID`,
-    /// `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`.
+    /// `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`, `AZURE_CLIENT_CERTIFICATE_PATH`,
+    /// `AZURE_CLIENT_CERTIFICATE_PASSWORD`, `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN`.
     pub fn from_env() -> AzureOptions {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
@@ -209,6 +225,12 @@ impl AzureOptions {
         o.env_tenant_id = var("AZURE_TENANT_ID");
         o.env_client_id = var("AZURE_CLIENT_ID");
         o.env_client_secret = var("AZURE_CLIENT_SECRET").map(Zeroizing::new);
+        o.env_client_certificate_path = var("AZURE_CLIENT_CERTIFICATE_PATH").map(PathBuf::from);
+        // The password is taken as is (a password may start or end with a space).
+        o.env_client_certificate_password =
+            get("AZURE_CLIENT_CERTIFICATE_PASSWORD").filter(|p| !p.is_empty()).map(Zeroizing::new);
+        o.env_client_send_certificate_chain = var("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN")
+            .is_some_and(|v| v.trim() == "1" || v.trim().eq_ignore_ascii_case("true"));
         o
     }
 }
@@ -227,9 +249,11 @@ fn strip_userinfo(url: &str) -> String {
 
 /// Picks the token source the config and environment call for (`kes-azure-keystore.md` §1):
 /// client secret; managed identity (App Service endpoint when its variables are set, else
-/// IMDS); or the default chain — environment client secret, then workload identity, then
-/// managed identity. The choice is made once, here, so a deployment always uses the same
-/// credential and says which in its banner.
+/// IMDS); or the default chain — environment client secret, then environment client
+/// certificate, then workload identity, then managed identity. The choice is made once,
+/// here, so a deployment always uses the same credential and says which in its banner. A
+/// certificate is read and checked here: a broken one fails start-up instead of silently
+/// falling through to the next credential.
 pub fn select_source(
     creds: &AzureCredentials,
     o: &AzureOptions,
@@ -275,6 +299,22 @@ pub fn select_source(
                     tenant: tenant.clone(),
                     client_id: client_id.clone(),
                     secret,
+                });
+            }
+            if let (Some(path), Some(tenant), Some(client_id)) =
+                (&o.env_client_certificate_path, &tenant, &client)
+            {
+                let cert = ClientCertificate::load(
+                    path,
+                    o.env_client_certificate_password.as_deref().map(|p| p.as_str()),
+                    o.env_client_send_certificate_chain,
+                )
+                .map_err(|e| format!("azure: AZURE_CLIENT_CERTIFICATE_PATH: {e}"))?;
+                return Ok(Source::ClientCertificate {
+                    authority: authority.to_string(),
+                    tenant: tenant.clone(),
+                    client_id: client_id.clone(),
+                    cert: std::sync::Arc::new(cert),
                 });
             }
             if let (Some(file), Some(tenant), Some(client_id)) =
@@ -959,6 +999,31 @@ mod tests {
         };
         assert!(select_source(&bad, &o, "https://a").is_err());
         assert!(!format!("{o2:?}").contains("sec\""), "{o2:?}");
+        assert!(o.env_client_certificate_path.is_none() && !o.env_client_send_certificate_chain);
+
+        let cert_env = |k: &str| {
+            Some(
+                match k {
+                    "AZURE_CLIENT_CERTIFICATE_PATH" => "/etc/kes/azure.pem",
+                    "AZURE_CLIENT_CERTIFICATE_PASSWORD" => " pw ",
+                    "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN" => "True",
+                    _ => return None,
+                }
+                .to_string(),
+            )
+        };
+        let o = AzureOptions::from_lookup(cert_env);
+        assert_eq!(o.env_client_certificate_path, Some(PathBuf::from("/etc/kes/azure.pem")));
+        assert_eq!(o.env_client_certificate_password.as_deref().map(|s| s.as_str()), Some(" pw "));
+        assert!(o.env_client_send_certificate_chain);
+        assert!(!format!("{o:?}").contains(" pw "), "{o:?}");
+        // Without tenant and client id the certificate is not a complete credential.
+        let s = select_source(&AzureCredentials::Default, &o, "https://a").unwrap();
+        assert!(matches!(s, Source::Imds { .. }));
+        let o = AzureOptions::from_lookup(|k| {
+            (k == "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN").then(|| "yes".to_string())
+        });
+        assert!(!o.env_client_send_certificate_chain, "only 1 or true");
     }
 
     #[test]
