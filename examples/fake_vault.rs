@@ -8,7 +8,8 @@
 //!
 //! Settings from the environment: `FAKE_VAULT_PORT`, `FAKE_VAULT_HTTP_PORT`,
 //! `FAKE_VAULT_LATENCY_MS`, `FAKE_VAULT_TOKEN_LIFETIME_SECS`, `FAKE_VAULT_DELETE_DELAY_MS`,
-//! `FAKE_VAULT_RECOVER_DELAY_MS`. Faults at run time: `POST <VAULT_URL>/_fake/fault`
+//! `FAKE_VAULT_RECOVER_DELAY_MS`, `FAKE_VAULT_CLIENT_CERT` (a PEM file whose certificates
+//! are registered on the app for the client-certificate credential). Faults at run time: `POST <VAULT_URL>/_fake/fault`
 //! (see the `control` function in `tests/support/fake_vault.rs`).
 
 #[path = "../tests/support/fake_vault.rs"]
@@ -40,6 +41,16 @@ fn main() {
     }
     if let Some(ms) = env_u64("FAKE_VAULT_RECOVER_DELAY_MS") {
         cfg.recover_delay = Duration::from_millis(ms);
+    }
+    if let Some(path) = std::env::var_os("FAKE_VAULT_CLIENT_CERT") {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let certs: Vec<_> = CertificateDer::pem_file_iter(&path)
+            .expect("FAKE_VAULT_CLIENT_CERT")
+            .map(|c| c.expect("FAKE_VAULT_CLIENT_CERT: certificate").to_vec())
+            .collect();
+        assert!(!certs.is_empty(), "FAKE_VAULT_CLIENT_CERT: no certificate");
+        cfg.client_certificates.extend(certs);
     }
     let vault = fake_vault::FakeVault::start_with(cfg.clone());
     let lines = [

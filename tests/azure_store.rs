@@ -1,6 +1,6 @@
 //! `AzureStore` against the in-process fake Key Vault: upstream's semantics
 //! (`kes-azure-keystore.md` §3), every injected fault on every operation, bounded retries,
-//! token flows (client secret, workload identity, IMDS, App Service), the challenge, the
+//! token flows (client secret, client certificate, workload identity, IMDS, App Service), the challenge, the
 //! proxy, and the cost of a cold key.
 
 #[path = "support/fake_vault.rs"]
@@ -17,6 +17,7 @@ use fake_vault::{FakeVault, Fault, Op};
 use kes::config::{AzureConfig, AzureCredentials};
 use kes::keystore::azure::{AzureOptions, AzureStore};
 use kes::keystore::{KeyStore, StoreError};
+use rustls_pki_types::pem::PemObject;
 use zeroize::Zeroizing;
 
 /// Options pointing at the fake, with short backoffs so fault tests run quickly.
@@ -693,6 +694,344 @@ fn workload_identity_uses_the_federated_token_file() {
     let e = failed(AzureStore::new(&cfg, o).unwrap().get("wi", soon()));
     std::fs::remove_file(&wrong).unwrap();
     assert!(e.contains("AADSTS70021"), "{e}");
+}
+
+/// A temp directory removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let d = std::env::temp_dir().join(format!(
+            "kes-azcert-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+
+    fn path(&self, f: &str) -> std::path::PathBuf {
+        self.0.join(f)
+    }
+
+    fn read(&self, f: &str) -> String {
+        std::fs::read_to_string(self.path(f)).unwrap()
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&self.0)
+            .output()
+            .expect("the openssl CLI");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An RSA-2048 self-signed certificate and key from the openssl CLI (rcgen cannot make RSA
+/// keys with ring): `cert.pem` (PEM certificate), `key.pem` (PKCS#8), `both.pem` (the
+/// credential file) and the certificate's DER.
+fn openssl_rsa(d: &TempDir) -> Vec<u8> {
+    d.openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "cert.pem",
+        "-subj",
+        "/CN=kes-azure-client",
+        "-days",
+        "2",
+    ]);
+    d.openssl(&["x509", "-in", "cert.pem", "-outform", "DER", "-out", "cert.der"]);
+    std::fs::write(d.path("both.pem"), d.read("cert.pem") + &d.read("key.pem")).unwrap();
+    std::fs::read(d.path("cert.der")).unwrap()
+}
+
+/// An EC P-256 self-signed certificate and PKCS#8 key from rcgen, written to `both.pem`.
+fn rcgen_p256(d: &TempDir) -> Vec<u8> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["kes-azure-client".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(d.path("both.pem"), cert.pem() + &key.serialize_pem()).unwrap();
+    cert.der().to_vec()
+}
+
+/// Options for the default chain with the fake's tenant and client and a certificate file.
+fn cert_opts(v: &FakeVault, path: &std::path::Path) -> AzureOptions {
+    let mut o = opts(v);
+    o.env_tenant_id = Some(v.tenant_id());
+    o.env_client_id = Some(v.client_id());
+    o.env_client_certificate_path = Some(path.to_path_buf());
+    o
+}
+
+fn default_cfg(v: &FakeVault) -> AzureConfig {
+    AzureConfig { endpoint: v.url(), credentials: AzureCredentials::Default }
+}
+
+#[test]
+fn rsa_and_p256_client_certificates_get_tokens_through_the_fake() {
+    for (name, make, alg) in [
+        ("rsa", openssl_rsa as fn(&TempDir) -> Vec<u8>, "PS256"),
+        ("p256", rcgen_p256 as fn(&TempDir) -> Vec<u8>, "ES256"),
+    ] {
+        let v = FakeVault::start();
+        let d = TempDir::new(name);
+        let der = make(&d);
+        v.register_client_certificate(&der);
+        let s = AzureStore::new(&default_cfg(&v), cert_opts(&v, &d.path("both.pem"))).unwrap();
+        let c = s.credential();
+        assert!(c.starts_with("client certificate (env)"), "{c}");
+        assert!(c.contains(&format!("{alg} key")) && c.contains(&v.client_id()), "{c}");
+        s.create("cert-key", b"v1", soon()).unwrap();
+        assert_eq!(get_str(&s, "cert-key").unwrap(), "v1", "{name}");
+        assert_eq!(v.count(Op::Token), 1, "{name}: one token, reused");
+        assert_eq!(v.values("cert-key"), vec!["v1"]);
+
+        // With the chain in x5c, too.
+        let mut o = cert_opts(&v, &d.path("both.pem"));
+        o.env_client_send_certificate_chain = true;
+        let s = AzureStore::new(&default_cfg(&v), o).unwrap();
+        assert_eq!(get_str(&s, "cert-key").unwrap(), "v1", "{name}");
+    }
+}
+
+#[test]
+fn an_unregistered_certificate_is_refused_without_leaking_the_key() {
+    let v = FakeVault::start();
+    let d = TempDir::new("unreg");
+    openssl_rsa(&d);
+    let other = TempDir::new("unreg-other");
+    v.register_client_certificate(&rcgen_p256(&other));
+    let s = AzureStore::new(&default_cfg(&v), cert_opts(&v, &d.path("both.pem"))).unwrap();
+    let e = failed(s.get("k", soon()));
+    assert!(e.contains("HTTP 401: invalid_client: AADSTS700027"), "{e}");
+    assert!(e.contains("The key was not found"), "{e}");
+    // No line of the key file, no assertion (a JWT starts with base64url '{"': eyJ).
+    let key = d.read("key.pem");
+    for line in key.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!e.contains(line), "{e}");
+    }
+    assert!(!e.contains("eyJ"), "{e}");
+    assert!(!format!("{s:?}").contains("PRIVATE"));
+}
+
+#[test]
+fn a_certificate_signed_by_another_key_is_refused() {
+    // The registered certificate's thumbprint, but a signature by a different key: the
+    // fake must verify the signature, not only look the thumbprint up.
+    let v = FakeVault::start();
+    let d = TempDir::new("forged");
+    let der = rcgen_p256(&d);
+    v.register_client_certificate(&der);
+    let good = std::fs::read_to_string(d.path("both.pem")).unwrap();
+    let cert_pem = good.split("-----BEGIN PRIVATE KEY").next().unwrap();
+    let other = TempDir::new("forged-other");
+    rcgen_p256(&other);
+    let other_pem = other.read("both.pem");
+    let other_key = &other_pem[other_pem.find("-----BEGIN PRIVATE KEY").unwrap()..];
+    // Our loader refuses a key that does not match the certificate, so forge at the JWT
+    // level: take an assertion of the other certificate and swap in our thumbprint.
+    let sha = ring::digest::digest(&ring::digest::SHA256, &der);
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let e = AzureStore::new(&default_cfg(&v), {
+        std::fs::write(d.path("mixed.pem"), format!("{cert_pem}{other_key}")).unwrap();
+        cert_opts(&v, &d.path("mixed.pem"))
+    })
+    .unwrap_err();
+    assert!(e.contains("does not belong to any certificate"), "{e}");
+    let header = format!(r#"{{"alg":"ES256","typ":"JWT","x5t#S256":"{}"}}"#, b64.encode(sha));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let token_url = format!("{}/{}/oauth2/v2.0/token", v.authority(), v.tenant_id());
+    let claims = format!(
+        r#"{{"aud":"{token_url}","iss":"{c}","sub":"{c}","jti":"x","nbf":{now},"iat":{now},"exp":{}}}"#,
+        now + 600,
+        c = v.client_id()
+    );
+    let input = format!("{}.{}", b64.encode(header), b64.encode(claims));
+    let other_key_pair = rcgen::KeyPair::from_pem(other_key).unwrap();
+    let kp = ring::signature::EcdsaKeyPair::from_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &other_key_pair.serialize_der(),
+        &ring::rand::SystemRandom::new(),
+    )
+    .unwrap();
+    let sig = kp.sign(&ring::rand::SystemRandom::new(), input.as_bytes()).unwrap();
+    let jwt = format!("{input}.{}", b64.encode(sig.as_ref()));
+    let (status, body) = post_token(&v, &jwt);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("AADSTS700027") && body.contains("invalid_client"), "{body}");
+    assert!(body.contains("Signature verification failed"), "{body}");
+}
+
+/// POSTs a client assertion to the fake's token endpoint; (status, body).
+fn post_token(v: &FakeVault, assertion: &str) -> (u16, String) {
+    let url = format!("{}/{}/oauth2/v2.0/token", v.authority(), v.tenant_id());
+    let ca = rustls_pki_types::CertificateDer::from_pem_slice(v.ca_pem().as_bytes()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let body = format!(
+        "client_id={}&scope=https%3A%2F%2Fvault.azure.net%2F.default&grant_type=client_credentials&client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer&client_assertion={assertion}",
+        v.client_id()
+    );
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(tls), name).unwrap();
+    let sock = TcpStream::connect(("127.0.0.1", v.https_port())).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, sock);
+    let path = url.splitn(4, '/').nth(3).unwrap();
+    write!(
+        s,
+        "POST /{path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        v.https_port(),
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, out)
+}
+
+#[test]
+fn the_fake_checks_audience_issuer_and_time_of_assertions() {
+    use kes::keystore::azure::certificate::ClientCertificate;
+    let v = FakeVault::start();
+    let d = TempDir::new("claims");
+    v.register_client_certificate(&rcgen_p256(&d));
+    let c = ClientCertificate::load(&d.path("both.pem"), None, false).unwrap();
+    let aud = format!("{}/{}/oauth2/v2.0/token", v.authority(), v.tenant_id());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+        as i64;
+    let cid = v.client_id();
+    let cases = [
+        (c.assertion(&cid, &aud, now).unwrap(), 200, ""),
+        (
+            c.assertion(&cid, "https://login.microsoftonline.com/t/oauth2/v2.0/token", now)
+                .unwrap(),
+            401,
+            "AADSTS50013",
+        ),
+        (c.assertion("someone-else", &aud, now).unwrap(), 401, "AADSTS700021"),
+        (c.assertion(&cid, &aud, now - 3600).unwrap(), 401, "AADSTS700024"),
+        (c.assertion(&cid, &aud, now + 3600).unwrap(), 401, "AADSTS700024"),
+    ];
+    for (jwt, status, code) in cases {
+        let (got, body) = post_token(&v, &jwt);
+        assert_eq!(got, status, "{body}");
+        assert!(body.contains(code), "{body}");
+    }
+}
+
+#[test]
+fn encrypted_certificate_keys_need_the_right_password() {
+    let v = FakeVault::start();
+    let d = TempDir::new("enc");
+    let der = openssl_rsa(&d);
+    v.register_client_certificate(&der);
+    d.openssl(&[
+        "rsa",
+        "-in",
+        "key.pem",
+        "-aes256",
+        "-traditional",
+        "-passout",
+        "pass:s3cret-pw",
+        "-out",
+        "key.enc.pem",
+    ]);
+    assert!(d.read("key.enc.pem").contains("DEK-Info: AES-256-CBC"));
+    std::fs::write(d.path("enc.pem"), d.read("cert.pem") + &d.read("key.enc.pem")).unwrap();
+    let path = d.path("enc.pem");
+
+    let e = AzureStore::new(&default_cfg(&v), cert_opts(&v, &path)).unwrap_err();
+    assert!(e.contains("encrypted") && e.contains("AZURE_CLIENT_CERTIFICATE_PASSWORD"), "{e}");
+
+    let mut o = cert_opts(&v, &path);
+    o.env_client_certificate_password = Some(Zeroizing::new("wrong-pw-value".into()));
+    let e = AzureStore::new(&default_cfg(&v), o).unwrap_err();
+    assert!(e.contains("incorrect password") && !e.contains("wrong-pw-value"), "{e}");
+
+    let mut o = cert_opts(&v, &path);
+    o.env_client_certificate_password = Some(Zeroizing::new("s3cret-pw".into()));
+    assert!(!format!("{o:?}").contains("s3cret-pw"));
+    let s = AzureStore::new(&default_cfg(&v), o).unwrap();
+    s.create("enc-key", b"v", soon()).unwrap();
+    assert_eq!(get_str(&s, "enc-key").unwrap(), "v");
+}
+
+#[test]
+fn a_pfx_file_gets_the_conversion_command() {
+    let v = FakeVault::start();
+    let d = TempDir::new("pfx");
+    openssl_rsa(&d);
+    d.openssl(&[
+        "pkcs12",
+        "-export",
+        "-in",
+        "cert.pem",
+        "-inkey",
+        "key.pem",
+        "-out",
+        "cert.pfx",
+        "-passout",
+        "pass:pfx-pw",
+    ]);
+    let e = AzureStore::new(&default_cfg(&v), cert_opts(&v, &d.path("cert.pfx"))).unwrap_err();
+    assert!(e.contains("AZURE_CLIENT_CERTIFICATE_PATH"), "{e}");
+    assert!(e.contains("PKCS#12/PFX"), "{e}");
+    assert!(e.contains("openssl pkcs12 -in cert.pfx -nodes -out cert.pem"), "{e}");
+    let e = AzureStore::new(&default_cfg(&v), cert_opts(&v, &d.path("missing.pem"))).unwrap_err();
+    assert!(e.contains("cannot read client certificate"), "{e}");
+}
+
+#[test]
+fn default_chain_takes_the_certificate_only_without_a_client_secret() {
+    let v = FakeVault::start();
+    let d = TempDir::new("chain");
+    v.register_client_certificate(&rcgen_p256(&d));
+    let cfg = default_cfg(&v);
+    // Secret and certificate: the secret wins (it comes first in the chain).
+    let mut o = cert_opts(&v, &d.path("both.pem"));
+    o.env_client_secret = Some(Zeroizing::new(v.client_secret()));
+    o.federated_token_file = Some(v.federated_token_file().to_path_buf());
+    let s = AzureStore::new(&cfg, o.clone()).unwrap();
+    assert!(s.credential().starts_with("client secret"), "{}", s.credential());
+    // Without the secret: the certificate, before workload identity.
+    o.env_client_secret = None;
+    let s = AzureStore::new(&cfg, o.clone()).unwrap();
+    assert!(s.credential().starts_with("client certificate"), "{}", s.credential());
+    s.create("k", b"x", soon()).unwrap();
+    // Without the certificate: workload identity.
+    o.env_client_certificate_path = None;
+    let s = AzureStore::new(&cfg, o.clone()).unwrap();
+    assert!(s.credential().starts_with("workload identity"), "{}", s.credential());
+    // A configured credential ignores the environment.
+    let mut o = cert_opts(&v, &d.path("missing.pem"));
+    o.env_client_secret = None;
+    let s = AzureStore::new(&secret_cfg(&v), o).unwrap();
+    assert!(s.credential().starts_with("client secret"), "{}", s.credential());
 }
 
 #[test]

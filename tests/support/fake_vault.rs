@@ -203,6 +203,9 @@ pub struct Config {
     pub client_secret: String,
     /// The assertion accepted for workload identity (the federated token file's content).
     pub federated_token: String,
+    /// DER of the certificates registered on the app: a client assertion signed by the key
+    /// of one of them (found by its `x5t#S256` header) is accepted.
+    pub client_certificates: Vec<Vec<u8>>,
     /// User-assigned managed identity accepted by IMDS/App Service (`client_id=`).
     pub managed_identity_client_id: String,
     /// Whether requests without `client_id` (system-assigned identity) get tokens.
@@ -233,6 +236,7 @@ impl Default for Config {
             client_id: "0e3c0a2f-6d3c-4f55-9c6b-2f0d6b7c1a11".into(),
             client_secret: "fake-client-secret-value".into(),
             federated_token: "eyJhbGciOiJSUzI1NiJ9.fake-service-account-token.sig".into(),
+            client_certificates: Vec::new(),
             managed_identity_client_id: "5a8b7c1d-0000-4000-8000-00000000a11d".into(),
             system_assigned_identity: true,
             identity_header: "fake-identity-header-secret".into(),
@@ -458,6 +462,11 @@ impl FakeVault {
 
     pub fn client_secret(&self) -> String {
         self.config().client_secret
+    }
+
+    /// Registers a certificate (DER) on the app, as uploading it in the portal does.
+    pub fn register_client_certificate(&self, der: &[u8]) {
+        self.shared.lock().cfg.client_certificates.push(der.to_vec());
     }
 
     /// Injects `fault` for the next `times` requests of `op` (`Op::Any`: any vault
@@ -1188,7 +1197,7 @@ fn fault_response(shared: &Shared, op: Op, f: &Fault) -> Resp {
 fn route(shared: &Shared, req: &Req, op: Op, base: &str) -> (Resp, bool) {
     match op {
         Op::Control => (control(shared, req), false),
-        Op::Token => (token_endpoint(shared, req), false),
+        Op::Token => (token_endpoint(shared, req, base), false),
         Op::Discovery => (discovery(req, base), false),
         Op::Imds => (imds(shared, req), false),
         Op::AppService => (app_service(shared, req), false),
@@ -1721,7 +1730,7 @@ fn json_resp(status: u16, body: String) -> Resp {
 // ---------------------------------------------------------------------------------------
 // Entra ID and managed identity
 
-fn token_endpoint(shared: &Shared, req: &Req) -> Resp {
+fn token_endpoint(shared: &Shared, req: &Req, base: &str) -> Resp {
     let tenant = req.path.trim_start_matches('/').split('/').next().unwrap_or_default().to_string();
     let form = parse_query(&String::from_utf8_lossy(&req.body));
     let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
@@ -1768,6 +1777,14 @@ fn token_endpoint(shared: &Shared, req: &Req) -> Resp {
         }
         (None, Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"), Some(a))
             if a == cfg.federated_token => {}
+        (None, Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer"), Some(a))
+            if certificate_thumbprint(a).is_some() =>
+        {
+            let audience = format!("{base}{}", req.path);
+            if let Err(r) = check_certificate_assertion(&cfg, a, &audience) {
+                return r;
+            }
+        }
         (None, Some(_), Some(_)) => {
             return entra_error(
                 400,
@@ -1812,6 +1829,135 @@ fn token_endpoint(shared: &Shared, req: &Req) -> Resp {
             js(&token)
         ),
     )
+}
+
+/// The decoded header and claims of a compact JWS, and the signed input and signature.
+fn split_jwt(jwt: &str) -> Option<(Value, Value, &str, Vec<u8>)> {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let (input, sig) = jwt.rsplit_once('.')?;
+    let (h, c) = input.split_once('.')?;
+    let header = serde_json::from_slice(&b64.decode(h).ok()?).ok()?;
+    let claims = serde_json::from_slice(&b64.decode(c).ok()?).ok()?;
+    Some((header, claims, input, b64.decode(sig).ok()?))
+}
+
+/// The certificate thumbprint header of an assertion signed with a certificate's key:
+/// `x5t#S256` (SHA-256; MSAL's PS256 path) or `x5t` (SHA-1; RS256, which azure-identity's
+/// `CertificateCredential` produces). A federated token has neither.
+fn certificate_thumbprint(jwt: &str) -> Option<(&'static ring::digest::Algorithm, String)> {
+    let header = split_jwt(jwt)?.0;
+    // MSAL pads the value with '='; Entra ID takes it either way.
+    if let Some(t) = header.get("x5t#S256").and_then(Value::as_str) {
+        return Some((&ring::digest::SHA256, t.trim_end_matches('=').to_string()));
+    }
+    let t = header.get("x5t").and_then(Value::as_str)?;
+    Some((&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, t.trim_end_matches('=').to_string()))
+}
+
+/// Checks a certificate client assertion as Entra ID does: a registered certificate by
+/// thumbprint, a valid signature by its key (PS256, RS256 or ES256), `aud` = the token
+/// endpoint, `iss` = `sub` = client id, and `nbf`..`exp` around now (5 min skew). AADSTS
+/// codes: 700027 (signature / unknown key) and 700024 (time) as documented; 50013 and
+/// 700021 for audience and issuer are this fake's nearest documented matches.
+fn check_certificate_assertion(cfg: &Config, jwt: &str, audience: &str) -> Result<(), Resp> {
+    use ring::signature;
+    let bad_sig = |reason: &str| {
+        entra_error(
+            401,
+            "invalid_client",
+            700027,
+            &format!("Client assertion contains an invalid signature. [Reason - {reason}]"),
+        )
+    };
+    let (Some((header, claims, input, sig)), Some((digest, x5t))) =
+        (split_jwt(jwt), certificate_thumbprint(jwt))
+    else {
+        return Err(bad_sig("The assertion is not a well-formed JWT."));
+    };
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let Some(cert) =
+        cfg.client_certificates.iter().find(|c| b64.encode(ring::digest::digest(digest, c)) == x5t)
+    else {
+        return Err(bad_sig(&format!(
+            "The key was not found., Thumbprint of key used by client: '{x5t}'"
+        )));
+    };
+    let der = rustls_pki_types::CertificateDer::from(cert.as_slice());
+    let spki = webpki::EndEntityCert::try_from(&der)
+        .map(|ee| ee.subject_public_key_info().as_ref().to_vec())
+        .map_err(|_| bad_sig("The registered certificate cannot be parsed."))?;
+    let Some(key) = spki_key_bits(&spki) else {
+        return Err(bad_sig("The registered certificate has no usable key."));
+    };
+    let alg: &dyn signature::VerificationAlgorithm = match header["alg"].as_str() {
+        Some("PS256") => &signature::RSA_PSS_2048_8192_SHA256,
+        Some("RS256") => &signature::RSA_PKCS1_2048_8192_SHA256,
+        Some("ES256") => &signature::ECDSA_P256_SHA256_FIXED,
+        other => return Err(bad_sig(&format!("Unsupported algorithm {other:?}."))),
+    };
+    if signature::UnparsedPublicKey::new(alg, key).verify(input.as_bytes(), &sig).is_err() {
+        return Err(bad_sig("Signature verification failed."));
+    }
+    let aud = claims["aud"].as_str().unwrap_or_default();
+    if !aud.trim_end_matches('/').eq_ignore_ascii_case(audience) {
+        return Err(entra_error(
+            401,
+            "invalid_client",
+            50013,
+            &format!(
+                "Assertion audience claim does not match the required value. The audience in the assertion was '{aud}' and the expected audience is '{audience}'."
+            ),
+        ));
+    }
+    if claims["iss"].as_str() != Some(cfg.client_id.as_str())
+        || claims["sub"].as_str() != Some(cfg.client_id.as_str())
+    {
+        return Err(entra_error(
+            401,
+            "invalid_client",
+            700021,
+            "Client assertion application identifier doesn't match 'client_id' parameter.",
+        ));
+    }
+    // NumericDate may be fractional (MSAL sends float seconds) and `nbf` is optional
+    // (MSAL omits it; `iat` then bounds the start).
+    let now = unix_now() as f64;
+    let skew = 300.0;
+    let num = |k: &str| claims.get(k).and_then(Value::as_f64);
+    let start = num("nbf").or_else(|| num("iat"));
+    if !matches!((start, num("exp")), (Some(n), Some(e)) if n <= now + skew && now < e + skew && e > n)
+    {
+        return Err(entra_error(
+            401,
+            "invalid_client",
+            700024,
+            "Client assertion is not within its valid time range.",
+        ));
+    }
+    Ok(())
+}
+
+/// The subjectPublicKey bits of a DER SubjectPublicKeyInfo (RSAPublicKey or EC point).
+fn spki_key_bits(spki: &[u8]) -> Option<&[u8]> {
+    fn tlv(i: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = i.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        let (len, rest) = if first < 0x80 {
+            (usize::from(first), rest)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || rest.len() < n {
+                return None;
+            }
+            (rest[..n].iter().fold(0usize, |l, b| (l << 8) | usize::from(*b)), &rest[n..])
+        };
+        (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+    }
+    let (_, body, _) = tlv(spki)?;
+    let (_, _, rest) = tlv(body)?;
+    let (tag, bits, _) = tlv(rest)?;
+    let (unused, key) = bits.split_first()?;
+    (tag == 0x03 && *unused == 0).then_some(key)
 }
 
 fn issue(st: &mut State, resource: &str) -> (String, u64) {
