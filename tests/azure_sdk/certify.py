@@ -5,24 +5,40 @@ azure-keyvault-secrets + azure-identity exactly as an application would: client-
 App Service managed-identity credentials, set/get/list (paged)/versions, delete with the
 SDK's poller, deleted-secret reads, the 409 on a soft-deleted name, recover with its poller,
 purge, not-found and bad-credential errors, and the SDK's retries on injected 429/503.
+Certificate credentials: azure-identity's CertificateCredential (MSAL signs RS256 with an
+`x5t` SHA-1 thumbprint, as azure-identity hands it only that) and MSAL given the public
+certificate (PS256 with `x5t#S256`, the path kes uses) authenticate against the fake's
+signature check with a registered certificate and are refused with an unregistered one.
 
 Usage: certify.py PATH_TO_FAKE_VAULT_BINARY. Exits non-zero on the first failure.
 """
 
+import datetime
 import json
 import os
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+import base64
+
+import msal
+import requests
+from azure.core.credentials import AccessToken
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from azure.core.exceptions import (
     ClientAuthenticationError,
     HttpResponseError,
     ResourceNotFoundError,
 )
-from azure.identity import ClientSecretCredential, ManagedIdentityCredential
+from azure.identity import CertificateCredential, ClientSecretCredential, ManagedIdentityCredential
 from azure.keyvault.secrets import SecretClient
 
 CHECKS = []
@@ -36,8 +52,36 @@ def check(name):
     return wrap
 
 
-def start_fake(binary):
+def make_cert_pem(path):
+    """A self-signed RSA-2048 certificate and its unencrypted PKCS#8 key, in one PEM file."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kes-sdk-client")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    with open(path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    return path
+
+
+def start_fake(binary, client_cert):
     env = dict(os.environ)
+    env["FAKE_VAULT_CLIENT_CERT"] = client_cert
     # A real deletion window and recovery delay, so the SDK pollers actually poll.
     env["FAKE_VAULT_DELETE_DELAY_MS"] = "400"
     env["FAKE_VAULT_RECOVER_DELAY_MS"] = "400"
@@ -207,6 +251,110 @@ def t_bad_secret(c):
         expect("AADSTS7000215" in str(e), str(e)[:200])
 
 
+@check("CertificateCredential (RS256, x5t) with a registered certificate, with and without x5c")
+def t_certificate(c):
+    cred = CertificateCredential(
+        c.info["TENANT_ID"],
+        c.info["CLIENT_ID"],
+        c.cert_pem,
+        authority=c.info["AUTHORITY"],
+        disable_instance_discovery=True,
+        connection_verify=c.ca,
+    )
+    expect(c.make_client(cred).get_secret("sdk-one").value == "value-2", "value via certificate")
+    chain = CertificateCredential(
+        c.info["TENANT_ID"],
+        c.info["CLIENT_ID"],
+        c.cert_pem,
+        send_certificate_chain=True,
+        authority=c.info["AUTHORITY"],
+        disable_instance_discovery=True,
+        connection_verify=c.ca,
+    )
+    expect(c.make_client(chain).get_secret("sdk-one").value == "value-2", "value with x5c")
+
+
+class CapturingSession(requests.Session):
+    """MSAL's HTTP client; keeps the client assertions it posts."""
+
+    def __init__(self, ca):
+        super().__init__()
+        self.ca = ca
+        self.assertions = []
+
+    def request(self, method, url, data=None, **kw):
+        if isinstance(data, dict) and "client_assertion" in data:
+            self.assertions.append(data["client_assertion"])
+        kw["verify"] = self.ca
+        return super().request(method, url, data=data, **kw)
+
+
+class MsalCredential:
+    """A TokenCredential over MSAL's confidential client (for SecretClient)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def get_token(self, *scopes, **kw):
+        r = self.app.acquire_token_for_client(list(scopes))
+        if "access_token" not in r:
+            raise ClientAuthenticationError(r.get("error_description", str(r)))
+        return AccessToken(r["access_token"], int(time.time()) + int(r["expires_in"]))
+
+
+def jwt_header(jwt):
+    if isinstance(jwt, bytes):
+        jwt = jwt.decode()
+    h = jwt.split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(h + "=" * (-len(h) % 4)))
+
+
+def msal_app(c, pem_path):
+    with open(pem_path) as f:
+        pem = f.read()
+    cert = pem[: pem.index("-----BEGIN PRIVATE KEY")]
+    session = CapturingSession(c.ca)
+    app = msal.ConfidentialClientApplication(
+        c.info["CLIENT_ID"],
+        client_credential={"private_key": pem, "public_certificate": cert},
+        authority=c.info["AUTHORITY"] + "/" + c.info["TENANT_ID"],
+        instance_discovery=False,
+        http_client=session,
+        # Fresh tokens per test: no cache shared with other checks.
+        token_cache=msal.TokenCache(),
+    )
+    return app, session
+
+
+@check("MSAL PS256 assertion (x5t#S256) with a registered certificate")
+def t_msal_ps256(c):
+    app, session = msal_app(c, c.cert_pem)
+    expect(c.make_client(MsalCredential(app)).get_secret("sdk-one").value == "value-2", "value via MSAL")
+    expect(session.assertions, "MSAL posted a client assertion")
+    h = jwt_header(session.assertions[0])
+    expect(h.get("alg") == "PS256" and "x5t#S256" in h, f"PS256 header: {h.keys()} {h.get('alg')}")
+    bad, _ = msal_app(c, c.other_cert_pem)
+    r = bad.acquire_token_for_client(["https://vault.azure.net/.default"])
+    expect("AADSTS700027" in r.get("error_description", ""), str(r)[:200])
+
+
+@check("CertificateCredential with an unregistered certificate: AADSTS700027")
+def t_bad_certificate(c):
+    bad = CertificateCredential(
+        c.info["TENANT_ID"],
+        c.info["CLIENT_ID"],
+        c.other_cert_pem,
+        authority=c.info["AUTHORITY"],
+        disable_instance_discovery=True,
+        connection_verify=c.ca,
+    )
+    try:
+        c.make_client(bad).get_secret("sdk-one")
+        raise AssertionError("unregistered certificate accepted")
+    except ClientAuthenticationError as e:
+        expect("AADSTS700027" in str(e), str(e)[:200])
+
+
 @check("managed identity through the App Service endpoint")
 def t_app_service(c):
     os.environ["IDENTITY_ENDPOINT"] = c.info["IDENTITY_ENDPOINT"]
@@ -242,10 +390,14 @@ def t_retries(c):
 def main():
     if len(sys.argv) != 2:
         raise SystemExit(__doc__)
-    proc, info = start_fake(sys.argv[1])
+    tmp = tempfile.TemporaryDirectory(prefix="kes-sdk-cert-")
+    cert_pem = make_cert_pem(os.path.join(tmp.name, "client.pem"))
+    proc, info = start_fake(sys.argv[1], cert_pem)
     failed = 0
     try:
         c = Ctx(info)
+        c.cert_pem = cert_pem
+        c.other_cert_pem = make_cert_pem(os.path.join(tmp.name, "other.pem"))
         for name, fn in CHECKS:
             try:
                 fn(c)
@@ -256,6 +408,7 @@ def main():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+        tmp.cleanup()
     print(f"{len(CHECKS) - failed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 
