@@ -556,6 +556,21 @@ mod tests {
     }
 
     #[test]
+    fn signing_fits_a_small_thread_stack() {
+        // Token fetches run on request threads and on the 256 KiB `azure-get` helper
+        // (GET_THREAD_STACK); RSA key parsing and signing must fit well inside that.
+        let (pkcs8, _, _) = openssl_rsa();
+        let c =
+            ClientCertificate::from_pem(Path::new("c.pem"), pkcs8.as_bytes(), None, false).unwrap();
+        let c = std::sync::Arc::new(c);
+        let h = std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(move || c.assertion("cid", "aud", 0).unwrap().len())
+            .unwrap();
+        assert!(h.join().unwrap() > 300);
+    }
+
+    #[test]
     fn chain_is_sent_when_asked_leaf_first() {
         let (pem, der) = p256_pem();
         let (other, other_der) = p256_pem();
