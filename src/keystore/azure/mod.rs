@@ -4,7 +4,8 @@
 //! Layout: `mod.rs` owns the store and upstream's algorithms (create-if-absent with the
 //! soft-delete purge dance, oldest-version reads, idempotent delete, paged listing, the
 //! status probe); `client.rs` the HTTP transport, proxy choice, DNS cache and retries;
-//! `credentials.rs` token sources and the token cache; `error.rs` and `wire.rs` the pure
+//! `credentials.rs` token sources and the token cache; `certificate.rs` the client
+//! certificate and its signed assertions; `error.rs` and `wire.rs` the pure
 //! parsers of error bodies, challenges, `Retry-After`, secret bundles and list pages.
 //!
 //! One read, end to end: `get` lists the versions and reads the latest version at the same
