@@ -43,7 +43,7 @@
 //! | `crypto` | secret types, stored-key codecs F0–F4, ciphertext formats, AEAD, HChaCha20, legacy PEM |
 //! | `keystore` | the `KeyStore` trait; `mem`, `fs`, `azure`; the single-flight key cache |
 //! | `obs` | audit trail, error log, stream fan-out, Prometheus text, process figures |
-//! | `gojson`, `gotime` | JSON and time/duration text exactly as Go writes and reads them |
+//! | `gojson`, `gotime`, `der` | leaf helpers: Go's JSON and time/duration text, a minimal DER walker |
 //! | `sys` | mlockall, prctl, rlimits, the seccomp allow-list, sd_notify |
 //!
 //! ## Invariants
@@ -61,6 +61,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod der;
 pub mod gojson;
 pub mod gotime;
 pub mod http;

@@ -421,7 +421,10 @@ pub struct StoreFigures {
     pub cache_misses: u64,
     pub backend_reads: u64,
     pub backend_read_micros: u64,
-    pub store: crate::keystore::StoreStats,
+    /// Backend requests (retries included), retries, and throttled answers.
+    pub store_requests: u64,
+    pub store_retries: u64,
+    pub store_throttled: u64,
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -522,21 +525,21 @@ pub fn render_metrics(obs: &Obs, sys: &SystemFigures, store: &StoreFigures) -> S
         "counter",
         "Requests sent to the key store backend, retries included.",
     );
-    let _ = writeln!(out, "kes_keystore_requests {}", store.store.requests);
+    let _ = writeln!(out, "kes_keystore_requests {}", store.store_requests);
     family(
         &mut out,
         "kes_keystore_retries",
         "counter",
         "Backend requests repeated after a transient failure.",
     );
-    let _ = writeln!(out, "kes_keystore_retries {}", store.store.retries);
+    let _ = writeln!(out, "kes_keystore_retries {}", store.store_retries);
     family(
         &mut out,
         "kes_keystore_throttled",
         "counter",
         "Backend answers asking to slow down (Azure HTTP 429).",
     );
-    let _ = writeln!(out, "kes_keystore_throttled {}", store.store.throttled);
+    let _ = writeln!(out, "kes_keystore_throttled {}", store.store_throttled);
 
     family(&mut out, "kes_log_audit_events", "counter", "Audit events written to API subscribers.");
     let _ = writeln!(out, "kes_log_audit_events {}", obs.audit.delivered.load(Ordering::Relaxed));

@@ -3,30 +3,9 @@
 //! `kes-api.md` §5) and which subject alternative names it carries (a server certificate
 //! without a DNS or IP SAN is refused, `kes-config-cli.md` §1.3 step 12).
 //!
-//! A minimal DER walker: definite lengths only, every length checked against the input.
+//! Built on the minimal DER walker in [`crate::der`].
 
-/// One DER TLV: tag byte, contents, and the rest of the input after it.
-pub(crate) fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let mut len = 0usize;
-        for &b in &rest[..n] {
-            len = len.checked_mul(256)?.checked_add(usize::from(b))?;
-        }
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
-}
+use crate::der::tlv;
 
 const OID_BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
 const OID_SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];

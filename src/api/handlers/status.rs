@@ -93,12 +93,15 @@ pub fn go_arch() -> &'static str {
 
 pub fn handle_get_metrics(ctx: &Ctx<'_>, _: &Authorized) -> Result<Response, ApiError> {
     let stats = ctx.state.keys.stats();
+    let backend = ctx.state.keys.store().stats();
     let store = StoreFigures {
         cache_hits: stats.hits,
         cache_misses: stats.misses,
         backend_reads: stats.backend_reads,
         backend_read_micros: stats.backend_read_micros,
-        store: ctx.state.keys.store().stats(),
+        store_requests: backend.requests,
+        store_retries: backend.retries,
+        store_throttled: backend.throttled,
     };
     let text = render_metrics(&ctx.state.obs, &system_figures(ctx), &store);
     Ok(Response::with_body(200, "text/plain; version=0.0.4; charset=utf-8", text.into_bytes()))

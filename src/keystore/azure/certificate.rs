@@ -20,8 +20,8 @@ use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, KeyPair as _, RsaKeyPair};
 use zeroize::Zeroizing;
 
-use crate::auth::x509::tlv;
 use crate::crypto::legacy_pem;
+use crate::der::tlv;
 
 /// Lifetime of an assertion (`exp - nbf`), as MSAL uses.
 pub const ASSERTION_LIFETIME_SECS: i64 = 600;
