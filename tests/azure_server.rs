@@ -120,7 +120,7 @@ keystore:
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kes"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_kes"))
         .args(["server", "--config", "config.yml", "--auth", "off"])
         .current_dir(d)
         .env("SSL_CERT_FILE", vault.ca_file())
@@ -129,14 +129,18 @@ keystore:
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut child = KillOnDrop(child);
+    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
     let mut banner = String::new();
     let port: u16 = loop {
         let mut line = String::new();
         if std::io::BufRead::read_line(&mut out, &mut line).unwrap() == 0 {
-            let _ = child.kill();
-            let o = child.wait_with_output().unwrap();
-            panic!("server exited: {banner}{}", String::from_utf8_lossy(&o.stderr));
+            let _ = child.0.kill();
+            let mut err = String::new();
+            if let Some(mut e) = child.0.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("server exited: {banner}{err}");
         }
         banner.push_str(&line);
         if let Some(p) = line.strip_prefix("API").and_then(|l| l.split("https://127.0.0.1:").nth(1))
@@ -179,12 +183,20 @@ keystore:
     assert_eq!(parsed.created_by, identity.trim());
     assert!(parsed.hmac.is_some());
     assert_eq!(
-        child.try_wait().unwrap(),
+        child.0.try_wait().unwrap(),
         None,
         "server still running (seccomp allowed the Azure path)"
     );
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+/// Kills the server when the test ends, also when an assertion fails.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
