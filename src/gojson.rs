@@ -1,6 +1,34 @@
 //! JSON exactly as Go's `encoding/json` writes it: HTML-safe escaping (`<`, `>`, `&` as
 //! `\u003c`…) and the encoder's trailing newline. KES clients compare error texts byte for
-//! byte, so the API and the log streams share these two functions.
+//! byte, so the API and the log streams share these two functions. It also holds the one
+//! decoder of Go's `base64.StdEncoding`, which `encoding/json` uses for `[]byte` and which
+//! the API, the stored-key formats and API keys all need.
+
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use zeroize::Zeroizing;
+
+/// Go's `base64.StdEncoding` as a decoder (it is not `Strict()`, so trailing bits are ignored).
+const GO_STD: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
+);
+
+/// Decodes like Go's `base64.StdEncoding.DecodeString`: padding required, `\r` and `\n`
+/// skipped anywhere, non-zero trailing bits accepted, the URL-safe alphabet refused. The text
+/// and the result may be key material, so every buffer is wiped.
+pub fn decode_base64_std(text: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    let mut clean = Zeroizing::new(Vec::with_capacity(text.len()));
+    clean.extend(text.iter().copied().filter(|&b| b != b'\r' && b != b'\n'));
+    let mut out = Zeroizing::new(vec![0u8; base64::decoded_len_estimate(clean.len())]);
+    let n = GO_STD.decode_slice(clean.as_slice(), out.as_mut_slice()).ok()?;
+    out.truncate(n);
+    Some(out)
+}
 
 /// A JSON string literal escaped exactly as Go's `encoding/json` escapes it.
 pub fn go_json_string(s: &str) -> String {

@@ -63,12 +63,9 @@ impl Body {
     }
 }
 
-/// Go's `base64.StdEncoding`: padding required, `\r` and `\n` ignored, URL-safe alphabet
-/// refused.
+/// Go's `base64.StdEncoding` (see [`crate::gojson::decode_base64_std`]).
 pub fn decode_base64(s: &str) -> Option<Zeroizing<Vec<u8>>> {
-    let cleaned: Zeroizing<String> =
-        Zeroizing::new(s.chars().filter(|c| *c != '\r' && *c != '\n').collect());
-    base64::engine::general_purpose::STANDARD.decode(cleaned.as_bytes()).ok().map(Zeroizing::new)
+    crate::gojson::decode_base64_std(s.as_bytes())
 }
 
 pub fn encode_base64(b: &[u8]) -> String {

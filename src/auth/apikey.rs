@@ -91,7 +91,7 @@ impl ApiKey {
     /// Reads `kes:v1:<base64>` or the bare base64 (Go's std encoding, as kms-go reads it).
     pub fn parse(s: &str) -> Result<ApiKey, ApiKeyError> {
         let text = s.strip_prefix(PREFIX).unwrap_or(s);
-        let raw = decode_std(text.as_bytes()).ok_or(ApiKeyError::Invalid)?;
+        let raw = crate::gojson::decode_base64_std(text.as_bytes()).ok_or(ApiKeyError::Invalid)?;
         match raw.split_first() {
             Some((&TYPE_ED25519, seed)) if seed.len() == SEED_LEN => {
                 let mut key = ApiKey { seed: Zeroizing::new([0u8; SEED_LEN]) };
@@ -197,17 +197,6 @@ impl fmt::Debug for ApiKey {
     }
 }
 
-/// Go's `base64.StdEncoding.DecodeString` for API keys: `\r` and `\n` are skipped. (A 33-byte
-/// value has no partial final group, so Go's lenient trailing bits never matter here.)
-fn decode_std(text: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-    let mut clean = Zeroizing::new(Vec::with_capacity(text.len()));
-    clean.extend(text.iter().copied().filter(|&b| b != b'\r' && b != b'\n'));
-    let mut out = Zeroizing::new(vec![0u8; base64::decoded_len_estimate(clean.len())]);
-    let n = STANDARD.decode_slice(clean.as_slice(), out.as_mut_slice()).ok()?;
-    out.truncate(n);
-    Some(out)
-}
-
 const TAG_INTEGER: u8 = 0x02;
 const TAG_BIT_STRING: u8 = 0x03;
 const TAG_OCTET_STRING: u8 = 0x04;
@@ -218,27 +207,9 @@ const TAG_PUBLIC_KEY_IMPLICIT: u8 = 0x81;
 const TAG_PUBLIC_KEY_EXPLICIT: u8 = 0xa1;
 
 /// One DER element with tag `tag` at the start of `der`: its contents and what follows.
-/// Lengths must be minimal (DER), at most two bytes long (keys are small).
 fn der_next(der: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    let (&t, rest) = der.split_first()?;
-    if t != tag {
-        return None;
-    }
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = match first {
-        0x00..=0x7f => (usize::from(first), rest),
-        0x81 => {
-            let (&b, rest) = rest.split_first()?;
-            (b >= 0x80).then_some((usize::from(b), rest))?
-        }
-        0x82 => {
-            let (bytes, rest) = rest.split_at_checked(2)?;
-            let len = usize::from(u16::from_be_bytes([bytes[0], bytes[1]]));
-            (len >= 0x100).then_some((len, rest))?
-        }
-        _ => return None,
-    };
-    rest.split_at_checked(len)
+    let (t, body, rest) = crate::der::tlv(der)?;
+    (t == tag).then_some((body, rest))
 }
 
 /// A fresh random 128-bit serial number.

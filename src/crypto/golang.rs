@@ -9,32 +9,14 @@
 //!   duplicate wins; `null` resets a byte slice but leaves a string or a time unchanged;
 //! * invalid UTF-8 inside JSON strings is not an error: each bad byte becomes U+FFFD.
 
-use base64::Engine as _;
-use base64::alphabet;
-use base64::engine::DecodePaddingMode;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use serde::de::{self, DeserializeSeed, Deserializer, Visitor};
 use std::fmt;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-/// Go's `base64.StdEncoding` as a decoder (it is not `Strict()`, so trailing bits are ignored).
-const GO_STD: GeneralPurpose = GeneralPurpose::new(
-    &alphabet::STANDARD,
-    GeneralPurposeConfig::new()
-        .with_decode_allow_trailing_bits(true)
-        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
-);
-
-/// Decodes like Go's `base64.StdEncoding.DecodeString`. The text and the result may be key
-/// material, so every buffer is wiped.
+/// Decodes like Go's `base64.StdEncoding.DecodeString` (see [`crate::gojson`]).
 pub(crate) fn base64_decode(text: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-    let mut clean = Zeroizing::new(Vec::with_capacity(text.len()));
-    clean.extend(text.iter().copied().filter(|&b| b != b'\r' && b != b'\n'));
-    let mut out = Zeroizing::new(vec![0u8; base64::decoded_len_estimate(clean.len())]);
-    let n = GO_STD.decode_slice(clean.as_slice(), out.as_mut_slice()).ok()?;
-    out.truncate(n);
-    Some(out)
+    crate::gojson::decode_base64_std(text)
 }
 
 /// Runs `f` over `bytes` as text the way Go's JSON decoder sees it: valid UTF-8 is used as it
