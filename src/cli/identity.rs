@@ -214,14 +214,7 @@ fn of(args: Vec<OsString>) -> CmdResult {
     let id = if arg.starts_with("kes:v1:") {
         ApiKey::parse(arg).map_err(|e| Fail::Error(e.to_string()))?.identity()
     } else {
-        let pem =
-            std::fs::read(arg).map_err(|e| Fail::Error(format!("open {arg}: {}", io_msg(&e))))?;
-        let cert = CertificateDer::pem_slice_iter(&pem)
-            .next()
-            .ok_or_else(|| Fail::Error(format!("'{arg}' contains no PEM-encoded certificate")))?
-            .map_err(|e| Fail::Error(format!("'{arg}' is not a valid PEM file: {e}")))?;
-        Identity::from_cert_der(&cert)
-            .ok_or_else(|| Fail::Error(format!("'{arg}': invalid certificate")))?
+        identity_of_cert_file(arg)?
     };
     // The seed tutorial's shape on a terminal; the bare identity for scripts.
     print_value("Identity:", id.as_str())
@@ -520,6 +513,17 @@ fn ls(args: Vec<OsString>) -> CmdResult {
         c.json,
         Style(c.color.enabled()),
     )
+}
+
+/// The identity of the first certificate of a PEM file.
+pub fn identity_of_cert_file(arg: &str) -> Result<Identity, Fail> {
+    let pem = std::fs::read(arg).map_err(|e| Fail::Error(format!("open {arg}: {}", io_msg(&e))))?;
+    let cert = CertificateDer::pem_slice_iter(&pem)
+        .next()
+        .ok_or_else(|| Fail::Error(format!("'{arg}' contains no PEM-encoded certificate")))?
+        .map_err(|e| Fail::Error(format!("'{arg}' is not a valid PEM file: {e}")))?;
+    Identity::from_cert_der(&cert)
+        .ok_or_else(|| Fail::Error(format!("'{arg}': invalid certificate")))
 }
 
 #[cfg(test)]

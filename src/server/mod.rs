@@ -164,6 +164,12 @@ impl std::fmt::Display for StartError {
     }
 }
 
+/// The policies and the route table (with `api:` overrides) a config gives the server:
+/// everything an authorization decision depends on.
+pub fn authorization(cfg: &Config) -> (PolicySet, Vec<api::routes::Route>) {
+    (policy_set(cfg), api::routes::with_overrides(api::routes::default_routes(), &cfg.api))
+}
+
 fn policy_set(cfg: &Config) -> PolicySet {
     let mut set =
         PolicySet { admin: Identity::new(cfg.admin_identity.clone()), ..Default::default() };
@@ -222,10 +228,11 @@ pub fn create_declared_keys(
 
 fn build_state(cfg: &Config, store: Arc<dyn KeyStore>, obs: Arc<Obs>) -> State {
     let started = time::OffsetDateTime::now_utc();
+    let (policies, routes) = authorization(cfg);
     State {
         build: build_info(),
-        policies: policy_set(cfg),
-        routes: api::routes::with_overrides(api::routes::default_routes(), &cfg.api),
+        policies,
+        routes,
         keys: KeyCache::new(store, cfg.cache),
         started,
         started_at: Instant::now(),
