@@ -7,27 +7,21 @@ mod common;
 #[path = "support/fake_vault.rs"]
 mod fake_vault;
 
-use common::{TempDir, server_cert};
+use common::{TempDir, kes_command, output, server_cert};
 use fake_vault::{FakeVault, Fault, Op};
 use std::path::Path;
 
 /// Runs `kes server --check ARGS` in `dir` with a clean proxy/CA environment plus `env`.
 fn check(dir: &Path, args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kes"));
-    cmd.args(["server", "--check"]).args(args).current_dir(dir);
+    let args: Vec<&str> = ["server", "--check"].into_iter().chain(args.iter().copied()).collect();
+    let mut cmd = kes_command(dir, &args, env);
     for k in ["HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR"]
     {
-        cmd.env_remove(k);
+        if !env.iter().any(|(set, _)| set == &k) {
+            cmd.env_remove(k);
+        }
     }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let o = cmd.stdin(std::process::Stdio::null()).output().unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    output(&mut cmd)
 }
 
 const ADMIN: &str = "3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22";

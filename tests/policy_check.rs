@@ -120,17 +120,7 @@ impl Setup {
 }
 
 fn kes(args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kes"));
-    cmd.args(args).stdin(std::process::Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let o = cmd.output().unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    common::kes_in(&std::env::temp_dir(), args, env)
 }
 
 fn expected_line(r: &Row) -> String {
