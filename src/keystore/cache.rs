@@ -268,7 +268,7 @@ impl Shared {
                 return Err(StoreError::NotFound.into());
             }
             (Err(StoreError::Unreachable(m)), Some(_)) => {
-                return self.from_sealed(name).ok_or(StoreError::Unreachable(m).into());
+                return self.load_sealed(name).ok_or(StoreError::Unreachable(m).into());
             }
             (Err(e), _) => return Err(e.into()),
         };
@@ -285,7 +285,7 @@ impl Shared {
     }
 
     /// The sealed copy of `name`, parsed and cached, if there is a fresh authentic one.
-    fn from_sealed(&self, name: &str) -> Option<Arc<KeyVersion>> {
+    fn load_sealed(&self, name: &str) -> Option<Arc<KeyVersion>> {
         let sealed = self.sealed.as_ref()?;
         let copy = sealed.load(name).ok()?;
         let key = match (self.parse)(&copy.value) {
@@ -626,7 +626,7 @@ impl KeyCache {
         }
         shared.misses.fetch_add(1, Ordering::Relaxed);
         if shared.offline.load(Ordering::SeqCst) {
-            return shared.from_sealed(name).ok_or(CacheError::Store(offline_error()));
+            return shared.load_sealed(name).ok_or(CacheError::Store(offline_error()));
         }
         let joined = {
             let mut flights = lock(&shared.flights);
@@ -669,7 +669,7 @@ impl KeyCache {
         let Some(sealed) = &shared.sealed else { return 0 };
         shared.offline.store(true, Ordering::SeqCst);
         *lock(&shared.offline_since) = Some(SystemTime::now());
-        sealed.names().iter().filter(|name| shared.from_sealed(name).is_some()).count()
+        sealed.names().iter().filter(|name| shared.load_sealed(name).is_some()).count()
     }
 
     /// The store is reachable: re-check every sealed copy in the background.
