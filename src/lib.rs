@@ -42,7 +42,7 @@
 //! | `auth` | identities, API keys, policies, the `Authorized` proof, minimal X.509 facts |
 //! | `crypto` | secret types, stored-key codecs F0–F4, ciphertext formats, AEAD, HChaCha20, legacy PEM |
 //! | `keystore` | the `KeyStore` trait; `mem`, `fs`, `azure`; the single-flight key cache |
-//! | `obs` | audit trail, error log, stream fan-out, Prometheus text, process figures |
+//! | `obs` | audit trail (and the hash-chained audit file, `obs::audit_file`), error log, stream fan-out, Prometheus text, process figures |
 //! | `gojson`, `gotime`, `der` | leaf helpers: Go's JSON and time/duration text, a minimal DER walker |
 //! | `sys` | mlockall, prctl, rlimits, the seccomp allow-list, sd_notify |
 //!

@@ -3,10 +3,13 @@
 //! §9.4, §9.21, §10).
 //!
 //! Owns: fan-out of log events to the configured writer (stdout for audit, stderr for
-//! errors) and to bounded subscriber queues. A slow subscriber never blocks a request: when
+//! errors), to the optional hash-chained audit file ([`audit_file`]) and to bounded
+//! subscriber queues. A slow subscriber never blocks a request: when
 //! its queue is full the event is dropped for it and counted.
 //! Must not: ever receive key material, request bodies, plaintexts or ciphertexts. Events
 //! carry only paths, identities, addresses, statuses and fixed texts.
+
+pub mod audit_file;
 
 use crate::config::Level;
 use crate::gotime;
@@ -188,7 +191,15 @@ pub struct Obs {
     error_out: Option<SharedWriter>,
     /// Lines that could not be written (closed stdout/stderr).
     pub write_failures: AtomicU64,
+    /// `log.audit_file`, and whether a request must be refused when its line cannot be
+    /// written (`log.audit_fail_closed`).
+    audit_file: Option<(Arc<audit_file::AuditFile>, bool)>,
 }
+
+/// A fail-closed audit file could not take a request's line: the request must not be
+/// served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRefused(pub String);
 
 impl Obs {
     /// `audit_out` gets audit lines when `audit_level` ≤ INFO; `error_out` gets error-log
@@ -211,7 +222,21 @@ impl Obs {
             audit_out,
             error_out,
             write_failures: AtomicU64::new(0),
+            audit_file: None,
         }
+    }
+
+    /// Also appends every audit record to `file` (whatever `log.audit` says); with
+    /// `fail_closed`, [`Obs::audit`] waits for the line to be synced and reports failure.
+    pub fn with_audit_file(mut self, file: Arc<audit_file::AuditFile>, fail_closed: bool) -> Obs {
+        self.audit_file = Some((file, fail_closed));
+        self
+    }
+
+    /// Whether requests must be refused before they run: the audit file is fail-closed and
+    /// its last write failed.
+    pub fn audit_refusing(&self) -> bool {
+        self.audit_file.as_ref().is_some_and(|(f, closed)| *closed && !f.healthy())
     }
 
     /// An `Obs` that writes nowhere (tests, CLI).
@@ -231,16 +256,27 @@ impl Obs {
         self.error_level
     }
 
-    /// Records one request in the audit trail (stdout and `/v1/log/audit`).
-    pub fn audit(&self, e: &AuditEvent) {
+    /// Records one request in the audit trail (the audit file, stdout and
+    /// `/v1/log/audit`). `Err` only when a fail-closed audit file could not take the line.
+    pub fn audit(&self, e: &AuditEvent) -> Result<(), AuditRefused> {
+        let mut result = Ok(());
+        if let Some((file, fail_closed)) = &self.audit_file {
+            let line = audit_json_line(e);
+            if *fail_closed {
+                result = file.append_synced(line).map_err(|e| AuditRefused(e.0));
+            } else {
+                file.append(line);
+            }
+        }
         if !self.audit_enabled() {
-            return;
+            return result;
         }
         if let Some(out) = &self.audit_out {
             let line = if self.json { audit_json_line(e) } else { audit_text_line(e) };
             self.write_line(out, &line);
         }
         self.audit.publish(audit_ndjson(e));
+        result
     }
 
     /// Logs at `level` with request-free fields.

@@ -51,6 +51,8 @@ pub enum ApiError {
     StoreUnavailable,
     /// 500 with a fixed text (RNG or AEAD failure).
     Internal(&'static str),
+    /// 503: `log.audit_fail_closed` and the audit file cannot be written (our extension).
+    AuditUnavailable,
 }
 
 impl ApiError {
@@ -102,6 +104,7 @@ impl ApiError {
             ApiError::StoreUnreachable => (504, "key store is not reachable".into()),
             ApiError::StoreUnavailable => (502, "key store is unavailable".into()),
             ApiError::Internal(m) => (500, (*m).into()),
+            ApiError::AuditUnavailable => (503, "audit log unavailable: request refused".into()),
         }
     }
 
@@ -184,6 +187,7 @@ mod tests {
                 500,
                 "failed to generate encryption key",
             ),
+            (ApiError::AuditUnavailable, 503, "audit log unavailable: request refused"),
         ];
         for (err, status, msg) in cases {
             assert_eq!(pair(err.clone()), (status, msg.to_string()), "{err:?}");

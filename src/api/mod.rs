@@ -249,32 +249,47 @@ pub fn handle(
         audit_message: std::cell::RefCell::new(None),
     };
     let identity = cert.identity().cloned();
-    let result = authorize(state, route, &head.path, cert, &ctx)
-        .and_then(|auth| (route.handler)(&ctx, &auth));
-    let response = match result {
+    let audited = route.auth != Auth::None;
+    // A fail-closed audit file that cannot be written refuses before anything runs.
+    let result = if audited && state.obs.audit_refusing() {
+        Err(ApiError::AuditUnavailable)
+    } else {
+        authorize(state, route, &head.path, cert, &ctx)
+            .and_then(|auth| (route.handler)(&ctx, &auth))
+    };
+    let mut response = match result {
         Ok(r) => r,
         Err(e) => e.to_response(),
     };
     let latency = started.elapsed();
-    if route.metrics {
-        state.obs.metrics.observe(response.status, latency);
-    }
-    if route.auth != Auth::None {
+    if audited {
         let message = ctx
             .audit_message
             .borrow_mut()
             .take()
             .unwrap_or_else(|| format!("{} {}", head.method.as_str(), head.path));
-        state.obs.audit(&AuditEvent {
+        let refused = state.obs.audit(&AuditEvent {
             time: OffsetDateTime::now_utc(),
             method: head.method.as_str().to_string(),
             path: head.path.clone(),
             ip: peer_ip,
-            identity: identity.map(|i| i.to_string()).unwrap_or_default(),
+            identity: identity.as_ref().map(|i| i.to_string()).unwrap_or_default(),
             status: response.status,
             latency,
             message,
         });
+        if let Err(e) = refused {
+            // Fail-closed: not served unaudited (the answer is dropped unsent).
+            ctx.log_error(
+                Level::ERROR,
+                &format!("audit: request refused: cannot write the audit file: {}", e.0),
+                identity.as_ref(),
+            );
+            response = ApiError::AuditUnavailable.to_response();
+        }
+    }
+    if route.metrics {
+        state.obs.metrics.observe(response.status, latency);
     }
     response
 }

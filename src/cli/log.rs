@@ -9,6 +9,7 @@ use std::time::Duration;
 
 const USAGE: &str = "Usage:
     kes log [options]
+    kes log verify <file>...
 
 Options:
         --audit              Print audit log events (the default).
@@ -51,7 +52,57 @@ struct AuditResponse {
     time: u64,
 }
 
+const VERIFY_USAGE: &str = "Usage:
+    kes log verify <file>...
+
+Checks the hash chain of audit files written with 'log.audit_file' (oldest first, e.g.
+audit.log.2 audit.log.1 audit.log) and names the first line that was changed, removed,
+inserted or moved. Exit 0 when the chain is intact, 1 otherwise.
+
+Options:
+    -h, --help               Print command line options.
+
+Examples:
+    $ kes log verify /var/log/kes/audit.log.1 /var/log/kes/audit.log
+";
+
+/// `kes log verify FILE...`: the chain of `log.audit_file` files, checked offline.
+fn verify(args: Vec<OsString>) -> CmdResult {
+    let mut files = Vec::new();
+    let mut p = lexopt::Parser::from_args(args);
+    while let Some(arg) = p.next().map_err(|e| super::flag_error("log verify", e))? {
+        match arg {
+            lexopt::Arg::Short('h') | lexopt::Arg::Long("help") => {
+                return Err(Fail::Usage(VERIFY_USAGE.into()));
+            }
+            lexopt::Arg::Value(v) => files.push(std::path::PathBuf::from(v)),
+            other => return Err(super::flag_error("log verify", other.unexpected())),
+        }
+    }
+    if files.is_empty() {
+        return Err(Fail::Error("no audit file specified. See 'kes log verify --help'".into()));
+    }
+    let v = crate::obs::audit_file::verify(&files)
+        .map_err(|b| Fail::Error(format!("audit chain broken at {b}")))?;
+    let start = if v.lines == 0 {
+        "no lines".to_string()
+    } else if v.from_genesis {
+        format!("seq {}-{}, from the start of the chain", v.first_seq, v.last_seq)
+    } else {
+        format!("seq {}-{}, continuing an earlier file that was not given", v.first_seq, v.last_seq)
+    };
+    super::out(&format!(
+        "OK: {} lines in {} files intact ({start})\nHead: {}\n",
+        v.lines,
+        files.len(),
+        v.head
+    ))
+}
+
 pub fn run(args: Vec<OsString>) -> CmdResult {
+    if args.first().is_some_and(|a| a == "verify") {
+        return verify(args[1..].to_vec());
+    }
     let (mut audit, mut error) = (false, false);
     let c = parse_with(args, "log", USAGE, true, &mut |flag, p| match flag {
         "--audit" => {

@@ -41,6 +41,8 @@ pub struct Config {
     /// `keys[].name`: created at startup when absent.
     pub keys: Vec<String>,
     pub keystore: KeyStoreConfig,
+    /// `log.audit_file` and `log.audit_fail_closed` (our extension).
+    pub audit_file: Option<AuditFileConfig>,
     /// Policy patterns whose meaning changed with upstream's HEAD matcher (a `*` that is not
     /// trailing, `?` or `[`: glob syntax of releases up to 2023-10), one human-readable line
     /// each, for the server to print at startup (`kes-config-cli.md` §2 DECISION).
@@ -179,6 +181,15 @@ impl Level {
         };
         Some(Level(base + delta))
     }
+}
+
+/// The tamper-evident audit file (`obs::audit_file`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFileConfig {
+    /// `log.audit_file`: appended to, hash-chained, reopened on SIGHUP.
+    pub path: PathBuf,
+    /// `log.audit_fail_closed`: refuse (503) a request whose audit line cannot be written.
+    pub fail_closed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,6 +357,8 @@ struct Decoded {
     api: BTreeMap<String, DecodedApi>,
     log_error: String,
     log_audit: String,
+    log_audit_file: String,
+    log_audit_fail_closed: Option<bool>,
     keys: Vec<String>,
     keystore: DecodedKeyStore,
 }
@@ -477,6 +490,9 @@ fn decode(raw: &RawFile, x: &Expander<'_>) -> Result<Decoded, String> {
     let log = raw.log.as_ref();
     let log_error = x.text("log.error", log.and_then(|l| l.error.as_ref()))?;
     let log_audit = x.text("log.audit", log.and_then(|l| l.audit.as_ref()))?;
+    let log_audit_file = x.text("log.audit_file", log.and_then(|l| l.audit_file.as_ref()))?;
+    let log_audit_fail_closed =
+        x.boolean("log.audit_fail_closed", log.and_then(|l| l.audit_fail_closed.as_ref()))?;
 
     let mut keys = Vec::new();
     for k in raw.keys.iter().flatten() {
@@ -500,6 +516,8 @@ fn decode(raw: &RawFile, x: &Expander<'_>) -> Result<Decoded, String> {
         api,
         log_error,
         log_audit,
+        log_audit_file,
+        log_audit_fail_closed,
         keys,
         keystore,
     })
@@ -629,6 +647,17 @@ fn validate(d: Decoded) -> Result<Config, String> {
         error: level("log.error", &d.log_error)?,
         audit: level("log.audit", &d.log_audit)?,
     };
+    let fail_closed = d.log_audit_fail_closed.unwrap_or(false);
+    let audit_file = match (d.log_audit_file.trim(), fail_closed) {
+        ("", true) => {
+            return Err(
+                "log.audit_fail_closed: needs log.audit_file (the file that must be written)"
+                    .into(),
+            );
+        }
+        ("", false) => None,
+        (path, _) => Some(AuditFileConfig { path: PathBuf::from(path), fail_closed }),
+    };
 
     // 8.
     let mut api = BTreeMap::new();
@@ -689,6 +718,7 @@ fn validate(d: Decoded) -> Result<Config, String> {
         log,
         keys: d.keys,
         keystore,
+        audit_file,
         warnings,
     })
 }

@@ -121,6 +121,9 @@ pub(super) struct RawApi {
 pub(super) struct RawLog {
     pub error: Option<Scalar>,
     pub audit: Option<Scalar>,
+    /// Our extension: the tamper-evident audit file.
+    pub audit_file: Option<Scalar>,
+    pub audit_fail_closed: Option<Scalar>,
 }
 
 #[derive(Deserialize)]

@@ -73,6 +73,17 @@ pub fn check(path: &Path, addr: Option<&str>) -> Result<(Report, Loaded), StartE
         r.row("API", format!("{path} {}", what.join(" ")).trim_end().to_string());
     }
     r.row("Logs", format!("error={} audit={}", cfg.log.error.name(), cfg.log.audit.name()));
+    if let Some(a) = &cfg.audit_file {
+        let mode = if a.fail_closed { " (fail-closed)" } else { "" };
+        r.row("Audit file", format!("{}{mode}", a.path.display()));
+        let dir = a.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            return Err(StartError(format!(
+                "log.audit_file: the directory '{}' does not exist",
+                dir.display()
+            )));
+        }
+    }
     if !cfg.keys.is_empty() {
         r.row("Keys", format!("{} (created at startup when missing)", cfg.keys.join(", ")));
     }

@@ -18,6 +18,7 @@ use crate::crypto::{Algorithm, KeyVersion};
 use crate::keystore::cache::KeyCache;
 use crate::keystore::mem::MemStore;
 use crate::keystore::{KeyStore, StoreError};
+use crate::obs::audit_file::AuditFile;
 use crate::obs::{Obs, ProcReader, SharedWriter};
 use crate::sys::{self, MlockPolicy};
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -159,6 +160,8 @@ struct ReloadInputs {
     log_json: bool,
     audit_out: Option<SharedWriter>,
     error_out: Option<SharedWriter>,
+    /// `log.audit_file`, opened once and kept across reloads so its chain continues.
+    audit_file: Option<Arc<AuditFile>>,
 }
 
 /// A startup failure with a message that says what to do.
@@ -317,13 +320,25 @@ fn tls_config(cfg: &Config) -> Result<Arc<rustls::ServerConfig>, StartError> {
 }
 
 fn make_obs(cfg: &Config, inputs: &ReloadInputs) -> Arc<Obs> {
-    Arc::new(Obs::new(
+    let obs = Obs::new(
         cfg.log.audit,
         cfg.log.error,
         inputs.log_json,
         inputs.audit_out.clone(),
         inputs.error_out.clone(),
-    ))
+    );
+    match (&inputs.audit_file, &cfg.audit_file) {
+        (Some(file), Some(a)) => Arc::new(obs.with_audit_file(file.clone(), a.fail_closed)),
+        _ => Arc::new(obs),
+    }
+}
+
+/// Opens `log.audit_file` when configured.
+fn open_audit_file(cfg: &Config) -> Result<Option<Arc<AuditFile>>, StartError> {
+    cfg.audit_file
+        .as_ref()
+        .map(|a| AuditFile::open(&a.path).map(Arc::new).map_err(StartError))
+        .transpose()
 }
 
 /// The configuration `--dev` runs with: an in-memory store, an ephemeral certificate and a
@@ -364,6 +379,7 @@ fn dev_setup(
         log: config::LogConfig::default(),
         keys: Vec::new(),
         keystore: KeyStoreConfig::Fs { path: PathBuf::new() },
+        audit_file: None,
         warnings: Vec::new(),
     };
     Ok((cfg, tls, key.to_string_secret(), pem))
@@ -395,11 +411,12 @@ pub fn load(path: &std::path::Path, addr: Option<&str>) -> Result<Loaded, StartE
 
 /// Loads everything, binds and starts serving in background threads.
 pub fn start(opts: Options) -> Result<Server, StartError> {
-    let inputs = ReloadInputs {
+    let mut inputs = ReloadInputs {
         config: opts.config.clone(),
         log_json: opts.log_json,
         audit_out: opts.audit_out.clone(),
         error_out: opts.error_out.clone(),
+        audit_file: None,
     };
     let (cfg, tls, store, dev_key, dev_pem, addr) = if opts.dev {
         let addr = config::parse_listen_address(opts.addr.as_deref().unwrap_or(DEV_ADDRESS))
@@ -420,6 +437,7 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
         (cfg, tls, store, None, None, addr)
     };
     create_declared_keys(store.as_ref(), &cfg.keys, &Identity::new(cfg.admin_identity.clone()))?;
+    inputs.audit_file = open_audit_file(&cfg)?;
     let obs = make_obs(&cfg, &inputs);
     let keystore_desc = store.describe();
     let (keys, sealed_line) = open_cache(&cfg, store, &obs)?;
@@ -571,6 +589,18 @@ impl Server {
             &cfg.keys,
             &Identity::new(cfg.admin_identity.clone()),
         )?;
+        // The audit file follows logrotate: the path is reopened, the chain continues.
+        match (&self.options.audit_file, &cfg.audit_file) {
+            (Some(file), Some(a)) => file.reopen(&a.path).map_err(|e| {
+                StartError(format!("log.audit_file: cannot reopen '{}': {}", a.path.display(), e.0))
+            })?,
+            (None, None) => {}
+            _ => {
+                return Err(StartError(
+                    "log.audit_file: adding or removing the audit file takes a restart".into(),
+                ));
+            }
+        }
         let obs = make_obs(&cfg, &self.options);
         let (keys, _) = open_cache(&cfg, store, &obs)?;
         let state = build_state(&cfg, keys, obs);
@@ -595,6 +625,10 @@ impl Server {
             let _ = h.join();
         }
         self.shared.state().keys.shutdown();
+        // Every queued audit line reaches the disk before the process exits.
+        if let Some(file) = &self.options.audit_file {
+            file.close();
+        }
     }
 
     /// Blocks until the accept loop ends.
