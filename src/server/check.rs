@@ -72,6 +72,16 @@ pub fn check(path: &Path, addr: Option<&str>) -> Result<(Report, Loaded), StartE
         }
         r.row("API", format!("{path} {}", what.join(" ")).trim_end().to_string());
     }
+    if let Some(p) = &cfg.persist {
+        r.row(
+            "Persist",
+            format!(
+                "{} (sealed key cache; max_age {}; sealing key: <set>)",
+                p.path.display(),
+                format_duration(p.max_age)
+            ),
+        );
+    }
     r.row("Logs", format!("error={} audit={}", cfg.log.error.name(), cfg.log.audit.name()));
     if let Some(a) = &cfg.audit_file {
         let mode = if a.fail_closed { " (fail-closed)" } else { "" };
