@@ -246,11 +246,20 @@ pub fn client_config(
     server_cert: &CertificateDer<'static>,
     id: Option<&ClientId>,
 ) -> Arc<rustls::ClientConfig> {
+    client_config_for(server_cert, id, rustls::DEFAULT_VERSIONS)
+}
+
+/// As [`client_config`], speaking only the TLS `versions` given.
+pub fn client_config_for(
+    server_cert: &CertificateDer<'static>,
+    id: Option<&ClientId>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(server_cert.clone()).unwrap();
     let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots);
     let mut cfg = match id {
@@ -300,10 +309,24 @@ impl Client {
         server_cert: &CertificateDer<'static>,
         id: Option<&ClientId>,
     ) -> Client {
+        Self::with_config(addr, client_config(server_cert, id))
+    }
+
+    /// As [`Client::connect`], speaking only the TLS `versions` given.
+    pub fn connect_with(
+        addr: SocketAddr,
+        server_cert: &CertificateDer<'static>,
+        id: Option<&ClientId>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Client {
+        Self::with_config(addr, client_config_for(server_cert, id, versions))
+    }
+
+    fn with_config(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Client {
         let sock = TcpStream::connect(addr).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let name = ServerName::try_from("127.0.0.1").unwrap();
-        let conn = rustls::ClientConnection::new(client_config(server_cert, id), name).unwrap();
+        let conn = rustls::ClientConnection::new(cfg, name).unwrap();
         Client { tls: rustls::StreamOwned::new(conn, sock), buf: Vec::new() }
     }
 
