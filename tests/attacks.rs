@@ -334,6 +334,16 @@ fn flawed(
     eku: Vec<rcgen::ExtendedKeyUsagePurpose>,
     break_signature: bool,
 ) -> (CertificateDer<'static>, PrivateKeyDer<'static>, String) {
+    issued(days, eku, break_signature, None)
+}
+
+/// As [`flawed`], issued by `issuer` when given.
+fn issued(
+    days: (i64, i64),
+    eku: Vec<rcgen::ExtendedKeyUsagePurpose>,
+    break_signature: bool,
+    issuer: Option<&rcgen::Issuer<'_, rcgen::KeyPair>>,
+) -> (CertificateDer<'static>, PrivateKeyDer<'static>, String) {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
     let mut params = rcgen::CertificateParams::default();
     params.is_ca = rcgen::IsCa::ExplicitNoCa;
@@ -341,7 +351,11 @@ fn flawed(
     params.not_before = now + time::Duration::days(days.0);
     params.not_after = now + time::Duration::days(days.1);
     params.extended_key_usages = eku;
-    let mut der = params.self_signed(&key).unwrap().der().to_vec();
+    let cert = match issuer {
+        Some(issuer) => params.signed_by(&key, issuer),
+        None => params.self_signed(&key),
+    };
+    let mut der = cert.unwrap().der().to_vec();
     if break_signature {
         *der.last_mut().unwrap() ^= 1;
     }
@@ -487,18 +501,7 @@ fn chain_verification_enforces_validity_with_tls_auth_on() {
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
     let issuer = rcgen::Issuer::new(ca, ca_key);
-    let leaf = |days: (i64, i64), eku: Eku| {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
-        let mut p = rcgen::CertificateParams::default();
-        p.is_ca = rcgen::IsCa::ExplicitNoCa;
-        let now = time::OffsetDateTime::now_utc();
-        p.not_before = now + time::Duration::days(days.0);
-        p.not_after = now + time::Duration::days(days.1);
-        p.extended_key_usages = vec![eku];
-        let cert = p.signed_by(&key, &issuer).unwrap();
-        let id = kes::auth::Identity::from_cert_der(cert.der()).unwrap().to_string();
-        (cert.der().clone(), PrivateKeyDer::try_from(key.serialize_der()).unwrap(), id)
-    };
+    let leaf = |days: (i64, i64), eku: Eku| issued(days, vec![eku], false, Some(&issuer));
     let set = [
         ("good", leaf((-1, 30), Eku::ClientAuth)),
         ("expired", leaf((-30, -1), Eku::ClientAuth)),

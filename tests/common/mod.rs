@@ -501,17 +501,15 @@ impl Binary {
             ),
         )
         .unwrap();
-        // option_env!: examples include this file too, and cargo names the binary only to tests.
-        let Some(kes) = option_env!("CARGO_BIN_EXE_kes") else {
-            panic!("the kes binary is known to integration tests only")
-        };
-        let mut child = std::process::Command::new(kes)
-            .args(["server", "--config", cfg.to_str().unwrap(), "--no-mlock"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = kes_command(
+            dir.path(),
+            &["server", "--config", cfg.to_str().unwrap(), "--no-mlock"],
+            &[],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
         let out = Arc::new(std::sync::Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel::<u16>();
         for pipe in [
