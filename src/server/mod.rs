@@ -29,6 +29,11 @@ use zeroize::Zeroizing;
 /// this bounds locked stack memory under mlockall to about 256 MiB worst case.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
+/// What a connection thread leaves unwiped at the top of its stack when it wipes the
+/// rest as it ends (`sys::wipe::wipe_stack`): the thread's own outer frames, which hold no
+/// request data, plus room so the wiping frame never reaches the guard page.
+const STACK_WIPE_MARGIN: usize = 16 << 10;
+
 /// Stack of a connection thread. mlockall makes every stack resident, so it is explicit
 /// and small. Measured high-water mark of a release build (resident pages of the live
 /// thread's stack in /proc/PID/smaps, `--no-mlock`): 56 KiB after an Azure create with a
@@ -439,6 +444,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, max: usize) {
             .spawn(move || {
                 let _guard = guard;
                 conn::serve(stream, conn_shared);
+                sys::wipe::wipe_stack::<{ CONN_STACK_SIZE - STACK_WIPE_MARGIN }>();
             });
         if let Err(e) = spawned {
             shared

@@ -1,10 +1,12 @@
 //! Process hardening, in one place and in a fixed order (`STACK.md` §3): lock memory so key
 //! material never reaches swap, make the process non-dumpable (no core files, no ptrace
-//! by other users), then confine the system calls every thread may make (seccomp). The
-//! only module that may use `unsafe` (it needs none today: nix and seccompiler wrap every
-//! call).
+//! by other users), then confine the system calls every thread may make (seccomp). Also
+//! the allocator that wipes freed memory ([`wipe`]). The only module that may use `unsafe`:
+//! the allocator, and raw system calls in the seccomp tests.
 
 pub mod seccomp;
+#[allow(unsafe_code)]
+pub mod wipe;
 
 use nix::sys::mman::{MlockAllFlags, mlockall};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
