@@ -305,7 +305,8 @@ echo "== systemd unit"
 unit=$tree/usr/lib/systemd/system/kes.service
 for line in 'Type=notify' 'NotifyAccess=main' 'User=kes' 'Group=kes' \
     'ExecStart=/usr/bin/kes server --config /etc/kes/config.yml' \
-    'ExecReload=/bin/kill -HUP $MAINPID' 'Restart=on-failure' \
+    'ExecReload=/usr/bin/kes server --config /etc/kes/config.yml --signal-reload $MAINPID' \
+    'Restart=on-failure' \
     'LimitMEMLOCK=infinity' 'LimitCORE=0' 'AmbientCapabilities=CAP_IPC_LOCK' \
     'CapabilityBoundingSet=CAP_IPC_LOCK' 'NoNewPrivileges=yes' 'ProtectSystem=strict' \
     'ProtectHome=yes' 'PrivateTmp=yes' 'PrivateDevices=yes' 'ProtectKernelTunables=yes' \

@@ -46,13 +46,14 @@ struct Running {
 
 impl Running {
     fn start(args: &[&str]) -> Running {
-        let mut child = Command::new(KES)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut cmd = Command::new(KES);
+        cmd.args(args);
+        Running::start_cmd(cmd)
+    }
+
+    fn start_cmd(mut cmd: Command) -> Running {
+        let mut child =
+            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let out = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -248,9 +249,41 @@ fn sighup_reloads_and_a_bad_config_keeps_the_old_one() {
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, format!("{text}keys:\n- name: after-reload\n")).unwrap();
     srv.signal("-HUP");
-    srv.wait_line("=> Reloading configuration after SIGHUP signal completed.");
+    assert_eq!(
+        srv.wait_line("=> Reloading"),
+        "=> Reloading configuration after SIGHUP signal completed: no policy or identity changes; TLS and key store reloaded."
+    );
     assert!(dir.join("keys").join("after-reload").exists());
+    // A policy change is named in the one reload line, and --signal-reload (the unit's
+    // ExecReload=) checks the file before it signals.
+    let policy = format!(
+        "{text}keys:\n- name: after-reload\npolicy:\n  app:\n    allow:\n    - /v1/key/create/*\n    identities:\n    - {}\n",
+        "a".repeat(64)
+    );
+    std::fs::write(&cfg, &policy).unwrap();
+    let pid = srv.child.id().to_string();
+    let o = kes(&["server", "--config", cfg.to_str().unwrap(), "--signal-reload", &pid]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        format!("{}: checked; sent SIGHUP to PID {pid}\n", cfg.display())
+    );
+    assert_eq!(
+        srv.wait_line("=> Reloading"),
+        "=> Reloading configuration after SIGHUP signal completed: changed: policy 'app' added, 1 identity assignment(s); TLS and key store reloaded."
+    );
     std::fs::write(&cfg, "admin: [").unwrap();
+    let o = kes(&["server", "--config", cfg.to_str().unwrap(), "--signal-reload", &pid]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.starts_with(&format!(
+            "Error: reload refused, the server keeps its current configuration: {}: ",
+            cfg.display()
+        )),
+        "{e}"
+    );
+    assert!(o.stdout.is_empty());
     srv.signal("-HUP");
     // Still serving with the old configuration.
     std::thread::sleep(Duration::from_millis(500));
@@ -259,6 +292,37 @@ fn sighup_reloads_and_a_bad_config_keeps_the_old_one() {
     let cert = kes::server::tls::parse_certificates(&pem).unwrap().remove(0);
     let r = common::Client::connect(addr, &cert, Some(&admin)).get("/v1/key/describe/after-reload");
     assert_eq!(r.status, 200);
+}
+
+/// Without CAP_IPC_LOCK and with a finite RLIMIT_MEMLOCK the banner says that memory is
+/// not locked, why and what to do; a reload then prints one line, not the banner again.
+#[test]
+fn mlock_disabled_is_said_once_with_the_fix() {
+    let dir = TempDir::new("nolock");
+    let admin = client_id();
+    let cfg = write_config(&dir, &admin.identity, "");
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "ulimit -l 64 && exec setpriv --bounding-set=-ipc_lock \"$0\" server --config \"$1\"",
+        KES,
+        cfg.to_str().unwrap(),
+    ]);
+    let srv = Running::start_cmd(cmd);
+    let mlock: Vec<&String> = srv.banner.iter().filter(|l| l.starts_with("MLock")).collect();
+    assert_eq!(
+        mlock,
+        [&format!(
+            "MLock      disabled: the process lacks CAP_IPC_LOCK and RLIMIT_MEMLOCK is 65536 bytes, not unlimited; key material may be swapped to disk. To lock memory, {}",
+            kes::sys::MLOCK_FIX
+        )]
+    );
+    srv.signal("-HUP");
+    let next = srv.lines.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(
+        next.starts_with("=> Reloading configuration after SIGHUP signal completed: "),
+        "{next}"
+    );
 }
 
 #[test]

@@ -107,6 +107,8 @@ pub struct Banner {
     pub error_level: Level,
     pub audit_level: Level,
     pub mlock: bool,
+    /// Why memory is not locked, when it is not.
+    pub mlock_off: Option<String>,
     pub seccomp: bool,
     /// `--dev`: the admin API key, to print once.
     pub dev_api_key: Option<Zeroizing<String>>,
@@ -180,6 +182,59 @@ fn policy_set(cfg: &Config) -> PolicySet {
 }
 
 /// Opens the configured key store.
+/// Everything a reload builds from the config file before it swaps anything in: the
+/// parsed config, the TLS configuration and the key store. [`check_reload`] runs the same.
+fn load_config(
+    path: &std::path::Path,
+) -> Result<(Config, Arc<rustls::ServerConfig>, Arc<dyn KeyStore>), StartError> {
+    let cfg = config::load(path).map_err(|e| StartError(e.to_string()))?;
+    let tls = tls_config(&cfg)?;
+    let store = open_store(&cfg.keystore)?;
+    Ok((cfg, tls, store))
+}
+
+/// Whether a running server would accept `path` on reload (`kes server --signal-reload`,
+/// the unit's `ExecReload=`): so `systemctl reload` fails with the reason instead of the
+/// server refusing the file where only the journal shows it.
+pub fn check_reload(path: &std::path::Path) -> Result<(), StartError> {
+    load_config(path).map(|_| ())
+}
+
+/// One line saying what a reload changed in the admin identity, the policies and which
+/// identity holds which policy.
+fn policy_changes(old: &PolicySet, new: &PolicySet) -> String {
+    let mut out = Vec::new();
+    if old.admin != new.admin {
+        out.push("admin identity".to_string());
+    }
+    let names = |m: &std::collections::BTreeMap<String, Policy>,
+                 other: &std::collections::BTreeMap<String, Policy>,
+                 what: &str| {
+        m.keys()
+            .filter(|k| !other.contains_key(*k))
+            .map(|k| format!("policy '{k}' {what}"))
+            .collect::<Vec<_>>()
+    };
+    out.extend(names(&new.policies, &old.policies, "added"));
+    out.extend(names(&old.policies, &new.policies, "removed"));
+    for (k, p) in &new.policies {
+        if old.policies.get(k).is_some_and(|o| o != p) {
+            out.push(format!("policy '{k}' changed"));
+        }
+    }
+    let moved =
+        new.assignments.iter().filter(|(id, p)| old.assignments.get(*id) != Some(*p)).count()
+            + old.assignments.keys().filter(|id| !new.assignments.contains_key(*id)).count();
+    if moved > 0 {
+        out.push(format!("{moved} identity assignment(s)"));
+    }
+    if out.is_empty() {
+        "no policy or identity changes; TLS and key store reloaded".into()
+    } else {
+        format!("changed: {}; TLS and key store reloaded", out.join(", "))
+    }
+}
+
 pub fn open_store(cfg: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, StartError> {
     match cfg {
         KeyStoreConfig::Fs { path } => crate::keystore::fs::FsStore::open(path)
@@ -353,6 +408,7 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
         error_level: cfg.log.error,
         audit_level: cfg.log.audit,
         mlock: hardened.mlock,
+        mlock_off: hardened.mlock_off,
         seccomp: hardened.seccomp,
         dev_api_key: dev_key,
         dev_cert_pem: dev_pem,
@@ -461,7 +517,9 @@ impl Server {
     }
 
     /// Re-reads the config file and swaps state and TLS config. The listen address stays.
-    pub fn reload(&self) -> Result<(), StartError> {
+    /// Returns what changed, in one line; on failure the old configuration keeps serving
+    /// and systemd's status line says why.
+    pub fn reload(&self) -> Result<String, StartError> {
         let Some(path) = &self.options.config else {
             return Err(StartError(
                 "nothing to reload: the server runs without a config file".into(),
@@ -469,14 +527,18 @@ impl Server {
         };
         sys::notify("RELOADING=1");
         let result = self.rebuild(path);
-        sys::notify("READY=1");
+        let status = match &result {
+            Ok(changes) => format!("STATUS=Reloaded: {changes}"),
+            Err(e) => {
+                format!("STATUS=Reload failed, still serving the previous configuration: {e}")
+            }
+        };
+        sys::notify(&format!("READY=1\n{}", status.replace('\n', " ")));
         result
     }
 
-    fn rebuild(&self, path: &std::path::Path) -> Result<(), StartError> {
-        let cfg = config::load(path).map_err(|e| StartError(e.to_string()))?;
-        let tls = tls_config(&cfg)?;
-        let store = open_store(&cfg.keystore)?;
+    fn rebuild(&self, path: &std::path::Path) -> Result<String, StartError> {
+        let (cfg, tls, store) = load_config(path)?;
         create_declared_keys(
             store.as_ref(),
             &cfg.keys,
@@ -484,13 +546,14 @@ impl Server {
         )?;
         let obs = make_obs(&cfg, &self.options);
         let state = build_state(&cfg, store, obs);
+        let changes = policy_changes(&self.shared.state().policies, &state.policies);
         let old = std::mem::replace(
             &mut *self.shared.state.write().unwrap_or_else(|e| e.into_inner()),
             Arc::new(state),
         );
         *self.shared.tls.write().unwrap_or_else(|e| e.into_inner()) = tls;
         old.keys.shutdown();
-        Ok(())
+        Ok(changes)
     }
 
     /// Stops accepting; open connections end on their own timeouts.
