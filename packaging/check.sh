@@ -481,4 +481,18 @@ else
     skip "install test needs root and unshare"
 fi
 
+# --- The unit under a real systemd (systemd-nspawn) ----------------------------------
+echo "== systemd container test"
+results=$work/container-results
+: >"$results"
+"$pkg/container-check.sh" "$deb1" "$results"
+while read -r kind text; do
+    case $kind in
+    PASS) pass "$text" ;;
+    FAIL) fail "$text" ;;
+    SKIP) skip "$text" ;;
+    esac
+done <"$results"
+[[ -s $results ]] || fail "container test produced no result"
+
 finish
