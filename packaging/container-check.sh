@@ -104,6 +104,8 @@ config '/v1/key/generate/*'
 as_admin() { sh_in "cd /root && KES_SERVER=https://127.0.0.1:7373 KES_CLIENT_KEY=admin.key KES_CLIENT_CERT=admin.crt kes $1 -k"; }
 as_app() { sh_in "cd /root && KES_SERVER=https://127.0.0.1:7373 KES_CLIENT_KEY=app.key KES_CLIENT_CERT=app.crt kes $1 -k"; }
 
+ok "container: the installed bash completion completes 'kes key c' to create" \
+    sh_in 'test "$(bash -c ". /usr/share/bash-completion/completions/kes; COMP_WORDS=(kes key c); COMP_CWORD=2; COMP_LINE=\"kes key c\"; COMP_POINT=9; _kes; echo \${COMPREPLY[*]}")" = create'
 ok "container: systemctl start kes (Type=notify) succeeds" cin systemctl start kes
 ok "container: kes is active" cin systemctl is-active kes
 main=$(cin systemctl show -p MainPID --value kes 2>/dev/null)
