@@ -182,15 +182,20 @@ fn policy_set(cfg: &Config) -> PolicySet {
 }
 
 /// Opens the configured key store.
-/// Everything a reload builds from the config file before it swaps anything in: the
-/// parsed config, the TLS configuration and the key store. [`check_reload`] runs the same.
-fn load_config(
-    path: &std::path::Path,
-) -> Result<(Config, Arc<rustls::ServerConfig>, Arc<dyn KeyStore>), StartError> {
+/// Everything a reload builds from the config file before it swaps anything in.
+struct Loaded {
+    cfg: Config,
+    tls: Arc<rustls::ServerConfig>,
+    store: Arc<dyn KeyStore>,
+}
+
+/// Builds the parsed config, the TLS configuration and the key store from `path`; a
+/// reload and [`check_reload`] run the same.
+fn load_config(path: &std::path::Path) -> Result<Loaded, StartError> {
     let cfg = config::load(path).map_err(|e| StartError(e.to_string()))?;
     let tls = tls_config(&cfg)?;
     let store = open_store(&cfg.keystore)?;
-    Ok((cfg, tls, store))
+    Ok(Loaded { cfg, tls, store })
 }
 
 /// Whether a running server would accept `path` on reload (`kes server --signal-reload`,
@@ -538,7 +543,7 @@ impl Server {
     }
 
     fn rebuild(&self, path: &std::path::Path) -> Result<String, StartError> {
-        let (cfg, tls, store) = load_config(path)?;
+        let Loaded { cfg, tls, store } = load_config(path)?;
         create_declared_keys(
             store.as_ref(),
             &cfg.keys,

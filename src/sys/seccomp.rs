@@ -174,6 +174,12 @@ const CLONE_FORBIDDEN: u64 = (libc::CLONE_VFORK
 const PR_SET_VMA: u64 = 0x5356_4d41;
 const PR_SET_VMA_ANON_NAME: u64 = 0;
 
+/// `FIONBIO` is a `c_ulong` on glibc and a `c_int` on musl.
+#[allow(clippy::unnecessary_cast)]
+fn fionbio() -> u64 {
+    libc::FIONBIO as u64
+}
+
 /// `argN == value` on the low 32 bits (the argument is a C `int`).
 fn eq(arg: u8, value: u64) -> SeccompCondition {
     SeccompCondition::new(arg, Len::Dword, Op::Eq, value).expect("valid seccomp condition")
@@ -247,7 +253,7 @@ pub fn arg_rules() -> Vec<(i64, Vec<SeccompRule>)> {
             libc::SYS_ioctl,
             // std's set_nonblocking, for the Azure client's connect timeout. Terminal
             // requests (TCGETS, TIOCGWINSZ) are the CLI's, which runs without the filter.
-            vec![rule(vec![eq(1, libc::FIONBIO as u64)])],
+            vec![rule(vec![eq(1, fionbio())])],
         ),
         (
             libc::SYS_fcntl,
