@@ -175,6 +175,15 @@ passed=0 failed=0 skipped=0
 pass() { passed=$((passed + 1)); echo "ok    $*"; }
 fail() { failed=$((failed + 1)); echo "FAIL  $*"; }
 skip() { skipped=$((skipped + 1)); echo "skip  $*"; }
+report() { # a results file of "PASS|FAIL|SKIP text" lines
+    while read -r kind text; do
+        case $kind in
+        PASS) pass "$text" ;;
+        FAIL) fail "$text" ;;
+        SKIP) skip "$text" ;;
+        esac
+    done <"$1"
+}
 check() { # description, command...
     local d=$1
     shift
@@ -494,13 +503,7 @@ if [[ $(id -u) -eq 0 ]] && command -v unshare >/dev/null && command -v chroot >/
     results=$work/install-results
     : >"$results"
     unshare -m "$self" --install-test "$deb1" "$results"
-    while read -r kind text; do
-        case $kind in
-        PASS) pass "$text" ;;
-        FAIL) fail "$text" ;;
-        SKIP) skip "$text" ;;
-        esac
-    done <"$results"
+    report "$results"
     [[ -s $results ]] || skip "install test produced no result (unshare -m failed?)"
 else
     skip "install test needs root and unshare"
@@ -511,13 +514,7 @@ echo "== systemd container test"
 results=$work/container-results
 : >"$results"
 "$pkg/container-check.sh" "$deb1" "$results"
-while read -r kind text; do
-    case $kind in
-    PASS) pass "$text" ;;
-    FAIL) fail "$text" ;;
-    SKIP) skip "$text" ;;
-    esac
-done <"$results"
+report "$results"
 [[ -s $results ]] || fail "container test produced no result"
 
 finish

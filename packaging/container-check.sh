@@ -127,7 +127,7 @@ ok "container: the image has no /bin/kill (no procps)" sh_in 'test ! -e /bin/kil
 ok "container: systemctl reload kes succeeds" cin systemctl reload kes
 ok "container: after the reload the changed policy lets the app create a key" as_app "key create k2"
 ok "container: the reload printed one line naming the change" \
-    sh_in "journalctl -u kes -o cat | grep -q \"completed: changed: policy 'app' changed\""
+    sh_in "journalctl -u kes -o cat | grep -q \"completed. Changed: policy 'app' changed\""
 sh_in "echo 'admin: [' >/etc/kes/config.yml"
 ok "container: systemctl reload kes fails on a broken config" sh_in "! systemctl reload kes"
 ok "container: systemctl status kes shows why" sh_in "systemctl status kes --no-pager -n 20 | grep -q 'reload refused, the server keeps its current configuration'"

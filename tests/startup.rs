@@ -251,7 +251,7 @@ fn sighup_reloads_and_a_bad_config_keeps_the_old_one() {
     srv.signal("-HUP");
     assert_eq!(
         srv.wait_line("=> Reloading"),
-        "=> Reloading configuration after SIGHUP signal completed: no policy or identity changes; TLS and key store reloaded."
+        "=> Reloading configuration after SIGHUP signal completed. No policy or identity changes; TLS and key store reloaded."
     );
     assert!(dir.join("keys").join("after-reload").exists());
     // A policy change is named in the one reload line, and --signal-reload (the unit's
@@ -270,7 +270,7 @@ fn sighup_reloads_and_a_bad_config_keeps_the_old_one() {
     );
     assert_eq!(
         srv.wait_line("=> Reloading"),
-        "=> Reloading configuration after SIGHUP signal completed: changed: policy 'app' added, 1 identity assignment(s); TLS and key store reloaded."
+        "=> Reloading configuration after SIGHUP signal completed. Changed: policy 'app' added, 1 identity assignment(s); TLS and key store reloaded."
     );
     std::fs::write(&cfg, "admin: [").unwrap();
     let o = kes(&["server", "--config", cfg.to_str().unwrap(), "--signal-reload", &pid]);
@@ -320,7 +320,7 @@ fn mlock_disabled_is_said_once_with_the_fix() {
     srv.signal("-HUP");
     let next = srv.lines.recv_timeout(Duration::from_secs(20)).unwrap();
     assert!(
-        next.starts_with("=> Reloading configuration after SIGHUP signal completed: "),
+        next.starts_with("=> Reloading configuration after SIGHUP signal completed. "),
         "{next}"
     );
 }
@@ -510,12 +510,14 @@ fn no_plaintext_is_left_in_the_server_memory() {
     let control = vec![("live header".to_string(), live.into_bytes())];
     let all: Vec<(&str, Vec<u8>)> =
         secrets.iter().chain(&control).map(|(n, b)| (n.as_str(), b.clone())).collect();
-    // The closed connection's thread ends shortly after the close: scan until the secrets
-    // are gone (bounded), then require that they are and that the live bytes are found.
+    // The closed connection's thread ends shortly after the close, and the open one reads
+    // its bytes shortly after they are sent: scan until both have happened (bounded), then
+    // require that the secrets are gone and the live bytes are found.
     let deadline = Instant::now() + Duration::from_secs(30);
     let found = loop {
         let found = found_in_memory(pid, &all);
-        if found.iter().all(|f| f == "live header") || Instant::now() > deadline {
+        // Also wait for the server to have read the live bytes off the socket.
+        if found == ["live header"] || Instant::now() > deadline {
             break found;
         }
         std::thread::sleep(Duration::from_millis(200));

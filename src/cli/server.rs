@@ -135,8 +135,9 @@ pub fn run(args: Vec<std::ffi::OsString>) -> CmdResult {
         match signals.wait() {
             Ok(Signal::SIGHUP) => match srv.reload() {
                 Ok(changes) => {
+                    // Upstream's line, then what changed, on one line.
                     out(&format!(
-                        "=> Reloading configuration after SIGHUP signal completed: {changes}.\n"
+                        "=> Reloading configuration after SIGHUP signal completed. {changes}\n"
                     ))?;
                 }
                 Err(e) => err(&format!("Failed to reload server config: {e}\n")),

@@ -234,9 +234,9 @@ fn policy_changes(old: &PolicySet, new: &PolicySet) -> String {
         out.push(format!("{moved} identity assignment(s)"));
     }
     if out.is_empty() {
-        "no policy or identity changes; TLS and key store reloaded".into()
+        "No policy or identity changes; TLS and key store reloaded.".into()
     } else {
-        format!("changed: {}; TLS and key store reloaded", out.join(", "))
+        format!("Changed: {}; TLS and key store reloaded.", out.join(", "))
     }
 }
 
