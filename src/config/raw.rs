@@ -68,6 +68,8 @@ pub(super) struct RawTls {
     pub auth: Option<Scalar>,
     pub ca: Option<Scalar>,
     pub proxy: Option<RawProxy>,
+    /// Our extension: `log` (default) or `enforce`.
+    pub client_validity: Option<Scalar>,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +93,15 @@ pub(super) struct RawPolicy {
 #[derive(Deserialize)]
 pub(super) struct RawCache {
     pub expiry: Option<RawExpiry>,
+    /// Our extension (upstream ignores it): the sealed persistent cache.
+    pub persist: Option<RawPersist>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawPersist {
+    pub path: Option<Scalar>,
+    pub seal: Option<Spanned<SecretText>>,
+    pub max_age: Option<Scalar>,
 }
 
 #[derive(Deserialize)]

@@ -4,8 +4,10 @@
 //! hold (a thread, a socket, buffered bytes, time) is bounded by a named constant.
 //!
 //! Startup order: config -> TLS material -> key store -> declarative keys -> bind ->
-//! harden -> accept. Reload (SIGHUP) swaps the state and TLS config atomically.
+//! harden -> accept. Reload (SIGHUP) swaps the state and TLS config atomically. [`load`] is
+//! the one loader of a config file, shared with `kes server --check` ([`check`]).
 
+pub mod check;
 pub mod conn;
 pub mod tls;
 
@@ -43,6 +45,11 @@ pub const CONN_STACK_SIZE: usize = if cfg!(debug_assertions) { 2 << 20 } else { 
 
 /// Deadline for creating declarative `keys:` at startup.
 pub const STARTUP_KEYS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long startup waits for the key store to answer when `cache.persist` is on, before
+/// it serves from the sealed cache instead. Bounds a hanging vault (one that accepts and
+/// never answers) as well as a refusing one; the cache keeps probing every 10 s after.
+pub const STARTUP_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often the TLS certificate and key are re-read from disk, so that rotated
 /// certificates (cert-manager, ACME) take effect without a restart (upstream: 15 min).
@@ -116,6 +123,8 @@ pub struct Banner {
     pub dev_cert_pem: Option<String>,
     /// Config warnings (e.g. glob-style policy patterns).
     pub warnings: Vec<String>,
+    /// `cache.persist`: what the sealed cache does, one line.
+    pub sealed: Option<String>,
 }
 
 /// State and TLS config shared by all connections, swapped whole on reload.
@@ -169,6 +178,12 @@ impl std::fmt::Display for StartError {
     }
 }
 
+/// The policies and the route table (with `api:` overrides) a config gives the server:
+/// everything an authorization decision depends on.
+pub fn authorization(cfg: &Config) -> (PolicySet, Vec<api::routes::Route>) {
+    (policy_set(cfg), api::routes::with_overrides(api::routes::default_routes(), &cfg.api))
+}
+
 fn policy_set(cfg: &Config) -> PolicySet {
     let mut set =
         PolicySet { admin: Identity::new(cfg.admin_identity.clone()), ..Default::default() };
@@ -182,27 +197,19 @@ fn policy_set(cfg: &Config) -> PolicySet {
 }
 
 /// Opens the configured key store.
-/// Everything a reload builds from the config file before it swaps anything in.
-struct Loaded {
-    cfg: Config,
-    tls: Arc<rustls::ServerConfig>,
-    store: Arc<dyn KeyStore>,
-}
-
-/// Builds the parsed config, the TLS configuration and the key store from `path`; a
-/// reload and [`check_reload`] run the same.
-fn load_config(path: &std::path::Path) -> Result<Loaded, StartError> {
-    let cfg = config::load(path).map_err(|e| StartError(e.to_string()))?;
-    let tls = tls_config(&cfg)?;
-    let store = open_store(&cfg.keystore)?;
-    Ok(Loaded { cfg, tls, store })
+/// What a reload builds before it swaps anything in: the config and TLS ([`load`]) and
+/// the key store. `kes server --signal-reload` runs the same through [`check_reload`].
+fn load_for_reload(path: &std::path::Path) -> Result<(Loaded, Arc<dyn KeyStore>), StartError> {
+    let loaded = load(path, None)?;
+    let store = open_store(&loaded.cfg.keystore)?;
+    Ok((loaded, store))
 }
 
 /// Whether a running server would accept `path` on reload (`kes server --signal-reload`,
 /// the unit's `ExecReload=`): so `systemctl reload` fails with the reason instead of the
 /// server refusing the file where only the journal shows it.
 pub fn check_reload(path: &std::path::Path) -> Result<(), StartError> {
-    load_config(path).map(|_| ())
+    load_for_reload(path).map(|_| ())
 }
 
 /// One line saying what a reload changed in the admin identity, the policies and which
@@ -247,13 +254,16 @@ pub fn open_store(cfg: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, StartError>
             .map_err(|e| {
                 StartError(format!("keystore.fs.path: cannot open '{}': {e}", path.display()))
             }),
-        KeyStoreConfig::Azure(azure) => crate::keystore::azure::AzureStore::new(
-            azure,
-            crate::keystore::azure::AzureOptions::from_env(),
-        )
-        .map(|s| Arc::new(s) as Arc<dyn KeyStore>)
-        .map_err(|e| StartError(format!("keystore.azure.keyvault: {e}"))),
+        KeyStoreConfig::Azure(azure) => open_azure(azure).map(|s| Arc::new(s) as Arc<dyn KeyStore>),
     }
+}
+
+/// Builds the Azure client from the config and the environment, without contacting Azure.
+pub fn open_azure(
+    azure: &config::AzureConfig,
+) -> Result<crate::keystore::azure::AzureStore, StartError> {
+    crate::keystore::azure::AzureStore::new(azure, crate::keystore::azure::AzureOptions::from_env())
+        .map_err(|e| StartError(format!("keystore.azure.keyvault: {e}")))
 }
 
 /// Creates each declarative key that does not exist yet; any error but "exists" aborts.
@@ -280,13 +290,66 @@ pub fn create_declared_keys(
     Ok(())
 }
 
-fn build_state(cfg: &Config, store: Arc<dyn KeyStore>, obs: Arc<Obs>) -> State {
+/// The key cache, with sealed copies when `cache.persist` is set: the store is probed
+/// (bounded by [`STARTUP_PROBE_TIMEOUT`]); unreachable, the cache starts offline from the
+/// sealed copies, otherwise they are re-checked in the background. Also returns the
+/// banner's line about it.
+fn open_cache(
+    cfg: &Config,
+    store: Arc<dyn KeyStore>,
+    obs: &Arc<Obs>,
+) -> Result<(Arc<KeyCache>, Option<String>), StartError> {
+    let Some(persist) = &cfg.persist else { return Ok((KeyCache::new(store, cfg.cache), None)) };
+    let sink = Arc::clone(obs);
+    let sealed = crate::keystore::sealed::SealedCache::open(
+        &persist.path,
+        &persist.seal,
+        &store.describe(),
+        persist.max_age,
+        Box::new(move |level, msg| sink.log(level, msg)),
+    )
+    .map_err(StartError)?;
+    let where_ = format!(
+        "sealed: {} (max_age {})",
+        persist.path.display(),
+        crate::gotime::format_duration(persist.max_age)
+    );
+    let probe = store.status(Instant::now() + STARTUP_PROBE_TIMEOUT);
+    let cache = KeyCache::with_sealed(store, cfg.cache, Arc::new(sealed));
+    match probe {
+        Ok(_) => {
+            cache.recheck_sealed();
+            Ok((cache, Some(where_)))
+        }
+        Err(e) => {
+            let served = cache.start_from_sealed();
+            let since = cache
+                .serving_sealed()
+                .map_or_else(String::new, |(_, t)| crate::gotime::format_utc_seconds(t));
+            obs.log(
+                Level::WARN,
+                &format!(
+                    "key store unreachable at startup ({e}): serving {served} keys from the sealed cache since {since}"
+                ),
+            );
+            Ok((
+                cache,
+                Some(format!(
+                    "{where_}\nKEY STORE UNREACHABLE: serving {served} keys from the sealed cache since {since}"
+                )),
+            ))
+        }
+    }
+}
+
+fn build_state(cfg: &Config, keys: Arc<KeyCache>, obs: Arc<Obs>) -> State {
     let started = time::OffsetDateTime::now_utc();
+    let (policies, routes) = authorization(cfg);
     State {
         build: build_info(),
-        policies: policy_set(cfg),
-        routes: api::routes::with_overrides(api::routes::default_routes(), &cfg.api),
-        keys: KeyCache::new(store, cfg.cache),
+        policies,
+        routes,
+        keys,
         started,
         started_at: Instant::now(),
         obs,
@@ -305,7 +368,7 @@ fn tls_config(cfg: &Config) -> Result<Arc<rustls::ServerConfig>, StartError> {
             optional,
         }
     } else {
-        tls::ClientAuth::AnyCertificate { optional }
+        tls::ClientAuth::AnyCertificate { optional, enforce: cfg.tls.enforce_client_validity }
     };
     tls::server_config(identity, &auth).map_err(StartError)
 }
@@ -333,8 +396,11 @@ fn dev_setup(
         ips.push(addr.ip());
     }
     let (identity, pem) = tls::dev_identity(&ips).map_err(StartError)?;
-    let tls = tls::server_config(identity, &tls::ClientAuth::AnyCertificate { optional: false })
-        .map_err(StartError)?;
+    let tls = tls::server_config(
+        identity,
+        &tls::ClientAuth::AnyCertificate { optional: false, enforce: false },
+    )
+    .map_err(StartError)?;
     let cfg = Config {
         address: None,
         admin_identity: key.identity().to_string(),
@@ -345,9 +411,12 @@ fn dev_setup(
             verify_client_chain: false,
             ca: None,
             proxy_identities: Vec::new(),
+            enforce_client_validity: false,
         },
         policies: Default::default(),
         cache: config::CacheConfig::default(),
+        // `--dev` never persists keys, sealed or not.
+        persist: None,
         api: Default::default(),
         log: config::LogConfig::default(),
         keys: Vec::new(),
@@ -355,6 +424,30 @@ fn dev_setup(
         warnings: Vec::new(),
     };
     Ok((cfg, tls, key.to_string_secret(), pem))
+}
+
+/// A config file loaded and validated as `kes server` uses it, before anything is bound or
+/// the key store is contacted.
+pub struct Loaded {
+    pub cfg: Config,
+    /// The listen address: `--addr`, else `address`, else [`config::DEFAULT_ADDRESS`].
+    pub addr: SocketAddr,
+    pub tls: Arc<rustls::ServerConfig>,
+}
+
+/// Reads the config file (with `${VAR}` expansion), resolves the listen address and loads
+/// the TLS material (files readable, key matching the certificate, client CAs). The one
+/// loader behind `kes server` and `kes server --check`.
+pub fn load(path: &std::path::Path, addr: Option<&str>) -> Result<Loaded, StartError> {
+    let cfg = config::load(path).map_err(|e| StartError(e.to_string()))?;
+    let addr = addr
+        .map(str::to_string)
+        .or_else(|| cfg.address.clone())
+        .unwrap_or_else(|| config::DEFAULT_ADDRESS.to_string());
+    let addr =
+        config::parse_listen_address(&addr).map_err(|e| StartError(format!("address: {e}")))?;
+    let tls = tls_config(&cfg)?;
+    Ok(Loaded { cfg, addr, tls })
 }
 
 /// Loads everything, binds and starts serving in background threads.
@@ -376,15 +469,7 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
         let path = opts.config.as_ref().ok_or_else(|| {
             StartError("no config file specified: use --config FILE, or --dev".into())
         })?;
-        let cfg = config::load(path).map_err(|e| StartError(e.to_string()))?;
-        let addr = opts
-            .addr
-            .clone()
-            .or_else(|| cfg.address.clone())
-            .unwrap_or_else(|| config::DEFAULT_ADDRESS.to_string());
-        let addr =
-            config::parse_listen_address(&addr).map_err(|e| StartError(format!("address: {e}")))?;
-        let tls = tls_config(&cfg)?;
+        let Loaded { cfg, addr, tls } = load(path, opts.addr.as_deref())?;
         let store = match opts.store.clone() {
             Some(s) => s,
             None => open_store(&cfg.keystore)?,
@@ -394,7 +479,8 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
     create_declared_keys(store.as_ref(), &cfg.keys, &Identity::new(cfg.admin_identity.clone()))?;
     let obs = make_obs(&cfg, &inputs);
     let keystore_desc = store.describe();
-    let state = build_state(&cfg, store, obs);
+    let (keys, sealed_line) = open_cache(&cfg, store, &obs)?;
+    let state = build_state(&cfg, keys, obs);
 
     let listener = TcpListener::bind(addr).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
@@ -418,6 +504,7 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
         dev_api_key: dev_key,
         dev_cert_pem: dev_pem,
         warnings: cfg.warnings.clone(),
+        sealed: sealed_line,
     };
     let shared = Arc::new(Shared {
         state: RwLock::new(Arc::new(state)),
@@ -543,14 +630,15 @@ impl Server {
     }
 
     fn rebuild(&self, path: &std::path::Path) -> Result<String, StartError> {
-        let Loaded { cfg, tls, store } = load_config(path)?;
+        let (Loaded { cfg, tls, .. }, store) = load_for_reload(path)?;
         create_declared_keys(
             store.as_ref(),
             &cfg.keys,
             &Identity::new(cfg.admin_identity.clone()),
         )?;
         let obs = make_obs(&cfg, &self.options);
-        let state = build_state(&cfg, store, obs);
+        let (keys, _) = open_cache(&cfg, store, &obs)?;
+        let state = build_state(&cfg, keys, obs);
         let changes = policy_changes(&self.shared.state().policies, &state.policies);
         let old = std::mem::replace(
             &mut *self.shared.state.write().unwrap_or_else(|e| e.into_inner()),
