@@ -130,6 +130,31 @@ fn post_is_accepted_where_put_is_the_method_and_list_works_without_slash() {
 }
 
 #[test]
+fn list_without_slash_is_authorized_against_the_routes_own_path() {
+    // MinIO's client (kms-go `ListKeys("")`) asks for `GET /v1/key/list`; upstream redirects to
+    // `/v1/key/list/` and checks the policy there, so `/v1/key/list/*` must allow it.
+    let lister = client_id();
+    let srv = TestServer::start(&format!(
+        "policy:\n  lister:\n    allow:\n    - /v1/key/list/*\n    identities:\n    - {}\n",
+        lister.identity
+    ));
+    assert_eq!(srv.admin().request("PUT", "/v1/key/create/k1", None).status, 200);
+    let mut c = srv.client(Some(&lister));
+    let r = c.get("/v1/key/list");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["names"], serde_json::json!(["k1"]));
+    assert_eq!(c.get("/v1/key/list/k*").json()["names"], serde_json::json!(["k1"]));
+    // A policy naming only the slash-less path allows neither form, as upstream.
+    let exact = client_id();
+    let srv = TestServer::start(&format!(
+        "policy:\n  exact:\n    allow:\n    - /v1/key/list\n    identities:\n    - {}\n",
+        exact.identity
+    ));
+    let r = srv.client(Some(&exact)).get("/v1/key/list");
+    assert_eq!((r.status, r.message()), (403, "not authorized: insufficient permissions".into()));
+}
+
+#[test]
 fn policies_allow_deny_and_admin_bypass() {
     let (srv, app) = with_app();
     let mut c = srv.client(Some(&app));

@@ -168,7 +168,7 @@ pub fn handle(
         ClientCert::One(id) => Some(id.clone()),
         _ => None,
     };
-    let result = authorize(state, route, &head.path, cert, &ctx)
+    let result = authorize(state, route, &routes::canonical_path(route, &head.path), cert, &ctx)
         .and_then(|auth| (route.handler)(&ctx, &auth));
     let response = match result {
         Ok(r) => r,

@@ -173,6 +173,17 @@ pub fn find<'a>(routes: &'a [Route], path: &str) -> Option<&'a Route> {
     best
 }
 
+/// The path a request is authorized against: a subtree root asked for without its slash
+/// (`GET /v1/key/list`, as MinIO's client does) is the route's own path (`/v1/key/list/`),
+/// which is where upstream checks the policy after its 301. Every other path is itself.
+pub fn canonical_path<'a>(route: &Route, path: &'a str) -> std::borrow::Cow<'a, str> {
+    if route.path.ends_with('/') && path.len() + 1 == route.path.len() {
+        std::borrow::Cow::Owned(route.path.to_string())
+    } else {
+        std::borrow::Cow::Borrowed(path)
+    }
+}
+
 /// The part of `path` after the route prefix (empty for a subtree root without slash).
 pub fn resource<'a>(route: &Route, path: &'a str) -> &'a str {
     path.strip_prefix(route.path).unwrap_or("")
@@ -201,6 +212,11 @@ mod tests {
         let routes = default_routes();
         assert_eq!(find(&routes, "/v1/key/list").unwrap().path, "/v1/key/list/");
         assert_eq!(find(&routes, "/v1/key/list/a*").unwrap().path, "/v1/key/list/");
+        let list = find(&routes, "/v1/key/list").unwrap();
+        assert_eq!(canonical_path(list, "/v1/key/list"), "/v1/key/list/");
+        assert_eq!(canonical_path(list, "/v1/key/list/a*"), "/v1/key/list/a*");
+        let version = find(&routes, "/version").unwrap();
+        assert_eq!(canonical_path(version, "/version"), "/version");
         assert_eq!(
             find(&routes, "/v1/identity/self/describe").unwrap().path,
             "/v1/identity/self/describe"
