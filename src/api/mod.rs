@@ -45,6 +45,8 @@ pub struct State {
     pub proc: Arc<ProcReader>,
     /// Logical CPUs and CPUs this process may use.
     pub cpus: (u64, u64),
+    /// Admission counters, shared by every state the server swaps in.
+    pub conns: Arc<crate::obs::ConnStats>,
 }
 
 /// What the TLS layer saw of the client's certificates (CA certificates already skipped).
