@@ -313,7 +313,8 @@ fn the_connection_cap_refuses_extra_connections_at_once() {
     for c in &mut held {
         assert_eq!(c.get("/version").status, 200);
     }
-    // The fourth is closed at once: the handshake fails quickly rather than hanging.
+    // The fourth takes the slot of an idle one (tests/admission.rs covers eviction); its
+    // garbage handshake is closed at once rather than hanging.
     let t = Instant::now();
     let mut extra = std::net::TcpStream::connect(srv.addr).unwrap();
     extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

@@ -295,7 +295,9 @@ fn choose_victim(seen: &[Seen], newcomer: u128, cap: usize) -> Result<Seen, Refu
             .map(|(_, _, s)| *s)
     };
     if own >= share {
-        return best(&|s| s.source == newcomer).ok_or(Refusal::Share);
+        // Alone at the cap with nothing evictable, the source is simply busy.
+        let refusal = if held.len() > 1 { Refusal::Share } else { Refusal::Busy };
+        return best(&|s| s.source == newcomer).ok_or(refusal);
     }
     best(&|s| held.get(&s.source).is_some_and(|n| *n > share))
         .or_else(|| best(&|_| true))
@@ -353,6 +355,8 @@ mod tests {
         // ... and is refused when all of its own are busy.
         let s = seen(&[(1, Phase::Busy, 9), (1, Phase::Busy, 8), (2, Phase::Idle, 1)]);
         assert_eq!(choose_victim(&s, 1, 3).unwrap_err(), Refusal::Share);
+        let s = seen(&[(1, Phase::Busy, 9), (1, Phase::Busy, 8)]);
+        assert_eq!(choose_victim(&s, 1, 2).unwrap_err(), Refusal::Busy);
         // A source under its share takes anyone's oldest when no source is above its share.
         let s = seen(&[(1, Phase::Idle, 9), (2, Phase::Idle, 1)]);
         assert_eq!(choose_victim(&s, 1, 4).unwrap().index, 1);

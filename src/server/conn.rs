@@ -326,6 +326,9 @@ fn one_request(
         return Next::Close;
     }
     let mut evicted = false;
+    // Whether any of this request reached us: a head deadline without a single byte ends
+    // in a silent close, as Go does; a partial head gets 408.
+    let mut got_bytes = !buf.is_empty();
     let (head, used) = loop {
         match http::parse_head(buf) {
             Ok(Some(parsed)) => break parsed,
@@ -344,6 +347,7 @@ fn one_request(
         }
         let mut first_byte = None;
         let mut on_bytes = || {
+            got_bytes = true;
             if started {
                 return None;
             }
@@ -366,7 +370,7 @@ fn one_request(
             Err(e) => {
                 if started {
                     tls.count_deadline(&e, DL_HEAD);
-                    if e.kind() == ErrorKind::TimedOut {
+                    if e.kind() == ErrorKind::TimedOut && got_bytes {
                         let _ = write_response(
                             tls,
                             &plain(408),

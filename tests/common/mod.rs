@@ -150,6 +150,16 @@ impl TestServer {
         )
     }
 
+    /// A server over any key store with a connection cap.
+    pub fn start_store_capped(
+        extra: &str,
+        store: Arc<dyn kes::keystore::KeyStore>,
+        max_connections: usize,
+    ) -> TestServer {
+        let unused = Arc::new(kes::keystore::mem::MemStore::new());
+        Self::start_full(extra, max_connections, Some(store), unused, None)
+    }
+
     /// A server over any key store.
     pub fn start_store(extra: &str, store: Arc<dyn kes::keystore::KeyStore>) -> TestServer {
         let unused = Arc::new(kes::keystore::mem::MemStore::new());
@@ -305,6 +315,19 @@ impl Client {
         let name = ServerName::try_from("127.0.0.1").unwrap();
         let conn = rustls::ClientConnection::new(client_config(server_cert, id), name).unwrap();
         Client { tls: rustls::StreamOwned::new(conn, sock), buf: Vec::new() }
+    }
+
+    /// A client over a TLS stream made elsewhere (e.g. from a chosen source address).
+    pub fn from_parts(tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>) -> Client {
+        Client { tls, buf: Vec::new() }
+    }
+
+    /// Completes the TLS handshake now rather than with the first request.
+    pub fn handshake(&mut self) -> std::io::Result<()> {
+        while self.tls.conn.is_handshaking() {
+            self.tls.conn.complete_io(&mut self.tls.sock)?;
+        }
+        Ok(())
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
