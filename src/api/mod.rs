@@ -49,16 +49,7 @@ pub struct State {
     pub conns: Arc<crate::obs::ConnStats>,
 }
 
-/// What the TLS layer saw of the client's certificates (CA certificates already skipped).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientCert {
-    /// No leaf certificate was presented.
-    None,
-    /// Exactly one leaf: its identity.
-    One(Identity),
-    /// More than one non-CA certificate.
-    TooMany,
-}
+pub use crate::auth::ClientCert;
 
 /// Per-request inputs handed to a handler.
 pub struct Ctx<'a> {
@@ -166,10 +157,7 @@ pub fn handle(
         peer_ip,
         audit_message: std::cell::RefCell::new(None),
     };
-    let identity = match cert {
-        ClientCert::One(id) => Some(id.clone()),
-        _ => None,
-    };
+    let identity = cert.identity().cloned();
     let result = authorize(state, route, &routes::canonical_path(route, &head.path), cert, &ctx)
         .and_then(|auth| (route.handler)(&ctx, &auth));
     let response = match result {
@@ -209,10 +197,7 @@ fn authorize(
 ) -> Result<Authorized, ApiError> {
     match route.auth {
         Auth::None => Ok(Authorized::unchecked_for_skip_auth(None)),
-        Auth::IdentifyOnly => Ok(Authorized::unchecked_for_skip_auth(match cert {
-            ClientCert::One(id) => Some(id.clone()),
-            _ => None,
-        })),
+        Auth::IdentifyOnly => Ok(Authorized::unchecked_for_skip_auth(cert.identity().cloned())),
         Auth::Verify => {
             let id = match cert {
                 ClientCert::None => return Err(ApiError::NoClientCert),
