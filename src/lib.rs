@@ -17,9 +17,12 @@
 //!
 //! ## One request, end to end
 //!
-//! 1. `server` accepts; past the connection cap the socket is closed at once. Otherwise a
-//!    named thread with a small explicit stack takes it.
-//! 2. The thread completes the rustls handshake under a deadline and derives the client
+//! 1. `server` accepts and admits (`server::admission`): at the connection cap the least
+//!    productive connection (handshaking, waiting for a head, idle; never one whose request
+//!    is being handled) is evicted, within a fair share per source address. A named thread
+//!    with a small explicit stack takes the connection.
+//! 2. The thread completes the rustls handshake under an absolute deadline (every phase
+//!    has one: handshake, head, body, response write) and derives the client
 //!    [`auth::Identity`] (lowercase hex SHA-256 of the leaf certificate's SPKI).
 //! 3. `http` reads a bounded head, `api::routes` finds the route *before* the body is read,
 //!    then at most that route's `max_body` bytes are read.

@@ -6,79 +6,29 @@ mod common;
 #[path = "support/fake_vault.rs"]
 mod fake_vault;
 
-use common::{Client, ClientId, TempDir, TestServer, client_config, client_id, server_cert};
+use common::{Binary, Client, ClientId, TestServer, client_config};
 use rustls::pki_types::{CertificateDer, ServerName};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The real binary on 127.0.0.1:0 with an fs store and a small connection cap.
-struct Binary {
-    child: Child,
-    addr: SocketAddr,
-    cert: CertificateDer<'static>,
-    admin: ClientId,
-    _dir: TempDir,
+fn start(max_connections: usize) -> Binary {
+    Binary::start_flags(&["--max-connections", &max_connections.to_string()])
 }
 
-impl Binary {
-    fn start(max_connections: usize) -> Binary {
-        let dir = TempDir::new("admission");
-        let (cert_path, key_path, cert) = server_cert(dir.path());
-        let admin = client_id();
-        let cfg = dir.join("config.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "address: 127.0.0.1:0\nadmin:\n  identity: {}\ntls:\n  key: {}\n  cert: {}\nkeystore:\n  fs:\n    path: {}\n",
-                admin.identity,
-                key_path.display(),
-                cert_path.display(),
-                dir.join("keys").display()
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kes"))
-            .args(["server", "--config"])
-            .arg(&cfg)
-            .args(["--no-mlock", "--log-format", "text", "--max-connections"])
-            .arg(max_connections.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut port = None;
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if let Some(p) = line.split("https://127.0.0.1:").nth(1) {
-                port = p.split_whitespace().next().and_then(|p| p.parse::<u16>().ok());
-            }
-            if line.contains("Server is up and running") {
-                break;
-            }
-        }
-        std::thread::spawn(move || lines.for_each(drop));
-        let addr = SocketAddr::from(([127, 0, 0, 1], port.expect("port in banner")));
-        Binary { child, addr, cert, admin, _dir: dir }
-    }
+trait Probe {
+    fn admin(&self) -> Client;
+    /// One sample of `/v1/metrics`, by its `name{labels}`.
+    fn metric(&self, series: &str) -> u64;
+}
 
+impl Probe for Binary {
     fn admin(&self) -> Client {
-        Client::connect(self.addr, &self.cert, Some(&self.admin))
+        self.client(Some(&self.admin))
     }
 
-    /// One sample of `/v1/metrics`, as `name{labels} value` lines.
     fn metric(&self, series: &str) -> u64 {
         metric(&mut self.admin(), series)
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -161,8 +111,8 @@ fn trickle_until_closed(s: &mut TcpStream, bytes: &[u8], gap: Duration) -> usize
 
 #[test]
 fn a_trickled_handshake_is_closed_by_its_absolute_deadline() {
-    let srv = Binary::start(16);
-    let hello = client_hello(&srv.cert, &srv.admin);
+    let srv = start(16);
+    let hello = client_hello(&srv.server_cert, &srv.admin);
     assert!(hello.len() > 150, "a real ClientHello: {} bytes", hello.len());
     // One byte every 250 ms: a per-read timeout (5 s) never fires, only an absolute
     // deadline does. HANDSHAKE_TIMEOUT (5 s) lets through at most ~20 bytes; a loaded
@@ -175,7 +125,7 @@ fn a_trickled_handshake_is_closed_by_its_absolute_deadline() {
 
 #[test]
 fn a_head_trickled_or_never_sent_after_the_handshake_is_cut_off() {
-    let srv = Binary::start(16);
+    let srv = start(16);
     // Nothing after the handshake: closed silently once the first head is due, not after
     // the 90 s keep-alive idle timeout.
     let mut silent = srv.admin();
@@ -221,8 +171,8 @@ fn a_head_trickled_or_never_sent_after_the_handshake_is_cut_off() {
 #[test]
 fn at_the_cap_unproductive_connections_are_evicted_for_a_healthy_client() {
     const CAP: usize = 8;
-    let srv = Binary::start(CAP);
-    let hello = client_hello(&srv.cert, &srv.admin);
+    let srv = start(CAP);
+    let hello = client_hello(&srv.server_cert, &srv.admin);
     let mut hostile: Vec<TcpStream> = Vec::new();
     // Half-open: TCP only.
     for _ in 0..3 {
@@ -237,20 +187,20 @@ fn at_the_cap_unproductive_connections_are_evicted_for_a_healthy_client() {
     // Kept alive after one request, then silent.
     let mut idle = Vec::new();
     for _ in 0..2 {
-        let mut c = tls_over(connect_from([127, 0, 0, 2], srv.addr), &srv.cert, &srv.admin);
+        let mut c = tls_over(connect_from([127, 0, 0, 2], srv.addr), &srv.server_cert, &srv.admin);
         assert_eq!(c.get("/version").status, 200);
         idle.push(c);
     }
     // The cap is full. A healthy client from another address is served on fresh and on
     // kept-alive connections.
     for _ in 0..4 {
-        let mut c = tls_over(connect_from([127, 0, 0, 3], srv.addr), &srv.cert, &srv.admin);
+        let mut c = tls_over(connect_from([127, 0, 0, 3], srv.addr), &srv.server_cert, &srv.admin);
         let r = c.get("/version");
         assert_eq!(r.status, 200);
         assert!(r.json()["version"].is_string());
         assert_eq!(c.get("/v1/key/list/").status, 200);
     }
-    let mut c = tls_over(connect_from([127, 0, 0, 3], srv.addr), &srv.cert, &srv.admin);
+    let mut c = tls_over(connect_from([127, 0, 0, 3], srv.addr), &srv.server_cert, &srv.admin);
     let evicted: u64 = ["handshake", "head", "body", "idle"]
         .iter()
         .map(|p| metric(&mut c, &format!("kes_http_connections_evicted{{phase=\"{p}\"}}")))
@@ -269,12 +219,12 @@ fn at_the_cap_unproductive_connections_are_evicted_for_a_healthy_client() {
 #[test]
 fn one_source_cannot_take_more_than_its_share() {
     const CAP: usize = 8;
-    let srv = Binary::start(CAP);
+    let srv = start(CAP);
     // Source A takes every slot while it is alone.
     let mut a: Vec<TcpStream> = (0..CAP).map(|_| connect_from([127, 0, 0, 2], srv.addr)).collect();
     // Source B gets its share (CAP / 2 sources) by evicting A's.
     let mut b: Vec<Client> = (0..CAP / 2)
-        .map(|_| tls_over(connect_from([127, 0, 0, 3], srv.addr), &srv.cert, &srv.admin))
+        .map(|_| tls_over(connect_from([127, 0, 0, 3], srv.addr), &srv.server_cert, &srv.admin))
         .collect();
     for c in &mut b {
         assert_eq!(c.get("/version").status, 200);
@@ -296,6 +246,20 @@ fn one_source_cannot_take_more_than_its_share() {
     assert!(open_a <= CAP / 2, "source A holds {open_a} of {CAP} slots");
     let evicted = metric(&mut b[0], "kes_http_connections_evicted{phase=\"handshake\"}");
     assert!(evicted >= 20, "evicted {evicted}");
+    // Said in the log, rate-limited: far fewer lines than evictions.
+    let out = srv.output();
+    let lines =
+        out.lines().filter(|l| l.contains("http: connection limit reached: evicted")).count();
+    assert!(
+        lines >= 1 && (lines as u64) < evicted / 4,
+        "{lines} log lines for {evicted} evictions:\n{out}"
+    );
+    assert!(
+        out.contains(
+            "{\"level\":\"WARN\",\"msg\":\"http: connection limit reached: evicted 1 unproductive"
+        ),
+        "{out}"
+    );
 }
 
 #[test]

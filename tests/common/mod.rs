@@ -459,6 +459,15 @@ impl Binary {
 
     /// As [`Binary::start`], with `admin` as the admin identity.
     pub fn start_as(admin: ClientId, tls_extra: &str, extra: &str) -> Binary {
+        Self::start_full(admin, tls_extra, extra, &[])
+    }
+
+    /// As [`Binary::start`], with extra `kes server` flags (e.g. `--max-connections`).
+    pub fn start_flags(flags: &[&str]) -> Binary {
+        Self::start_full(client_id(), "", "", flags)
+    }
+
+    fn start_full(admin: ClientId, tls_extra: &str, extra: &str, flags: &[&str]) -> Binary {
         use std::io::BufRead;
         let dir = TempDir::new("bin");
         let (cert, key, server_cert) = server_cert(dir.path());
@@ -480,6 +489,7 @@ impl Binary {
         };
         let mut child = std::process::Command::new(kes)
             .args(["server", "--config", cfg.to_str().unwrap(), "--no-mlock"])
+            .args(flags)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
