@@ -247,3 +247,82 @@ fn legitimate_chains_keep_working() {
         }
     }
 }
+
+/// The raw response with its `Date` value replaced by `D`, so whole responses compare.
+fn without_date(raw: &str) -> String {
+    raw.split("\r\n")
+        .map(|l| if l.starts_with("Date: ") { "Date: D" } else { l })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+/// Issue 9 #2: a percent-encoded CR, LF, CRLF, NUL or a whole second response in an unclean
+/// path went raw into the redirect's `Location` and so onto the wire as header lines. On
+/// every kind of unclean path, with any certificate, the `Location` is now encoded as Go
+/// encodes it and the answer is exactly one 301.
+#[test]
+fn redirects_do_not_reflect_control_characters() {
+    let bin = Binary::start("", "");
+    let nobody = client_id();
+    let payloads = [
+        "%0d",
+        "%0a",
+        "%0d%0a",
+        "%00",
+        "%0D%0A%0D%0A",
+        "%0d%0aContent-Length:%200%0d%0a%0d%0aHTTP/1.1%20200%20OK%0d%0aX-Smuggled:%201%0d%0a%0d%0a",
+    ];
+    // Unclean path -> the clean prefix the Location starts with.
+    let shapes = [
+        ("//x", "/x"),
+        ("/./x", "/x"),
+        ("/v1/../x", "/x"),
+        ("/v1//key/list/x", "/v1/key/list/x"),
+        ("/v1/key/create/./x", "/v1/key/create/x"),
+    ];
+    let upper = |s: &str| {
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(i) = rest.find('%') {
+            out.push_str(&rest[..i]);
+            out.push_str(&rest[i..i + 3].to_ascii_uppercase());
+            rest = &rest[i + 3..];
+        }
+        out + rest
+    };
+    for (shape, clean) in shapes {
+        for payload in payloads {
+            for (method, id) in [("GET", &bin.admin), ("POST", &nobody)] {
+                let target = format!("{shape}{payload}X-Injected:%20yes");
+                let mut c = bin.client(Some(id));
+                c.send_raw(
+                    format!("{method} {target} HTTP/1.1\r\nHost: kes\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .unwrap();
+                let mut raw = Vec::new();
+                let _ = c.tls.read_to_end(&mut raw);
+                let raw = String::from_utf8(raw).unwrap();
+                let location = format!("{clean}{}X-Injected:%20yes", upper(payload));
+                assert_eq!(
+                    without_date(&raw),
+                    format!(
+                        "HTTP/1.1 301 Moved Permanently\r\nLocation: {location}\r\nDate: D\r\n\
+                         Content-Length: 0\r\nConnection: close\r\n\r\n"
+                    ),
+                    "{method} {target}"
+                );
+            }
+        }
+    }
+    // The raw query is kept as sent (Go keeps RawQuery); it cannot hold a raw CR or LF.
+    let mut c = bin.client(Some(&bin.admin));
+    c.send_raw(b"GET //x?a=%0d%0aX:%20y&b=1 HTTP/1.1\r\nHost: kes\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = c.tls.read_to_end(&mut raw);
+    assert!(
+        String::from_utf8(raw).unwrap().contains("\r\nLocation: /x?a=%0d%0aX:%20y&b=1\r\n"),
+        "query"
+    );
+}

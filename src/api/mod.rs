@@ -102,10 +102,12 @@ pub fn not_found() -> Response {
 pub fn lookup<'a>(state: &'a State, head: &Head) -> Routed<'a> {
     let cleaned = crate::http::clean_path(&head.path);
     if cleaned != head.path {
-        let mut location = cleaned;
+        // Encoded as Go encodes it: the decoded path may hold any byte the client escaped,
+        // CR and LF included, and must not reach the header line raw.
+        let mut location = crate::http::escape_path(&cleaned);
         if !head.query.is_empty() {
             location.push('?');
-            location.push_str(&head.query);
+            location.push_str(&crate::http::escape_raw(&head.query));
         }
         return Routed::Respond(Response::new(301).header("Location", location));
     }
