@@ -1,6 +1,7 @@
 //! Where keys live: the `KeyStore` trait, its error kinds, the shared listing rule, and the
 //! stores (`mem` for `--dev` and tests, `fs` for a directory, `azure` for Key Vault), plus
-//! the key cache every lookup goes through (`cache`).
+//! the key cache every lookup goes through (`cache`) and its optional sealed copy on disk
+//! (`sealed`, for vault outages across restarts).
 //!
 //! A store keeps opaque stored values (`kes-crypto.md` §2); it never parses them and never
 //! rewrites them. Must not: know about HTTP statuses or JSON of the KES API.
@@ -9,6 +10,7 @@ pub mod azure;
 pub mod cache;
 pub mod fs;
 pub mod mem;
+pub mod sealed;
 
 use std::fmt;
 use std::time::{Duration, Instant};
