@@ -206,7 +206,7 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
         );
     }
     if let (ClientCert::One(id), Some(first)) = (&cert, chain.first()) {
-        note_flaws(&shared, first.as_ref(), id, peer_ip);
+        note_flaws(shared, first.as_ref(), id, peer_ip);
     }
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     // The first head is due READ_HEADER_TIMEOUT after the handshake, not after its first
