@@ -10,6 +10,10 @@ use std::time::Duration;
 /// Largest body a key route reads (upstream's 1 MB, decimal).
 pub const MAX_KEY_BODY: usize = 1_000_000;
 
+/// Largest body of a policy dry-run (`{"identity","method","path"}`): an identity, a
+/// method and one API path fit in well under 4 KiB.
+pub const MAX_POLICY_CHECK_BODY: usize = 4096;
+
 /// Route methods; `POST` is accepted wherever `PUT` is the route's method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteMethod {
@@ -88,7 +92,7 @@ const fn route(
     }
 }
 
-/// All 22 routes with upstream's defaults.
+/// Upstream's 22 routes with upstream's defaults, plus our extension `/v1/policy/check`.
 pub fn default_routes() -> Vec<Route> {
     use Auth::*;
     use RouteMethod::*;
@@ -110,6 +114,15 @@ pub fn default_routes() -> Vec<Route> {
         route(Get, "/v1/policy/describe/", 0, 15, Verify, true, policy::handle_describe_policy),
         route(Get, "/v1/policy/read/", 0, 15, Verify, true, policy::handle_read_policy),
         route(Get, "/v1/policy/list/", 0, 15, Verify, true, policy::handle_list_policies),
+        route(
+            Put,
+            "/v1/policy/check",
+            MAX_POLICY_CHECK_BODY,
+            15,
+            Verify,
+            true,
+            policy::handle_check_policy,
+        ),
         route(
             Get,
             "/v1/identity/describe/",
@@ -194,9 +207,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn twenty_two_routes_with_upstreams_limits() {
+    fn upstreams_routes_with_upstreams_limits() {
         let routes = default_routes();
-        assert_eq!(routes.len(), 22);
+        assert_eq!(routes.len(), 23);
         let import = find(&routes, "/v1/key/import/k").unwrap();
         assert_eq!(
             (import.method, import.max_body, import.timeout.as_secs()),
