@@ -44,6 +44,14 @@ pub const STREAM_POLL: Duration = Duration::from_millis(500);
 /// Bodies of refused requests (404, 405) up to this size are drained to keep the
 /// connection; larger ones close it.
 pub const DISCARD_LIMIT: u64 = 64 * 1024;
+/// After refusing a request whose body was not read (over the limit, bad framing, a bad
+/// head), the server stops writing and keeps reading and discarding for at most this long
+/// before closing. Closing with unread input makes the kernel send a reset, which can
+/// destroy the refusal before the client reads it; a client that is still uploading gets
+/// to finish (loopback: milliseconds for a few MB) and reads the 4xx instead.
+pub const LINGER_TIMEOUT: Duration = Duration::from_secs(3);
+/// At most this many bytes are discarded while lingering, however fast the client sends.
+pub const LINGER_MAX_BYTES: u64 = 8 * 1024 * 1024;
 /// Read buffer size.
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -212,6 +220,7 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
     // The first head is due READ_HEADER_TIMEOUT after the handshake, not after its first
     // byte: a client that completes the handshake and then sends nothing gains nothing.
     let mut wait = Wait::Head(Instant::now() + READ_HEADER_TIMEOUT);
+    let mut unread = false;
     loop {
         let state = shared.state();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -220,6 +229,10 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
         match outcome {
             Ok(Next::KeepAlive) => wait = Wait::Idle,
             Ok(Next::Close) => break,
+            Ok(Next::CloseUnread) => {
+                unread = true;
+                break;
+            }
             Err(panic) => {
                 let what = panic
                     .downcast_ref::<&str>()
@@ -239,12 +252,38 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
     if slot.phase() != Phase::Evicted {
         tls.conn.send_close_notify();
         let _ = tls.flush(close_deadline());
+        // Lingering produces nothing: evictable like a trickling head.
+        if unread && slot.enter(Phase::Head) {
+            linger(stream);
+        }
     }
     let _ = stream.shutdown(std::net::Shutdown::Both);
 }
 
 fn close_deadline() -> Instant {
     Instant::now() + CLOSE_WRITE_TIMEOUT
+}
+
+/// Graceful close after an early refusal: end the write side (the client sees the response,
+/// close_notify and FIN), then discard what the client still sends, bounded by
+/// [`LINGER_TIMEOUT`] and [`LINGER_MAX_BYTES`], so that closing sends no reset.
+fn linger(sock: &TcpStream) {
+    if sock.shutdown(std::net::Shutdown::Write).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER_TIMEOUT;
+    let mut scratch = [0u8; READ_CHUNK];
+    let mut discarded = 0u64;
+    while discarded < LINGER_MAX_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match (&*sock).read(&mut scratch) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => discarded += n as u64,
+        }
+    }
 }
 
 /// Counts a client certificate's flaws (validity, key usage, self-signature) and logs them
@@ -289,6 +328,8 @@ enum Wait {
 enum Next {
     KeepAlive,
     Close,
+    /// Close, but the client may still be sending what was not read: [`linger`] first.
+    CloseUnread,
 }
 
 /// Reads more plaintext into `buf` before `deadline`; `on_bytes` as in [`Tls::read_plain`].
@@ -351,15 +392,18 @@ fn one_request(
             Ok(Some(parsed)) => break parsed,
             Ok(None) => {}
             Err(e) => {
-                let status = match e {
-                    HeadError::TooLarge => 431,
-                    HeadError::Version => 505,
-                    HeadError::Framing("unsupported Transfer-Encoding") => 501,
-                    HeadError::Malformed(_) | HeadError::Framing(_) => 400,
+                let response = match e {
+                    HeadError::TooLarge => plain(431),
+                    HeadError::Version => plain(505),
+                    HeadError::Framing("unsupported Transfer-Encoding") => plain(501),
+                    // As Go's server words them: "400 Bad Request: missing required Host header".
+                    HeadError::Malformed(why) | HeadError::Framing(why) => {
+                        let text = format!("400 Bad Request: {why}");
+                        Response::with_body(400, "text/plain; charset=utf-8", text.into_bytes())
+                    }
                 };
-                let _ =
-                    write_response(tls, &plain(status), false, 1, Method::Get, close_deadline());
-                return Next::Close;
+                let _ = write_response(tls, &response, false, 1, Method::Get, close_deadline());
+                return Next::CloseUnread;
             }
         }
         let mut first_byte = None;
@@ -407,7 +451,8 @@ fn one_request(
     let route = match api::lookup(state, &head) {
         Routed::Route(r) => r,
         Routed::Respond(response) => {
-            let keep = head.keep_alive && discard_body(tls, buf, head.framing);
+            let drained = discard_body(tls, buf, head.framing);
+            let keep = head.keep_alive && drained;
             let _ = write_response(
                 tls,
                 &response,
@@ -416,7 +461,11 @@ fn one_request(
                 head.method.clone(),
                 close_deadline(),
             );
-            return if keep { Next::KeepAlive } else { Next::Close };
+            return match (keep, drained) {
+                (true, _) => Next::KeepAlive,
+                (false, true) => Next::Close,
+                (false, false) => Next::CloseUnread,
+            };
         }
     };
 
@@ -465,7 +514,11 @@ fn one_request(
         pump(tls, stream);
         return Next::Close;
     }
-    if keep { Next::KeepAlive } else { Next::Close }
+    match (keep, complete) {
+        (true, _) => Next::KeepAlive,
+        (false, true) => Next::Close,
+        (false, false) => Next::CloseUnread,
+    }
 }
 
 /// Reads a body bounded by `max_body`. Returns the bytes and whether the body was read
