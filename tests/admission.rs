@@ -330,7 +330,7 @@ fn at_a_cap_of_busy_connections_newcomers_are_refused_at_once() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut c = srv.admin();
-        if c.send_raw(b"GET /v1/metrics HTTP/1.1\r\n\r\n").is_ok()
+        if c.send_raw(b"GET /v1/metrics HTTP/1.1\r\nHost: kes\r\n\r\n").is_ok()
             && let Ok(r) = c.read_reply()
         {
             assert!(
