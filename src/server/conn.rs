@@ -227,7 +227,12 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
             one_request(&mut tls, &mut buf, &state, &cert, peer_ip, wait)
         }));
         match outcome {
-            Ok(Next::KeepAlive) => wait = Wait::Idle,
+            Ok(Next::KeepAlive) => {
+                // The previous request's bytes past the buffer's length go now, not when
+                // the connection ends.
+                crate::sys::wipe::wipe_spare(&mut buf);
+                wait = Wait::Idle;
+            }
             Ok(Next::Close) => break,
             Ok(Next::CloseUnread) => {
                 unread = true;
