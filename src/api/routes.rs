@@ -88,7 +88,8 @@ const fn route(
     }
 }
 
-/// All 22 routes with upstream's defaults.
+/// All 24 routes: upstream's 22 with upstream's defaults, and our two rotation routes
+/// (`rotate`, `rewrap`, issue 12) with the limits of their neighbours.
 pub fn default_routes() -> Vec<Route> {
     use Auth::*;
     use RouteMethod::*;
@@ -107,6 +108,8 @@ pub fn default_routes() -> Vec<Route> {
         route(Put, "/v1/key/encrypt/", MAX_KEY_BODY, 15, Verify, true, key::handle_encrypt_key),
         route(Put, "/v1/key/decrypt/", MAX_KEY_BODY, 15, Verify, true, key::handle_decrypt_key),
         route(Put, "/v1/key/hmac/", MAX_KEY_BODY, 15, Verify, true, key::handle_hmac_key),
+        route(Put, "/v1/key/rotate/", MAX_KEY_BODY, 15, Verify, true, key::handle_rotate_key),
+        route(Put, "/v1/key/rewrap/", MAX_KEY_BODY, 15, Verify, true, key::handle_rewrap_key),
         route(Get, "/v1/policy/describe/", 0, 15, Verify, true, policy::handle_describe_policy),
         route(Get, "/v1/policy/read/", 0, 15, Verify, true, policy::handle_read_policy),
         route(Get, "/v1/policy/list/", 0, 15, Verify, true, policy::handle_list_policies),
@@ -183,9 +186,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn twenty_two_routes_with_upstreams_limits() {
+    fn twenty_four_routes_with_upstreams_limits() {
         let routes = default_routes();
-        assert_eq!(routes.len(), 22);
+        assert_eq!(routes.len(), 24);
+        let rotate = find(&routes, "/v1/key/rotate/k").unwrap();
+        assert_eq!(
+            (rotate.method, rotate.auth, rotate.timeout.as_secs()),
+            (RouteMethod::Put, Auth::Verify, 15)
+        );
+        assert_eq!(find(&routes, "/v1/key/rewrap/k").unwrap().max_body, MAX_KEY_BODY);
         let import = find(&routes, "/v1/key/import/k").unwrap();
         assert_eq!(
             (import.method, import.max_body, import.timeout.as_secs()),

@@ -1,13 +1,15 @@
 //! The key cache in front of every store (`kes-azure-keystore.md` §7).
 //!
-//! Owns: parsed keys by name ([`KeyVersion`] zeroizes itself), the single-flight miss path,
+//! Owns: parsed keys by name, each with all its versions ([`VersionedKey`]; key material
+//! zeroizes itself, retired versions keep none), the single-flight miss path,
 //! the offline flag, and one background thread (`kes-cache`) that runs the four periodic
 //! tasks of §7: full flush (`any`), unused sweep (`unused / 2`), offline flush (`offline`)
 //! and the offline probe. Must not: cache errors, call the store on a miss while offline,
 //! or keep raw stored values (they are dropped, and so wiped, right after parsing).
 //!
 //! Miss path, in order: look up; if offline fail at once; join the in-flight load of that
-//! name or start one; the starter re-checks the cache, reads the store, parses, inserts with
+//! name or start one; the starter re-checks the cache, reads every version from the store
+//! ([`KeyStore::versions`], one call), parses, inserts with
 //! `used = true`, then hands its result (value or error) to every thread that joined.
 //! Hits set `used = true` under a read lock only.
 
@@ -18,9 +20,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::{KeyStore, StoreError};
+use super::{KeyStore, MAX_VERSIONS, StoreError};
 use crate::config::CacheConfig;
-use crate::crypto::{FormatError, KeyVersion};
+use crate::crypto::{FormatError, KeyVersion, Version, VersionedKey};
 
 /// Decodes a stored value; [`KeyVersion::parse`] in production, a stand-in in tests.
 pub type ParseFn = fn(&[u8]) -> Result<KeyVersion, FormatError>;
@@ -99,7 +101,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 struct Entry {
-    key: Arc<KeyVersion>,
+    key: Arc<VersionedKey>,
+    /// When the store was read for this entry (see [`KeyCache::refresh`]).
+    loaded: Instant,
     /// Set by every hit, cleared by every unused sweep.
     used: AtomicBool,
 }
@@ -114,7 +118,7 @@ struct Entries {
     enabled: bool,
 }
 
-type LoadResult = Result<Arc<KeyVersion>, CacheError>;
+type LoadResult = Result<Arc<VersionedKey>, CacheError>;
 
 /// One in-progress load of a name, shared by the thread doing it and those waiting for it.
 struct Flight {
@@ -217,7 +221,7 @@ impl Shared {
         self.entries.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn lookup(&self, name: &str) -> Option<Arc<KeyVersion>> {
+    fn lookup(&self, name: &str) -> Option<Arc<VersionedKey>> {
         let entries = self.read_entries();
         let entry = entries.map.get(name)?;
         entry.used.store(true, Ordering::Relaxed);
@@ -236,15 +240,15 @@ impl Shared {
         };
         self.backend_reads.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        // `value` is a `Zeroizing` buffer, wiped when it drops at the end of this function.
-        let value = self.store.get(name, deadline);
+        // The values are `Zeroizing` buffers, wiped when they drop at the end of this function.
+        let stored = self.store.versions(name, deadline);
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.backend_read_micros.fetch_add(micros, Ordering::Relaxed);
-        let value = value?;
-        let key = Arc::new((self.parse)(&value).map_err(CacheError::Format)?);
+        let key = Arc::new(parse_versions(self.parse, stored?)?);
         let mut entries = self.write_entries();
         if entries.enabled && entries.removals == removals {
-            let entry = Entry { key: Arc::clone(&key), used: AtomicBool::new(true) };
+            let entry =
+                Entry { key: Arc::clone(&key), loaded: started, used: AtomicBool::new(true) };
             entries.map.insert(name.to_string(), entry);
         }
         Ok(key)
@@ -287,6 +291,37 @@ impl Shared {
             _ => {}
         }
     }
+}
+
+/// Turns a store's versions into a cached key: live versions are parsed (a malformed one
+/// fails the key, as a malformed value always did); retired ones keep only their facts.
+fn parse_versions(
+    parse: ParseFn,
+    stored: Vec<super::StoredVersion>,
+) -> Result<VersionedKey, CacheError> {
+    if stored.len() > MAX_VERSIONS {
+        return Err(CacheError::Store(StoreError::Failed(format!(
+            "key has {} versions, more than the {MAX_VERSIONS} this server reads",
+            stored.len()
+        ))));
+    }
+    if stored.is_empty() {
+        return Err(CacheError::Store(StoreError::NotFound));
+    }
+    let mut versions = Vec::with_capacity(stored.len());
+    for v in stored {
+        let parsed = v.value.as_deref().map(|b| parse(b));
+        versions.push(if v.enabled {
+            match parsed {
+                Some(Ok(key)) => Version::live(v.id, key),
+                Some(Err(e)) => return Err(CacheError::Format(e)),
+                None => return Err(CacheError::Format(FormatError("live version without value"))),
+            }
+        } else {
+            Version::retired(v.id, parsed.and_then(Result::ok))
+        });
+    }
+    Ok(VersionedKey::new(versions))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -425,7 +460,7 @@ impl KeyCache {
 
     /// The parsed key `name`, from the cache or (once for all concurrent callers) from the
     /// store. While offline, a key not in the cache fails at once with `Unreachable`.
-    pub fn get(&self, name: &str, deadline: Instant) -> Result<Arc<KeyVersion>, CacheError> {
+    pub fn get(&self, name: &str, deadline: Instant) -> Result<Arc<VersionedKey>, CacheError> {
         let shared = &*self.shared;
         if let Some(key) = shared.lookup(name) {
             shared.hits.fetch_add(1, Ordering::Relaxed);
@@ -458,8 +493,38 @@ impl KeyCache {
         }
     }
 
-    /// Forgets `name` (after it was deleted from the store through this node). A load of
-    /// `name` already in progress will not re-insert what it read.
+    /// Reads `name` from the store again when `seen` is still what the cache holds for it
+    /// and was read at least `min_age` ago; otherwise returns what the cache holds now (or
+    /// loads it). For a decrypt that no cached version could open: the ciphertext may come
+    /// from a version another server added since. `min_age` bounds how often failing
+    /// requests can make this node read the store for one key.
+    pub fn refresh(
+        &self,
+        name: &str,
+        seen: &Arc<VersionedKey>,
+        min_age: Duration,
+        deadline: Instant,
+    ) -> Result<Arc<VersionedKey>, CacheError> {
+        let stale = {
+            let entries = self.shared.read_entries();
+            match entries.map.get(name) {
+                Some(e) => Arc::ptr_eq(&e.key, seen) && e.loaded.elapsed() >= min_age,
+                // Not cached (e.g. the cache is a pass-through): a plain load reads the store.
+                None => true,
+            }
+        };
+        if stale {
+            if self.is_offline() {
+                return Ok(Arc::clone(seen));
+            }
+            self.remove(name);
+        }
+        self.get(name, deadline)
+    }
+
+    /// Forgets `name` (after it was deleted from the store through this node, or after its
+    /// versions changed here). A load of `name` already in progress will not re-insert
+    /// what it read.
     pub fn remove(&self, name: &str) {
         let mut entries = self.shared.write_entries();
         entries.map.remove(name);
@@ -676,7 +741,7 @@ mod tests {
         let a = cache.get("k", later()).unwrap();
         let b = cache.get("k", later()).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
-        assert_eq!(a.created_by, "v1");
+        assert_eq!(a.first().unwrap().created_by, "v1");
         let stats = cache.stats();
         assert_eq!((stats.hits, stats.misses, stats.backend_reads), (1, 1, 1));
         assert_eq!(store.reads(), 1);
@@ -702,10 +767,10 @@ mod tests {
                     .unwrap()
             })
             .collect();
-        let keys: Vec<Arc<KeyVersion>> =
+        let keys: Vec<Arc<VersionedKey>> =
             handles.into_iter().map(|h| h.join().unwrap().ok().unwrap()).collect();
         assert!(keys.iter().all(|k| Arc::ptr_eq(k, &keys[0])));
-        assert_eq!(keys[0].created_by, "cold");
+        assert_eq!(keys[0].first().unwrap().created_by, "cold");
         let stats = cache.stats();
         assert_eq!(stats.backend_reads, 1);
         assert_eq!(store.mem.reads(), 1);
@@ -741,7 +806,7 @@ mod tests {
         // Not cached: the next lookup asks again, and sees the key once it exists.
         assert_eq!(cache.get("missing", later()).err(), want);
         store.mem.create("missing", &value("now"), later()).unwrap();
-        assert_eq!(cache.get("missing", later()).unwrap().created_by, "now");
+        assert_eq!(cache.get("missing", later()).unwrap().first().unwrap().created_by, "now");
         assert_eq!(store.mem.reads(), 3);
     }
 
@@ -774,7 +839,9 @@ mod tests {
         store.set_gate(true);
         let loader = {
             let cache = Arc::clone(&cache);
-            thread::spawn(move || cache.get("k", later()).map(|k| k.created_by.clone()))
+            thread::spawn(move || {
+                cache.get("k", later()).map(|k| k.first().unwrap().created_by.clone())
+            })
         };
         assert!(eventually(Duration::from_secs(5), || store.entered.load(Ordering::SeqCst) == 2));
         cache.remove("k");
@@ -864,7 +931,7 @@ mod tests {
         store.set_unreachable(false);
         assert!(eventually(Duration::from_secs(3), || !cache.is_offline()));
         assert!(cache.status(later()).is_ok());
-        assert_eq!(cache.get("cold", later()).unwrap().created_by, "c");
+        assert_eq!(cache.get("cold", later()).unwrap().first().unwrap().created_by, "c");
     }
 
     #[test]

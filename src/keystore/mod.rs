@@ -4,6 +4,15 @@
 //!
 //! A store keeps opaque stored values (`kes-crypto.md` §2); it never parses them and never
 //! rewrites them. Must not: know about HTTP statuses or JSON of the KES API.
+//!
+//! Versions (key rotation, issue 12): a key is an ordered list of versions, each a stored
+//! value of its own. The **first** version is what [`KeyStore::get`] reads and what
+//! upstream KES (and older builds of ours) see as the key; later versions are added by
+//! [`KeyStore::add_version`] and can be retired and re-enabled with
+//! [`KeyStore::set_version_enabled`]. A store that does not know versions keeps working:
+//! the default [`KeyStore::versions`] reports the one value `get` reads as the version
+//! [`FIRST_VERSION_ID`], and the two writers refuse. Every store orders versions the same
+//! way on every server (never by local clocks alone), so concurrent rotations converge.
 
 pub mod azure;
 pub mod cache;
@@ -19,6 +28,65 @@ pub const LIST_PAGE_SIZE: usize = 1024;
 
 /// A stored key value (base64 protobuf or legacy JSON). Secret: zeroized on drop.
 pub type StoredValue = Zeroizing<Vec<u8>>;
+
+/// The id [`KeyStore::versions`] gives the one version of a store without versions, and the
+/// id of the first version (the key file) in the `mem` and `fs` stores.
+pub const FIRST_VERSION_ID: &str = "0";
+
+/// Most versions one key may have, retired ones included. Bounds what a cache load reads
+/// and what a describe answer lists; a rotation beyond it is refused.
+pub const MAX_VERSIONS: usize = 64;
+
+/// Most *enabled* versions one key may have. A decrypt without a `version` hint tries each
+/// live version, newest first, until one authenticates: a failed attempt costs about a
+/// microsecond, so this bounds a wrong ciphertext to ~16 µs of work. A rotation beyond it is
+/// refused until a version is retired.
+pub const MAX_LIVE_VERSIONS: usize = 16;
+
+/// Longest version id (Key Vault's are 32 hex digits).
+pub const MAX_VERSION_ID_LEN: usize = 64;
+
+/// Whether `id` has the shape of a version id: 1..=64 bytes of `[0-9A-Za-z-]`. Checked
+/// before an id reaches a store (a path segment in `fs`, a URL segment in Azure).
+pub fn valid_version_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_VERSION_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// A fresh random version id (16 hex digits) for stores that assign their own.
+pub fn new_version_id() -> Result<String, StoreError> {
+    let mut random = [0u8; 8];
+    getrandom::getrandom(&mut random)
+        .map_err(|e| StoreError::Failed(format!("no randomness for a version id: {e}")))?;
+    Ok(random.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// One version of a key as a store keeps it.
+pub struct StoredVersion {
+    /// Assigned by the store; stable, and the same on every server sharing the store.
+    pub id: String,
+    /// False while the version is retired.
+    pub enabled: bool,
+    /// The stored value; `None` for a retired version a store cannot read (Key Vault
+    /// refuses to return a disabled version's value).
+    pub value: Option<StoredValue>,
+}
+
+impl fmt::Debug for StoredVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredVersion")
+            .field("id", &self.id)
+            .field("enabled", &self.enabled)
+            .field("value", &self.value.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// What a store without versions answers to the version writers.
+fn versions_unsupported(store: &str) -> StoreError {
+    StoreError::Failed(format!("{store}: this key store does not support key versions"))
+}
 
 /// What went wrong in a store. `Display` never contains a stored value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +152,43 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// Lists names starting with `prefix` as `list_page` pages them.
     fn list(&self, prefix: &str, deadline: Instant) -> Result<Listing, StoreError>;
+
+    /// Every version of `name`, the first (what [`KeyStore::get`] reads) first, then in the
+    /// order they were added; the order is the same on every server sharing the store.
+    /// `NotFound` when the key does not exist. Default: the one value `get` reads.
+    fn versions(&self, name: &str, deadline: Instant) -> Result<Vec<StoredVersion>, StoreError> {
+        let value = self.get(name, deadline)?;
+        Ok(vec![StoredVersion {
+            id: FIRST_VERSION_ID.to_string(),
+            enabled: true,
+            value: Some(value),
+        }])
+    }
+
+    /// Adds `value` as the newest version of the existing key `name` and returns its id.
+    /// `NotFound` when the key does not exist. Never replaces a version.
+    fn add_version(
+        &self,
+        name: &str,
+        value: &[u8],
+        deadline: Instant,
+    ) -> Result<String, StoreError> {
+        let _ = (name, value, deadline);
+        Err(versions_unsupported(&self.describe()))
+    }
+
+    /// Retires (`enabled = false`) or re-enables version `id` of `name`. `NotFound` when the
+    /// key or the version does not exist.
+    fn set_version_enabled(
+        &self,
+        name: &str,
+        id: &str,
+        enabled: bool,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        let _ = (name, id, enabled, deadline);
+        Err(versions_unsupported(&self.describe()))
+    }
 
     /// Backend counters for `/v1/metrics`.
     fn stats(&self) -> StoreStats {
