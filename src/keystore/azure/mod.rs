@@ -48,8 +48,8 @@ use self::credentials::{
 };
 use self::error::{Class, api_error, classify, parse_challenge, redact, resource_matches_host};
 use self::wire::{
-    BadBody, Bundle, ROTATION_TAG, VersionItem, check_attributes, key_versions, oldest_version,
-    parse_bundle, parse_page,
+    BadBody, Bundle, ROTATION_TAG, SEQUENCE_TAG, VersionItem, check_attributes, key_versions,
+    oldest_version, parse_bundle, parse_page,
 };
 use super::{KeyStore, Listing, StoreError, StoredValue, StoredVersion, list_page};
 use crate::config::{AzureConfig, AzureCredentials};
@@ -68,6 +68,9 @@ pub const MAX_VERSION_PAGES: usize = 40;
 /// Secret-listing pages read for one listing: 25 secrets per page, so 250 000 secrets.
 /// The caller's deadline bounds the time.
 pub const MAX_LIST_PAGES: usize = 10_000;
+/// A rotation waits until this many seconds after the first version's `created` second, so
+/// that the first version stays the oldest for upstream's read (see `add_version_inner`).
+pub const FIRST_VERSION_GAP_SECS: i64 = 1;
 /// Stack of the helper thread that reads the latest version while the versions are listed.
 pub const GET_THREAD_STACK: usize = 256 << 10;
 
@@ -630,21 +633,47 @@ impl AzureStore {
     ) -> Result<String, StoreError> {
         let v = &self.vault;
         let items = v.list_versions(name, deadline)?;
-        let (first, _) = key_versions(&items).ok_or_else(|| {
+        let (first, rotations) = key_versions(&items).ok_or_else(|| {
             StoreError::Failed(format!(
                 "azure: '{name}' has no version with an id and a creation time"
             ))
         })?;
         let first_id = first.version.clone().unwrap_or_default();
+        // Key Vault's `created` has a resolution of one second, and upstream reads the
+        // oldest version with ties going to list order (by id): a rotation version created
+        // in the same second as the first version could be what upstream takes for the key.
+        // Wait until this host's clock is past that second (plus one for clock skew).
+        if let Some(created) = first.created {
+            loop {
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                    .unwrap_or(0);
+                if now > created.saturating_add(FIRST_VERSION_GAP_SECS) {
+                    break;
+                }
+                let wait = Duration::from_millis(200);
+                if Instant::now() + wait >= deadline {
+                    return Err(StoreError::Failed(format!(
+                        "azure: failed to rotate '{name}': the key was created too recently; retry in a few seconds"
+                    )));
+                }
+                std::thread::sleep(wait);
+            }
+        }
+        let sequence = rotations.iter().map(|r| r.sequence).max().unwrap_or(0) + 1;
         let text = std::str::from_utf8(value).map_err(|_| {
             StoreError::Failed(format!(
                 "azure: failed to rotate '{name}': the value is not valid UTF-8 text"
             ))
         })?;
         let body = Zeroizing::new(
-            serde_json::json!({ "value": text, "tags": { ROTATION_TAG: first_id } })
-                .to_string()
-                .into_bytes(),
+            serde_json::json!({
+                "value": text,
+                "tags": { ROTATION_TAG: first_id, SEQUENCE_TAG: sequence.to_string() }
+            })
+            .to_string()
+            .into_bytes(),
         );
         let hide = |m: String| redact(&m, &[text]);
         let r = v.call(Method::PUT, &v.secret_url(name, ""), Some(&body), deadline).map_err(

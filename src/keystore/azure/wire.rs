@@ -38,6 +38,13 @@ pub struct Item {
 /// oldest) and the duplicates that concurrent creates leave behind, which are never used.
 pub const ROTATION_TAG: &str = "kes-rotation-of";
 
+/// The tag that holds a rotation version's sequence number: one more than the highest the
+/// rotating server saw. Key Vault's `created` has a resolution of one second, so without it
+/// two rotations within a second would be ordered by their random ids; with it, rotations
+/// one after the other keep their order, and concurrent ones (same number) are ordered by
+/// `(created, id)`, the same on every server.
+pub const SEQUENCE_TAG: &str = "kes-rotation-seq";
+
 /// One listed version with what rotation needs to know about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionItem {
@@ -47,6 +54,8 @@ pub struct VersionItem {
     pub enabled: bool,
     /// The [`ROTATION_TAG`] value, when tagged.
     pub rotation_of: Option<String>,
+    /// The [`SEQUENCE_TAG`] value; 0 when absent or not a number.
+    pub sequence: u64,
 }
 
 impl VersionItem {
@@ -58,7 +67,7 @@ impl VersionItem {
 
 /// The key's versions from a listing: the first version (the oldest untagged one, by
 /// [`oldest_version`]'s rule) and the rotation versions tagged with its id, ordered by
-/// `(created, version id)` so every server sees the same order. `None` when no untagged
+/// `(sequence, created, version id)` so every server sees the same order. `None` when no untagged
 /// version has an id and a creation time.
 pub fn key_versions(items: &[VersionItem]) -> Option<(&VersionItem, Vec<&VersionItem>)> {
     let untagged: Vec<VersionEntry> =
@@ -74,7 +83,9 @@ pub fn key_versions(items: &[VersionItem]) -> Option<(&VersionItem, Vec<&Version
         .iter()
         .filter(|i| i.rotation_of.as_deref() == Some(first_id.as_str()) && i.version.is_some())
         .collect();
-    rotations.sort_by(|a, b| (a.created, &a.version).cmp(&(b.created, &b.version)));
+    rotations.sort_by(|a, b| {
+        (a.sequence, a.created, &a.version).cmp(&(b.sequence, b.created, &b.version))
+    });
     Some((first, rotations))
 }
 
@@ -113,6 +124,12 @@ impl Page {
                 created: i.attributes.as_ref().and_then(|a| a.created),
                 enabled: i.attributes.as_ref().and_then(|a| a.enabled).unwrap_or(true),
                 rotation_of: i.tags.as_ref().and_then(|t| t.get(ROTATION_TAG)).cloned(),
+                sequence: i
+                    .tags
+                    .as_ref()
+                    .and_then(|t| t.get(SEQUENCE_TAG))
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
             })
             .collect()
     }
@@ -232,6 +249,7 @@ mod tests {
             created: Some(created),
             enabled: true,
             rotation_of: tag.map(String::from),
+            sequence: 0,
         }
     }
 
@@ -255,6 +273,16 @@ mod tests {
         let ids: Vec<_> = rot.iter().map(|r| r.version.as_deref().unwrap()).collect();
         assert_eq!(ids, ["r1a", "r1b", "r2"]);
         assert!(key_versions(&[vi("r", 1, Some("a"))]).is_none());
+        // The sequence number orders rotations within one second.
+        let mut late = vi("r0", 15, Some("a"));
+        late.sequence = 2;
+        items.push(late);
+        let mut early = vi("r9", 15, Some("a"));
+        early.sequence = 1;
+        items.push(early);
+        let (_, rot) = key_versions(&items).unwrap();
+        let ids: Vec<_> = rot.iter().map(|r| r.version.as_deref().unwrap()).collect();
+        assert_eq!(ids, ["r1a", "r1b", "r2", "r9", "r0"]);
     }
 
     #[test]
