@@ -47,16 +47,7 @@ pub struct State {
     pub cpus: (u64, u64),
 }
 
-/// What the TLS layer saw of the client's certificates (CA certificates already skipped).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientCert {
-    /// No leaf certificate was presented.
-    None,
-    /// Exactly one leaf: its identity.
-    One(Identity),
-    /// More than one non-CA certificate.
-    TooMany,
-}
+pub use crate::auth::ClientCert;
 
 /// Per-request inputs handed to a handler.
 pub struct Ctx<'a> {
@@ -109,10 +100,12 @@ pub fn not_found() -> Response {
 pub fn lookup<'a>(state: &'a State, head: &Head) -> Routed<'a> {
     let cleaned = crate::http::clean_path(&head.path);
     if cleaned != head.path {
-        let mut location = cleaned;
+        // Encoded as Go encodes it: the decoded path may hold any byte the client escaped,
+        // CR and LF included, and must not reach the header line raw.
+        let mut location = crate::http::escape_path(&cleaned);
         if !head.query.is_empty() {
             location.push('?');
-            location.push_str(&head.query);
+            location.push_str(&crate::http::escape_raw(&head.query));
         }
         return Routed::Respond(Response::new(301).header("Location", location));
     }
@@ -164,10 +157,7 @@ pub fn handle(
         peer_ip,
         audit_message: std::cell::RefCell::new(None),
     };
-    let identity = match cert {
-        ClientCert::One(id) => Some(id.clone()),
-        _ => None,
-    };
+    let identity = cert.identity().cloned();
     let result = authorize(state, route, &head.path, cert, &ctx)
         .and_then(|auth| (route.handler)(&ctx, &auth));
     let response = match result {
@@ -207,10 +197,7 @@ fn authorize(
 ) -> Result<Authorized, ApiError> {
     match route.auth {
         Auth::None => Ok(Authorized::unchecked_for_skip_auth(None)),
-        Auth::IdentifyOnly => Ok(Authorized::unchecked_for_skip_auth(match cert {
-            ClientCert::One(id) => Some(id.clone()),
-            _ => None,
-        })),
+        Auth::IdentifyOnly => Ok(Authorized::unchecked_for_skip_auth(cert.identity().cloned())),
         Auth::Verify => {
             let id = match cert {
                 ClientCert::None => return Err(ApiError::NoClientCert),

@@ -25,7 +25,9 @@ impl Identity {
         Identity(hex(digest.as_ref()))
     }
 
-    /// Identity of a DER certificate: SHA-256 over its SPKI. `None` if it does not parse.
+    /// SHA-256 over one DER certificate's SPKI, `None` if it does not parse. This is only the
+    /// hash: who a client *is* comes from [`ClientCert::from_chain`], which decides which
+    /// certificate of a presented chain may be hashed at all.
     pub fn from_cert_der(cert_der: &[u8]) -> Option<Identity> {
         let der = rustls_pki_types::CertificateDer::from(cert_der);
         let cert = webpki::EndEntityCert::try_from(&der).ok()?;
@@ -56,6 +58,53 @@ impl fmt::Debug for Identity {
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Who a presented certificate chain identifies (`kes-api.md` §5). Every place that turns
+/// certificates into an identity (the server's connections, identify-only routes, the audit
+/// record, the CLI's `identity of`) goes through [`ClientCert::from_chain`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCert {
+    /// No usable client certificate: none presented, or the first one is a CA certificate
+    /// or does not parse.
+    None,
+    /// The identity of the first certificate, the one whose key signed the handshake.
+    One(Identity),
+    /// More than one non-CA certificate.
+    TooMany,
+}
+
+impl ClientCert {
+    /// The identity a chain proves, `chain[0]` being the certificate whose key the TLS
+    /// handshake (CertificateVerify, TLS 1.2 and 1.3) proved the client holds.
+    ///
+    /// Only that first certificate can identify the client. Upstream skips CA certificates and
+    /// takes the leaf wherever it sits, so a chain `[own CA:TRUE cert, victim's public cert]`
+    /// made its holder the victim; here such a chain has no identity. CA certificates after
+    /// the first (intermediates) are allowed and ignored; a second non-CA certificate is
+    /// refused as upstream refuses it.
+    pub fn from_chain<C: AsRef<[u8]>>(chain: &[C]) -> ClientCert {
+        let Some(first) = chain.first() else { return ClientCert::None };
+        let first = first.as_ref();
+        if chain.iter().filter(|c| !x509::is_ca(c.as_ref())).count() > 1 {
+            return ClientCert::TooMany;
+        }
+        if x509::is_ca(first) {
+            return ClientCert::None;
+        }
+        match Identity::from_cert_der(first) {
+            Some(id) => ClientCert::One(id),
+            None => ClientCert::None,
+        }
+    }
+
+    /// The identity, when there is exactly one.
+    pub fn identity(&self) -> Option<&Identity> {
+        match self {
+            ClientCert::One(id) => Some(id),
+            _ => None,
+        }
     }
 }
 
@@ -226,6 +275,39 @@ mod tests {
             set.authorize(&Identity::new("cc"), "/v1/key/create/x").unwrap_err(),
             Denied::UnknownIdentity
         );
+    }
+
+    fn cert(ca: bool) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.is_ca = if ca {
+            rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained)
+        } else {
+            rcgen::IsCa::ExplicitNoCa
+        };
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn only_the_first_certificate_identifies() {
+        let (leaf, other, ca) = (cert(false), cert(false), cert(true));
+        let id = Identity::from_cert_der(&leaf).unwrap();
+        let one = ClientCert::One(id.clone());
+        assert_eq!(ClientCert::from_chain(&[&leaf]), one);
+        assert_eq!(ClientCert::from_chain(&[&leaf, &ca]), one);
+        assert_eq!(ClientCert::from_chain(&[&leaf, &ca, &ca]), one);
+        assert_eq!(one.identity(), Some(&id));
+        // The attack: an own CA:TRUE certificate first, someone else's public leaf after it.
+        assert_eq!(ClientCert::from_chain(&[&ca, &leaf]), ClientCert::None);
+        assert_eq!(ClientCert::from_chain(&[&ca, &ca, &leaf]), ClientCert::None);
+        assert_eq!(ClientCert::from_chain(&[&ca]), ClientCert::None);
+        assert_eq!(ClientCert::from_chain::<&[u8]>(&[]), ClientCert::None);
+        assert_eq!(ClientCert::from_chain(&[&b"garbage"[..]]), ClientCert::None);
+        assert_eq!(ClientCert::None.identity(), None);
+        // Two non-CA certificates stay refused as upstream refuses them, in any position.
+        assert_eq!(ClientCert::from_chain(&[&leaf, &other]), ClientCert::TooMany);
+        assert_eq!(ClientCert::from_chain(&[&ca, &leaf, &other]), ClientCert::TooMany);
+        assert_eq!(ClientCert::from_chain(&[&leaf, &ca, &other]), ClientCert::TooMany);
     }
 
     #[test]

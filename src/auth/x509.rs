@@ -1,6 +1,6 @@
 //! The two facts about a certificate that webpki does not expose and KES needs: whether it
-//! is a CA (BasicConstraints cA, so it is skipped when finding the client's leaf,
-//! `kes-api.md` §5) and which subject alternative names it carries (a server certificate
+//! is a CA (BasicConstraints cA: a CA certificate never identifies a client,
+//! [`super::ClientCert::from_chain`], `kes-api.md` §5) and which subject alternative names it carries (a server certificate
 //! without a DNS or IP SAN is refused, `kes-config-cli.md` §1.3 step 12).
 //!
 //! Built on the minimal DER walker in [`crate::der`].

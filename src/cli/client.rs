@@ -11,7 +11,7 @@
 
 use super::apikey::{self, ApiKey};
 use super::{Fail, io_msg};
-use crate::auth::Identity;
+use crate::auth::{ClientCert, Identity};
 use crate::http::{ChunkError, ChunkedDecoder};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
@@ -524,8 +524,12 @@ impl Client {
             }
             Credentials::Files { cert, key } => load_key_pair(cert, key, ask)?,
         };
-        let identity = Identity::from_cert_der(chain[0].as_ref())
-            .ok_or_else(|| Fail::Error("the client certificate cannot be parsed".into()))?;
+        // The server's rule; without an identity the server answers 400, never 403, so the
+        // 403 text that names it never needs one.
+        if Identity::from_cert_der(chain[0].as_ref()).is_none() {
+            return Err(Fail::Error("the client certificate cannot be parsed".into()));
+        }
+        let identity = ClientCert::from_chain(&chain).identity().cloned().unwrap_or_default();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])

@@ -18,7 +18,7 @@ use super::{
     CmdResult, Fail, Style, flag_bool, flag_error, flag_value, io_msg, json_text, local_date, out,
     text,
 };
-use crate::auth::Identity;
+use crate::auth::{ClientCert, Identity, x509};
 use crate::crypto::legacy_pem;
 use lexopt::prelude::*;
 use rustls::pki_types::pem::{PemObject, SectionKind};
@@ -142,8 +142,7 @@ fn describe_argument(arg: &str) -> CmdResult {
             section.map_err(|e| Fail::Error(format!("'{arg}' is not a valid PEM file: {e}")))?;
         match kind {
             SectionKind::Certificate => {
-                let id = Identity::from_cert_der(&der)
-                    .ok_or_else(|| Fail::Error(format!("'{arg}': invalid certificate")))?;
+                let id = chain_identity(arg, &pem)?;
                 return print_value("Identity:", id.as_str());
             }
             SectionKind::PrivateKey => {
@@ -160,6 +159,29 @@ fn describe_argument(arg: &str) -> CmdResult {
         }
     }
     Err(Fail::Error(format!("'{arg}' contains no PEM-encoded certificate or private key")))
+}
+
+/// The identity a server gives a client presenting the certificates of the PEM file `arg`,
+/// by the server's own rule ([`ClientCert::from_chain`]): only the first certificate counts,
+/// and it must not be a CA certificate.
+fn chain_identity(arg: &str, pem: &[u8]) -> Result<Identity, Fail> {
+    let chain = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Fail::Error(format!("'{arg}' is not a valid PEM file: {e}")))?;
+    match ClientCert::from_chain(&chain) {
+        ClientCert::One(id) => Ok(id),
+        ClientCert::TooMany => Err(Fail::Error(format!(
+            "'{arg}' holds more than one non-CA certificate; a server refuses such a chain"
+        ))),
+        ClientCert::None => match chain.first() {
+            None => Err(Fail::Error(format!("'{arg}' contains no PEM-encoded certificate"))),
+            Some(first) if x509::is_ca(first.as_ref()) => Err(Fail::Error(format!(
+                "'{arg}': the first certificate is a CA certificate (BasicConstraints CA:TRUE), \
+                 which is no client identity; create client certificates with 'kes identity new'"
+            ))),
+            Some(_) => Err(Fail::Error(format!("'{arg}': invalid certificate"))),
+        },
+    }
 }
 
 /// `kes identity <FILE>` for an encrypted private key (as `identity new --encrypt` writes):
@@ -216,12 +238,7 @@ fn of(args: Vec<OsString>) -> CmdResult {
     } else {
         let pem =
             std::fs::read(arg).map_err(|e| Fail::Error(format!("open {arg}: {}", io_msg(&e))))?;
-        let cert = CertificateDer::pem_slice_iter(&pem)
-            .next()
-            .ok_or_else(|| Fail::Error(format!("'{arg}' contains no PEM-encoded certificate")))?
-            .map_err(|e| Fail::Error(format!("'{arg}' is not a valid PEM file: {e}")))?;
-        Identity::from_cert_der(&cert)
-            .ok_or_else(|| Fail::Error(format!("'{arg}': invalid certificate")))?
+        chain_identity(arg, &pem)?
     };
     // The seed tutorial's shape on a terminal; the bare identity for scripts.
     print_value("Identity:", id.as_str())

@@ -369,30 +369,64 @@ pub trait EventStream: Send {
     fn next(&mut self, wait: std::time::Duration) -> Option<Vec<u8>>;
 }
 
-/// A response to write.
+/// A response to write. Its headers are private and every way in checks them
+/// ([`header_is_safe`]), so no response can carry a header that ends its line early: a
+/// request byte reflected into a header (the redirect once did) cannot add headers or a
+/// second, smuggled response.
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
+    headers: Vec<(&'static str, String)>,
     pub body: Body,
+    /// Set when an unsafe header replaced this response by a `500`; it then stays one.
+    refused: bool,
 }
 
 impl Response {
     pub fn new(status: u16) -> Response {
-        Response { status, headers: Vec::new(), body: Body::Bytes(Vec::new()) }
+        Response { status, headers: Vec::new(), body: Body::Bytes(Vec::new()), refused: false }
     }
 
     pub fn with_body(status: u16, content_type: &str, body: Vec<u8>) -> Response {
-        Response {
-            status,
-            headers: vec![("Content-Type", content_type.to_string())],
-            body: Body::Bytes(body),
-        }
+        Response::new(status).header("Content-Type", content_type).body(Body::Bytes(body))
     }
 
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
-        self.headers.push((name, value.into()));
+    /// A streamed `200` (`/v1/log/*`).
+    pub fn stream(content_type: &str, stream: Box<dyn EventStream>) -> Response {
+        Response::new(200).header("Content-Type", content_type).body(Body::Stream(stream))
+    }
+
+    fn body(mut self, body: Body) -> Response {
+        if !self.refused {
+            self.body = body;
+        }
         self
+    }
+
+    /// Adds a header. A name or value that could end the header line (CR, LF, NUL or any
+    /// other control character, or a name that is not an RFC 9110 token) turns the whole
+    /// response into a plain `500` that later headers and bodies leave alone: a server
+    /// bug must not become header injection.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        if self.refused {
+            return self;
+        }
+        let value = value.into();
+        if !header_is_safe(name, &value) {
+            return Response {
+                status: 500,
+                headers: vec![("Content-Type", "text/plain; charset=utf-8".to_string())],
+                body: Body::Bytes(b"500 Internal Server Error\n".to_vec()),
+                refused: true,
+            };
+        }
+        self.headers.push((name, value));
+        self
+    }
+
+    /// The headers set so far, in order.
+    pub fn headers(&self) -> &[(&'static str, String)] {
+        &self.headers
     }
 
     pub fn get_header(&self, name: &str) -> Option<&str> {
@@ -433,6 +467,52 @@ impl Response {
         }
         out
     }
+}
+
+/// Whether a header line `name: value` is safe to send: the name an RFC 9110 token, the
+/// value free of control characters other than horizontal tab (so no CR, LF or NUL).
+pub fn header_is_safe(name: &str, value: &str) -> bool {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    !name.is_empty()
+        && name.bytes().all(tchar)
+        && value.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+/// Percent-encodes a decoded URL path as Go's `url.URL{Path: p}.String()` does (upper-case
+/// hex; letters, digits, `-._~` and `$&+,/:;=@` stay), so that a `Location` built from a
+/// request path carries no byte of the request's own: `/x\r\nX: y` becomes
+/// `/x%0D%0AX:%20y`.
+pub fn escape_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for &b in path.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~$&+,/:;=@".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            push_percent(&mut out, b);
+        }
+    }
+    out
+}
+
+/// Percent-encodes what Go's `http.Redirect` would (bytes outside ASCII) and, beyond Go,
+/// every control character and space, in an already-encoded URL part such as a raw query.
+pub fn escape_raw(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    for &b in part.as_bytes() {
+        if b > 0x20 && b < 0x7f {
+            out.push(char::from(b));
+        } else {
+            push_percent(&mut out, b);
+        }
+    }
+    out
+}
+
+fn push_percent(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(char::from(HEX[usize::from(b >> 4)]));
+    out.push(char::from(HEX[usize::from(b & 0xf)]));
 }
 
 /// One chunk of a chunked body.
@@ -565,6 +645,43 @@ mod tests {
         assert_eq!(percent_decode("%E2%98%B0").as_deref(), Some("☰"));
         assert_eq!(percent_decode("%ff"), None);
         assert_eq!(percent_decode("%4"), None);
+    }
+
+    #[test]
+    fn paths_are_escaped_as_go_escapes_them() {
+        assert_eq!(escape_path("/x\r\nX-Injected: yes"), "/x%0D%0AX-Injected:%20yes");
+        assert_eq!(escape_path("/a\0b\nc"), "/a%00b%0Ac");
+        assert_eq!(
+            escape_path("/v1/key/list/my-key_1.~$&+,:;=@"),
+            "/v1/key/list/my-key_1.~$&+,:;=@"
+        );
+        assert_eq!(escape_path("/?#%\"<>!*'()[]"), "/%3F%23%25%22%3C%3E%21%2A%27%28%29%5B%5D");
+        assert_eq!(escape_path("/☰"), "/%E2%98%B0");
+        assert_eq!(escape_raw("a=b%0d&c=\u{7f}\x01 é"), "a=b%0d&c=%7F%01%20%C3%A9");
+    }
+
+    #[test]
+    fn no_response_can_carry_a_control_character_in_a_header() {
+        for bad in ["/x\r\nX-Injected: yes", "/x\n", "/x\r", "/x\0", "\x7f", "a\x1bb"] {
+            let r = Response::new(301).header("Location", bad).header("X-After", "1");
+            assert_eq!(r.status, 500, "{bad:?}");
+            let bytes = String::from_utf8(r.head_bytes(false, 1, "D")).unwrap();
+            assert_eq!(
+                bytes,
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Date: D\r\nContent-Length: 26\r\nConnection: close\r\n\r\n500 Internal Server Error\n"
+            );
+            let r = Response::with_body(200, bad, b"body".to_vec());
+            assert_eq!((r.status, r.body_bytes()), (500, &b"500 Internal Server Error\n"[..]));
+        }
+        let r = Response::new(200).header("Bad Name", "v");
+        assert_eq!(r.status, 500);
+        // A tab is allowed in a value (RFC 9110 field-content), as is any visible byte.
+        let r = Response::new(200).header("X-Ok", "a\tb ~ é");
+        assert_eq!((r.status, r.get_header("x-ok")), (200, Some("a\tb ~ é")));
+        assert!(header_is_safe("Content-Type", "text/plain"));
+        assert!(!header_is_safe("", "v"));
+        assert!(!header_is_safe("X:Y", "v"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use super::Shared;
 use crate::api::{self, ClientCert, Routed};
-use crate::auth::{Identity, x509};
+use crate::auth::x509;
 use crate::config::Level;
 use crate::http::{
     self, Body, BodyFraming, ChunkError, ChunkedDecoder, HeadError, Method, Response,
@@ -53,16 +53,18 @@ pub fn serve(stream: TcpStream, shared: Arc<Shared>) {
             return;
         }
     }
-    let cert = client_cert(&tls.conn);
-    if cert == ClientCert::None && tls.conn.peer_certificates().is_some_and(|c| !c.is_empty()) {
-        // Upstream skips CA certificates when looking for the client's leaf, so a client
-        // that presents only a CA:TRUE certificate (openssl req -x509 makes those by
-        // default) is treated as having none. Say so, once per connection.
+    let chain = tls.conn.peer_certificates().unwrap_or_default();
+    let cert = ClientCert::from_chain(chain);
+    if cert == ClientCert::None && chain.first().is_some_and(|c| x509::is_ca(c.as_ref())) {
+        // Only the first certificate, whose key signed the handshake, can identify a client,
+        // and a CA:TRUE one (openssl req -x509 makes those by default) does not. Say so,
+        // once per connection.
         shared.state().obs.log(
             Level::INFO,
             &format!(
-                "http: client {} presented only CA certificates (BasicConstraints CA:TRUE), which are not \
-                 client identities; create the client certificate with 'kes identity new' or with CA:FALSE",
+                "http: client {} presented a CA certificate (BasicConstraints CA:TRUE) as its first \
+                 certificate, which is not a client identity; create the client certificate with \
+                 'kes identity new' or with CA:FALSE",
                 ip_text(peer_ip)
             ),
         );
@@ -113,20 +115,6 @@ fn handshake(tls: &mut Tls) -> std::io::Result<()> {
         tls.conn.complete_io(&mut tls.sock)?;
     }
     Ok(())
-}
-
-/// The client's identity per `kes-api.md` §5: CA certificates skipped, exactly one leaf.
-fn client_cert(conn: &ServerConnection) -> ClientCert {
-    let Some(certs) = conn.peer_certificates() else { return ClientCert::None };
-    let leaves: Vec<_> = certs.iter().filter(|c| !x509::is_ca(c.as_ref())).collect();
-    match leaves.as_slice() {
-        [] => ClientCert::None,
-        [one] => match Identity::from_cert_der(one.as_ref()) {
-            Some(id) => ClientCert::One(id),
-            None => ClientCert::None,
-        },
-        _ => ClientCert::TooMany,
-    }
 }
 
 enum Next {

@@ -197,3 +197,40 @@ fn identity_new_defaults_to_private_key_and_public_crt_for_720h() {
     let cert = std::fs::read_to_string(dir.join("c.crt")).unwrap();
     assert!(verify_at(&cert, 0, "localhost").is_err());
 }
+
+/// `kes identity of` reads a chain by the server's own rule (issue 9): only the first
+/// certificate identifies, never a CA:TRUE one, and two non-CA certificates are refused.
+#[test]
+fn identity_of_a_chain_follows_the_servers_rule() {
+    let dir = TempDir::new("chain");
+    let pem = |ca: bool| {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.is_ca = if ca {
+            rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained)
+        } else {
+            rcgen::IsCa::ExplicitNoCa
+        };
+        params.self_signed(&key).unwrap().pem()
+    };
+    let (leaf, other, ca) = (pem(false), pem(false), pem(true));
+    std::fs::write(dir.path().join("leaf.pem"), &leaf).unwrap();
+    let id = kes(&["identity", "of", "leaf.pem"]).dir(dir.path()).run().ok().to_string();
+    for (name, content) in
+        [("leaf-ca.pem", format!("{leaf}{ca}")), ("ca-leaf.pem", format!("{ca}{leaf}"))]
+    {
+        std::fs::write(dir.path().join(name), content).unwrap();
+    }
+    std::fs::write(dir.path().join("two.pem"), format!("{leaf}{other}")).unwrap();
+    for form in [&["identity", "of"][..], &["identity"][..]] {
+        let args = |file: &'static str| [form, &[file]].concat();
+        assert_eq!(kes(&args("leaf-ca.pem")).dir(dir.path()).run().ok(), id);
+        kes(&args("ca-leaf.pem")).dir(dir.path()).run().fails_with(
+            "'ca-leaf.pem': the first certificate is a CA certificate (BasicConstraints CA:TRUE), \
+             which is no client identity; create client certificates with 'kes identity new'",
+        );
+        kes(&args("two.pem")).dir(dir.path()).run().fails_with(
+            "'two.pem' holds more than one non-CA certificate; a server refuses such a chain",
+        );
+    }
+}

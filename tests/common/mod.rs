@@ -416,3 +416,98 @@ impl Client {
         }
     }
 }
+
+/// The real `kes` binary (`kes server --config`, no mlock) with a config like
+/// [`TestServer::start`]'s; everything it prints is kept for assertions. Killed on drop.
+pub struct Binary {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    pub server_cert: CertificateDer<'static>,
+    pub admin: ClientId,
+    out: Arc<std::sync::Mutex<String>>,
+}
+
+impl Binary {
+    /// Starts the binary with `tls_extra` under `tls:` and `extra` at the top level.
+    pub fn start(tls_extra: &str, extra: &str) -> Binary {
+        Self::start_as(client_id(), tls_extra, extra)
+    }
+
+    /// As [`Binary::start`], with `admin` as the admin identity.
+    pub fn start_as(admin: ClientId, tls_extra: &str, extra: &str) -> Binary {
+        use std::io::BufRead;
+        let dir = TempDir::new("bin");
+        let (cert, key, server_cert) = server_cert(dir.path());
+        let cfg = dir.join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "address: 127.0.0.1:0\nadmin:\n  identity: {}\ntls:\n  key: {}\n  cert: {}\n{tls_extra}keystore:\n  fs:\n    path: {}\n{extra}",
+                admin.identity,
+                key.display(),
+                cert.display(),
+                dir.join("keys").display(),
+            ),
+        )
+        .unwrap();
+        // option_env!: examples include this file too, and cargo names the binary only to tests.
+        let Some(kes) = option_env!("CARGO_BIN_EXE_kes") else {
+            panic!("the kes binary is known to integration tests only")
+        };
+        let mut child = std::process::Command::new(kes)
+            .args(["server", "--config", cfg.to_str().unwrap(), "--no-mlock"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<u16>();
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let (out, tx) = (out.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(port) = line
+                        .split("https://127.0.0.1:")
+                        .nth(1)
+                        .and_then(|p| p.split_whitespace().next())
+                        .and_then(|p| p.parse().ok())
+                    {
+                        let _ = tx.send(port);
+                    }
+                    let mut out = out.lock().unwrap();
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            });
+        }
+        let Ok(port) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the binary did not start: {}", out.lock().unwrap());
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        Binary { child, addr, dir, server_cert, admin, out }
+    }
+
+    pub fn client(&self, id: Option<&ClientId>) -> Client {
+        Client::connect(self.addr, &self.server_cert, id)
+    }
+
+    /// Everything the binary printed so far (banner, audit records, error log).
+    pub fn output(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

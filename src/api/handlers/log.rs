@@ -4,7 +4,7 @@
 use crate::api::Ctx;
 use crate::api::error::ApiError;
 use crate::auth::Authorized;
-use crate::http::{Body, EventStream, Response};
+use crate::http::{EventStream, Response};
 use crate::obs::Hub;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -23,11 +23,7 @@ impl EventStream for Subscription {
 
 fn stream(hub: &Hub) -> Result<Response, ApiError> {
     let rx = hub.subscribe().map_err(|_| ApiError::Internal("too many log subscribers"))?;
-    Ok(Response {
-        status: 200,
-        headers: vec![("Content-Type", "application/x-ndjson".to_string())],
-        body: Body::Stream(Box::new(Subscription(rx))),
-    })
+    Ok(Response::stream("application/x-ndjson", Box::new(Subscription(rx))))
 }
 
 pub fn handle_get_error_log(ctx: &Ctx<'_>, _: &Authorized) -> Result<Response, ApiError> {

@@ -1,0 +1,328 @@
+//! Attacks that worked against earlier releases (and, for the first, against upstream KES),
+//! each run against the real `kes` binary over real mTLS so that none can come back:
+//!
+//! * impersonation with someone else's public certificate behind an own CA:TRUE one;
+//! * response header injection through the redirect's `Location`;
+//! * client certificates outside their validity, for server use only, or badly signed;
+//! * HTTP/1.1 framing details (Host, absolute-form, spaces, bare LF, early refusals).
+//!
+//! Every case asserts the status, the message and, where the attack was about bytes, the
+//! exact bytes on the wire.
+
+mod common;
+
+use common::{Binary, ClientId, client_id};
+use rustls::client::ResolvesClientCert;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::sign::CertifiedKey;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+const TLS12: &rustls::SupportedProtocolVersion = &rustls::version::TLS12;
+const TLS13: &rustls::SupportedProtocolVersion = &rustls::version::TLS13;
+
+/// Presents a fixed chain and key as they are, without checking that they belong together
+/// (rustls' own builder would refuse a mismatch; an attacker's client does not).
+#[derive(Debug)]
+struct Presents(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for Presents {
+    fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// A fresh self-signed certificate and its key; `ca` sets BasicConstraints CA:TRUE, as
+/// `openssl req -x509` does by default.
+fn self_signed(
+    alg: &'static rcgen::SignatureAlgorithm,
+    ca: bool,
+) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+    let key = rcgen::KeyPair::generate_for(alg).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(rcgen::DnType::CommonName, "x");
+    params.is_ca = if ca {
+        rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained)
+    } else {
+        rcgen::IsCa::ExplicitNoCa
+    };
+    let cert = params.self_signed(&key).unwrap();
+    (cert.der().clone(), PrivateKeyDer::try_from(key.serialize_der()).unwrap())
+}
+
+/// Sends `request` on a fresh connection that presents `chain` signed for with `key`, and
+/// returns everything the server sent, or why the connection failed.
+fn over_chain(
+    bin: &Binary,
+    version: &'static rustls::SupportedProtocolVersion,
+    chain: Vec<CertificateDer<'static>>,
+    key: &PrivateKeyDer<'static>,
+    request: &str,
+) -> Result<String, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let signer = provider.key_provider.load_private_key(key.clone_key()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(bin.server_cert.clone()).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(Arc::new(Presents(Arc::new(CertifiedKey::new(chain, signer)))));
+    let sock = std::net::TcpStream::connect(bin.addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    tls.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    match tls.read_to_end(&mut out) {
+        Ok(_) => Ok(String::from_utf8_lossy(&out).into_owned()),
+        Err(e) if out.is_empty() => Err(e.to_string()),
+        Err(_) => Ok(String::from_utf8_lossy(&out).into_owned()),
+    }
+}
+
+fn get(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: kes\r\nConnection: close\r\n\r\n")
+}
+
+/// Status line and body of a raw `Connection: close` response.
+fn status_and_body(raw: &str) -> (&str, &str) {
+    let status = raw.split("\r\n").next().unwrap_or_default();
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    (status, body)
+}
+
+/// A KES error body as upstream writes it (the newline inside the object is upstream's).
+fn error_body(message: &str) -> String {
+    format!("{{\"message\":\"{message}\"\n}}")
+}
+
+const NO_CERT: &str = "tls: client certificate is required";
+
+/// The attack of issue 9 #1: an own CA:TRUE certificate first (whose key the attacker
+/// holds), the admin's public certificate after it. Upstream and earlier releases took the
+/// admin's identity from the second certificate. Now, over TLS 1.2 and 1.3, with Ed25519
+/// and ECDSA attacker keys: no identity, 400 on every protected route, nothing created, and
+/// the audit record does not name the admin.
+#[test]
+fn a_public_certificate_behind_an_own_ca_certificate_is_nobody() {
+    let bin = Binary::start("", "");
+    let victim = &bin.admin;
+    for alg in [&rcgen::PKCS_ED25519, &rcgen::PKCS_ECDSA_P256_SHA256] {
+        for version in [TLS12, TLS13] {
+            let (att, att_key) = self_signed(alg, true);
+            let chain = vec![att.clone(), victim.cert.clone()];
+            let case = format!("{alg:?} {version:?}");
+
+            let raw = over_chain(
+                &bin,
+                version,
+                chain.clone(),
+                &att_key,
+                &get("/v1/identity/self/describe"),
+            )
+            .unwrap();
+            let (status, body) = status_and_body(&raw);
+            assert_eq!(status, "HTTP/1.1 404 Not Found", "{case}: {raw}");
+            assert_eq!(body, error_body("identity does not exist"), "{case}");
+
+            for request in [
+                get("/v1/key/list/*"),
+                get("/v1/identity/list/*"),
+                get("/v1/status"),
+                "POST /v1/key/create/stolen HTTP/1.1\r\nHost: kes\r\nConnection: close\r\n\r\n"
+                    .to_string(),
+            ] {
+                let raw = over_chain(&bin, version, chain.clone(), &att_key, &request).unwrap();
+                let (status, body) = status_and_body(&raw);
+                assert_eq!(status, "HTTP/1.1 400 Bad Request", "{case} {request}: {raw}");
+                assert_eq!(body, error_body(NO_CERT), "{case} {request}");
+                assert!(!raw.contains(&victim.identity), "{case}: {raw}");
+            }
+
+            // The other order: the admin's certificate first, which the attacker cannot
+            // sign for. The handshake fails; no response at all.
+            let reversed = vec![victim.cert.clone(), att];
+            match over_chain(&bin, version, reversed, &att_key, &get("/v1/identity/self/describe"))
+            {
+                Err(_) => {}
+                Ok(raw) => assert_eq!(raw, "", "{case}: a response to a forged handshake"),
+            }
+        }
+    }
+    let mut admin = bin.client(Some(victim));
+    let r = admin.get("/v1/key/describe/stolen");
+    assert_eq!((r.status, r.message()), (404, "key does not exist".to_string()));
+    let out = bin.output();
+    let audited: Vec<&str> = out.lines().filter(|l| l.contains("/v1/key/create/stolen")).collect();
+    assert_eq!(audited.len(), 4, "{out}");
+    for line in audited {
+        assert!(line.contains("\"identity\":\"\",") && line.contains("\"code\":400"), "{line}");
+        assert!(!line.contains(&victim.identity), "the audit names the admin: {line}");
+    }
+    assert!(out.contains("as its first certificate, which is not a client identity"), "{out}");
+}
+
+/// Root CA -> intermediate CA -> leaf. Presenting the leaf first, with or without the
+/// CA certificates after it, identifies the leaf, in both TLS versions; two leaves are
+/// refused with upstream's message.
+#[test]
+fn legitimate_chains_keep_working() {
+    let root_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut root = rcgen::CertificateParams::default();
+    root.distinguished_name.push(rcgen::DnType::CommonName, "root");
+    root.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let root_cert = root.self_signed(&root_key).unwrap();
+    let root_issuer = rcgen::Issuer::new(root, root_key);
+    let inter_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut inter = rcgen::CertificateParams::default();
+    inter.distinguished_name.push(rcgen::DnType::CommonName, "intermediate");
+    inter.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let inter_cert = inter.signed_by(&inter_key, &root_issuer).unwrap();
+    let inter_issuer = rcgen::Issuer::new(inter, inter_key);
+    let leaf_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let mut leaf = rcgen::CertificateParams::default();
+    leaf.is_ca = rcgen::IsCa::ExplicitNoCa;
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let leaf_cert = leaf.signed_by(&leaf_key, &inter_issuer).unwrap();
+    let leaf_key = PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    let leaf_id = kes::auth::Identity::from_cert_der(leaf_cert.der()).unwrap().to_string();
+
+    let bin = Binary::start(
+        "",
+        &format!(
+            "policy:\n  app:\n    allow:\n    - /v1/key/list/*\n    identities:\n    - {leaf_id}\n"
+        ),
+    );
+    let (leaf_der, inter_der, root_der) =
+        (leaf_cert.der().clone(), inter_cert.der().clone(), root_cert.der().clone());
+    for version in [TLS12, TLS13] {
+        for chain in [
+            vec![leaf_der.clone()],
+            vec![leaf_der.clone(), inter_der.clone()],
+            vec![leaf_der.clone(), inter_der.clone(), root_der.clone()],
+        ] {
+            let n = chain.len();
+            let raw = over_chain(&bin, version, chain, &leaf_key, &get("/v1/key/list/*")).unwrap();
+            let (status, body) = status_and_body(&raw);
+            assert_eq!(status, "HTTP/1.1 200 OK", "{version:?} {n}: {raw}");
+            assert_eq!(body, "{\"names\":null}\n", "{version:?} {n}");
+            let raw = over_chain(
+                &bin,
+                version,
+                vec![leaf_der.clone()],
+                &leaf_key,
+                &get("/v1/identity/self/describe"),
+            )
+            .unwrap();
+            assert!(raw.contains(&format!("\"identity\":\"{leaf_id}\"")), "{raw}");
+        }
+        // The admin's own single certificate.
+        let a: &ClientId = &bin.admin;
+        let raw = over_chain(
+            &bin,
+            version,
+            vec![a.cert.clone()],
+            &a.key,
+            &get("/v1/identity/self/describe"),
+        )
+        .unwrap();
+        assert!(raw.starts_with("HTTP/1.1 200 OK\r\n"), "{raw}");
+        assert!(raw.contains(&format!("\"identity\":\"{}\",\"admin\":true", a.identity)), "{raw}");
+        // Two non-CA certificates: upstream's refusal, whatever sits in between.
+        let other = client_id();
+        for chain in [
+            vec![leaf_der.clone(), other.cert.clone()],
+            vec![leaf_der.clone(), inter_der.clone(), other.cert.clone()],
+        ] {
+            let raw = over_chain(&bin, version, chain, &leaf_key, &get("/v1/key/list/*")).unwrap();
+            let (status, body) = status_and_body(&raw);
+            assert_eq!(status, "HTTP/1.1 400 Bad Request", "{raw}");
+            assert_eq!(body, error_body("tls: received more than one client certificate"));
+        }
+    }
+}
+
+/// The raw response with its `Date` value replaced by `D`, so whole responses compare.
+fn without_date(raw: &str) -> String {
+    raw.split("\r\n")
+        .map(|l| if l.starts_with("Date: ") { "Date: D" } else { l })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+/// Issue 9 #2: a percent-encoded CR, LF, CRLF, NUL or a whole second response in an unclean
+/// path went raw into the redirect's `Location` and so onto the wire as header lines. On
+/// every kind of unclean path, with any certificate, the `Location` is now encoded as Go
+/// encodes it and the answer is exactly one 301.
+#[test]
+fn redirects_do_not_reflect_control_characters() {
+    let bin = Binary::start("", "");
+    let nobody = client_id();
+    let payloads = [
+        "%0d",
+        "%0a",
+        "%0d%0a",
+        "%00",
+        "%0D%0A%0D%0A",
+        "%0d%0aContent-Length:%200%0d%0a%0d%0aHTTP/1.1%20200%20OK%0d%0aX-Smuggled:%201%0d%0a%0d%0a",
+    ];
+    // Unclean path -> the clean prefix the Location starts with.
+    let shapes = [
+        ("//x", "/x"),
+        ("/./x", "/x"),
+        ("/v1/../x", "/x"),
+        ("/v1//key/list/x", "/v1/key/list/x"),
+        ("/v1/key/create/./x", "/v1/key/create/x"),
+    ];
+    let upper = |s: &str| {
+        let mut out = String::new();
+        let mut rest = s;
+        while let Some(i) = rest.find('%') {
+            out.push_str(&rest[..i]);
+            out.push_str(&rest[i..i + 3].to_ascii_uppercase());
+            rest = &rest[i + 3..];
+        }
+        out + rest
+    };
+    for (shape, clean) in shapes {
+        for payload in payloads {
+            for (method, id) in [("GET", &bin.admin), ("POST", &nobody)] {
+                let target = format!("{shape}{payload}X-Injected:%20yes");
+                let mut c = bin.client(Some(id));
+                c.send_raw(
+                    format!("{method} {target} HTTP/1.1\r\nHost: kes\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .unwrap();
+                let mut raw = Vec::new();
+                let _ = c.tls.read_to_end(&mut raw);
+                let raw = String::from_utf8(raw).unwrap();
+                let location = format!("{clean}{}X-Injected:%20yes", upper(payload));
+                assert_eq!(
+                    without_date(&raw),
+                    format!(
+                        "HTTP/1.1 301 Moved Permanently\r\nLocation: {location}\r\nDate: D\r\n\
+                         Content-Length: 0\r\nConnection: close\r\n\r\n"
+                    ),
+                    "{method} {target}"
+                );
+            }
+        }
+    }
+    // The raw query is kept as sent (Go keeps RawQuery); it cannot hold a raw CR or LF.
+    let mut c = bin.client(Some(&bin.admin));
+    c.send_raw(b"GET //x?a=%0d%0aX:%20y&b=1 HTTP/1.1\r\nHost: kes\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = c.tls.read_to_end(&mut raw);
+    assert!(
+        String::from_utf8(raw).unwrap().contains("\r\nLocation: /x?a=%0d%0aX:%20y&b=1\r\n"),
+        "query"
+    );
+}
