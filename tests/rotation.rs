@@ -8,16 +8,16 @@
 mod common;
 #[path = "support/fake_vault.rs"]
 mod fake_vault;
+#[path = "support/vault_store.rs"]
+mod vault_store;
 
 use base64::Engine as _;
 use common::{Client, TempDir, TestServer};
 use fake_vault::FakeVault;
-use kes::config::{AzureConfig, AzureCredentials};
-use kes::keystore::azure::{AzureOptions, AzureStore};
 use serde_json::Value;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
-use zeroize::Zeroizing;
+use vault_store::azure_store;
 
 const Z32: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 const Z16: &str = "AAAAAAAAAAAAAAAAAAAAAA==";
@@ -362,30 +362,6 @@ fn rotation_on_the_fs_store_keeps_the_key_file_upstream_readable() {
     // Deleting the key deletes its versions.
     assert_eq!(srv.admin().request("DELETE", "/v1/key/delete/za", None).status, 200);
     assert!(!dir.join("keys.versions").join("za").exists());
-}
-
-fn azure_opts(v: &FakeVault) -> AzureOptions {
-    let mut o = AzureOptions::new();
-    o.system_ca_file = None;
-    o.extra_ca_files = vec![v.ca_file().to_path_buf()];
-    o.authority_host_override = Some(v.authority());
-    o.retry_base_delay = Duration::from_millis(10);
-    o.retry_max_delay = Duration::from_millis(40);
-    o.conflict_delay = Duration::from_millis(5);
-    o.conflict_jitter = Duration::from_millis(10);
-    o
-}
-
-fn azure_store(v: &FakeVault) -> Arc<AzureStore> {
-    let cfg = AzureConfig {
-        endpoint: v.url(),
-        credentials: AzureCredentials::ClientSecret {
-            tenant_id: v.tenant_id(),
-            client_id: v.client_id(),
-            client_secret: Zeroizing::new(v.client_secret()),
-        },
-    };
-    Arc::new(AzureStore::new(&cfg, azure_opts(v)).unwrap())
 }
 
 #[test]

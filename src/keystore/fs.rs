@@ -129,6 +129,8 @@ impl FsStore {
         }
         let versions_root = match (dir.parent(), dir.file_name()) {
             (Some(parent), Some(base)) => {
+                // A relative `keys` has the parent "", which is the working directory.
+                let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
                 let mut name = base.to_os_string();
                 name.push(VERSIONS_SUFFIX);
                 Some(parent.join(name))
