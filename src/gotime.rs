@@ -27,6 +27,12 @@ pub fn format_rfc3339_nano(t: OffsetDateTime) -> String {
     s
 }
 
+/// A system time in UTC to whole seconds, e.g. `2026-12-04T13:50:02Z`.
+pub fn format_utc_seconds(t: std::time::SystemTime) -> String {
+    let t = OffsetDateTime::from(t);
+    format_rfc3339_nano(t.replace_nanosecond(0).unwrap_or(t))
+}
+
 /// Formats with millisecond precision, as Go's slog text handler does for `time=`.
 pub fn format_rfc3339_millis(t: OffsetDateTime) -> String {
     let mut s = format!(

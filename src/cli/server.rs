@@ -174,6 +174,9 @@ pub fn banner(b: &server::Banner) -> String {
     if b.seccomp {
         s.push_str(&row("Seccomp", "enabled"));
     }
+    for (i, line) in b.sealed.iter().flat_map(|l| l.lines()).enumerate() {
+        s.push_str(&row(if i == 0 { "Cache" } else { "" }, line));
+    }
     for w in &b.warnings {
         s.push_str(&format!("\nWARNING: {w}\n"));
     }

@@ -51,8 +51,8 @@ impl Expander<'_> {
         }
     }
 
-    /// A secret field: the value (from the file or the environment) only ever lives in
-    /// zeroizing memory. An absent field is `""`.
+    /// A secret field: the value (from the file, the environment, or a `credential:` /
+    /// `file:` source) only ever lives in zeroizing memory. An absent field is `""`.
     pub fn secret(
         &self,
         field: &str,
@@ -60,7 +60,8 @@ impl Expander<'_> {
     ) -> Result<Zeroizing<String>, String> {
         let Some(s) = s else { return Ok(Zeroizing::new(String::new())) };
         match env_reference(&s.value.0) {
-            None => Ok(s.value.0.clone()),
+            None => Ok(super::source::resolve(field, &s.value.0, self.env)?
+                .unwrap_or_else(|| s.value.0.clone())),
             Some(name) => match (self.env)(name) {
                 Some(v) => Ok(Zeroizing::new(v)),
                 None => Err(unset_variable(field, name, s.referenced.line())),

@@ -5,6 +5,7 @@
 
 mod expand;
 mod raw;
+pub mod source;
 
 use crate::api::valid_name;
 use expand::{Expander, GoDuration};
@@ -32,6 +33,8 @@ pub struct Config {
     /// `policy.<name>`, in name order.
     pub policies: BTreeMap<String, PolicyConfig>,
     pub cache: CacheConfig,
+    /// `cache.persist` (our extension): the sealed persistent cache, when configured.
+    pub persist: Option<PersistConfig>,
     /// `api.<path>` overrides, keyed by the exact route path.
     pub api: BTreeMap<String, ApiOverride>,
     pub log: LogConfig,
@@ -91,6 +94,28 @@ impl Default for CacheConfig {
             unused: Duration::from_secs(30),
             offline: Duration::ZERO,
         }
+    }
+}
+
+/// `cache.persist.max_age` when unset: a week of outage, then sealed copies stop serving.
+pub const DEFAULT_PERSIST_MAX_AGE: Duration = Duration::from_secs(168 * 3600);
+
+/// `cache.persist`: where sealed copies live, the sealing key, and how stale they may be.
+#[derive(Clone)]
+pub struct PersistConfig {
+    pub path: PathBuf,
+    /// 32 bytes, from `credential:NAME` or `file:PATH` (or `${VAR}`).
+    pub seal: Zeroizing<[u8; crate::keystore::sealed::SEAL_KEY_LEN]>,
+    pub max_age: Duration,
+}
+
+impl fmt::Debug for PersistConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PersistConfig")
+            .field("path", &self.path)
+            .field("seal", &"<redacted>")
+            .field("max_age", &self.max_age)
+            .finish()
     }
 }
 
@@ -312,6 +337,7 @@ struct Decoded {
     cache_any: Option<GoDuration>,
     cache_unused: Option<GoDuration>,
     cache_offline: Option<GoDuration>,
+    persist: Option<DecodedPersist>,
     api: BTreeMap<String, DecodedApi>,
     log_error: String,
     log_audit: String,
@@ -326,6 +352,12 @@ struct DecodedTls {
     auth: String,
     ca: String,
     proxy_identities: Vec<String>,
+}
+
+struct DecodedPersist {
+    path: String,
+    seal: Zeroizing<String>,
+    max_age: Option<GoDuration>,
 }
 
 struct DecodedApi {
@@ -403,6 +435,24 @@ fn decode(raw: &RawFile, x: &Expander<'_>) -> Result<Decoded, String> {
     let cache_unused = x.duration("cache.expiry.unused", expiry.and_then(|e| e.unused.as_ref()))?;
     let cache_offline =
         x.duration("cache.expiry.offline", expiry.and_then(|e| e.offline.as_ref()))?;
+    let persist = match raw.cache.as_ref().and_then(|c| c.persist.as_ref()) {
+        None => None,
+        Some(p) => {
+            if let Some(seal) = &p.seal
+                && !source::is_source(&seal.value.0)
+                && expand::env_reference(&seal.value.0).is_none()
+            {
+                return Err("cache.persist.seal: must be credential:NAME or file:PATH \
+                            (the sealing key is never written into the config file)"
+                    .into());
+            }
+            Some(DecodedPersist {
+                path: x.text("cache.persist.path", p.path.as_ref())?,
+                seal: x.secret("cache.persist.seal", p.seal.as_ref())?,
+                max_age: x.duration("cache.persist.max_age", p.max_age.as_ref())?,
+            })
+        }
+    };
 
     let mut api = BTreeMap::new();
     for (path, a) in raw.api.iter().flatten() {
@@ -438,6 +488,7 @@ fn decode(raw: &RawFile, x: &Expander<'_>) -> Result<Decoded, String> {
         cache_any,
         cache_unused,
         cache_offline,
+        persist,
         api,
         log_error,
         log_audit,
@@ -545,6 +596,12 @@ fn validate(d: Decoded) -> Result<Config, String> {
         offline: non_negative("cache.expiry.offline", d.cache_offline)?.unwrap_or(defaults.offline),
     };
 
+    // Our extension, checked with the other cache fields.
+    let persist = match d.persist {
+        None => None,
+        Some(p) => Some(validate_persist(p)?),
+    };
+
     // 7.
     let level = |field: &str, text: &str| {
         Level::parse(text).ok_or_else(|| format!("{field}: invalid log level '{text}'"))
@@ -607,12 +664,30 @@ fn validate(d: Decoded) -> Result<Config, String> {
         },
         policies: d.policies,
         cache,
+        persist,
         api,
         log,
         keys: d.keys,
         keystore,
         warnings,
     })
+}
+
+fn validate_persist(p: DecodedPersist) -> Result<PersistConfig, String> {
+    if p.path.is_empty() {
+        return Err("cache.persist.path: no path specified".into());
+    }
+    if p.seal.is_empty() {
+        return Err("cache.persist.seal: no sealing key: use credential:NAME (systemd \
+                    LoadCredentialEncrypted=) or file:PATH"
+            .into());
+    }
+    let seal = crate::keystore::sealed::parse_seal_key(&p.seal)
+        .map_err(|e| format!("cache.persist.seal: {e}"))?;
+    let max_age = non_negative("cache.persist.max_age", p.max_age)?
+        .filter(|t| !t.is_zero())
+        .unwrap_or(DEFAULT_PERSIST_MAX_AGE);
+    Ok(PersistConfig { path: PathBuf::from(p.path), seal, max_age })
 }
 
 fn non_negative(field: &str, d: Option<GoDuration>) -> Result<Option<Duration>, String> {
@@ -1556,5 +1631,81 @@ keystore:
             Err("invalid port 'https' in address '1.2.3.4:https'".into())
         );
         assert_eq!(a(DEFAULT_ADDRESS), Ok("0.0.0.0:7373".parse().unwrap()));
+    }
+    #[test]
+    fn cache_persist_reads_the_sealing_key_from_a_source_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("kes-config-seal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("seal.key");
+        std::fs::write(&key, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let persist = |body: &str| with(&format!("cache:\n  persist:\n{body}"));
+
+        let c = ok(&persist(&format!(
+            "    path: /var/lib/kes/cache\n    seal: file:{}\n",
+            key.display()
+        )));
+        let p = c.persist.unwrap();
+        assert_eq!(p.path, PathBuf::from("/var/lib/kes/cache"));
+        assert_eq!(p.seal[31], 31);
+        assert_eq!(p.max_age, DEFAULT_PERSIST_MAX_AGE);
+        assert!(!format!("{p:?}").contains("AAEC"));
+        assert!(format!("{p:?}").contains("<redacted>"));
+        let c = ok(&persist(&format!(
+            "    path: /c\n    seal: file:{}\n    max_age: 1h\n",
+            key.display()
+        )));
+        assert_eq!(c.persist.unwrap().max_age, Duration::from_secs(3600));
+        assert!(ok(&with("")).persist.is_none());
+
+        assert_eq!(
+            err(&persist("    path: /c\n    seal: AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n")),
+            "cache.persist.seal: must be credential:NAME or file:PATH (the sealing key is never \
+             written into the config file)"
+        );
+        assert_eq!(
+            err(&persist("    path: /c\n")),
+            "cache.persist.seal: no sealing key: use credential:NAME (systemd \
+             LoadCredentialEncrypted=) or file:PATH"
+        );
+        assert_eq!(
+            err(&persist(&format!("    seal: file:{}\n", key.display()))),
+            "cache.persist.path: no path specified"
+        );
+        assert!(
+            err(&persist(&format!(
+                "    path: /c\n    seal: file:{}\n    max_age: -1h\n",
+                key.display()
+            ))) == "cache.persist.max_age: negative duration"
+        );
+        let missing = err(&persist("    path: /c\n    seal: credential:kes-seal\n"));
+        assert!(missing.contains("$CREDENTIALS_DIRECTORY is not set"), "{missing}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let open = err(&persist(&format!("    path: /c\n    seal: file:{}\n", key.display())));
+        assert!(open.contains("(mode 0644)") && open.contains("run chmod 600"), "{open}");
+        std::fs::write(&key, "c2hvcnQ=\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let short = err(&persist(&format!("    path: /c\n    seal: file:{}\n", key.display())));
+        assert!(short.starts_with("cache.persist.seal: 5 bytes, not 32"), "{short}");
+
+        // The same sources work for the TLS password and the Azure client secret.
+        std::fs::write(&key, "tls-from-file\n").unwrap();
+        let text =
+            format!("{ADMIN}tls:\n  key: k\n  cert: c\n  password: file:{}\n{FS}", key.display());
+        assert_eq!(ok(&text).tls.password.unwrap().as_str(), "tls-from-file");
+        let azure = format!(
+            "{ADMIN}{TLS}keystore:\n  azure:\n    keyvault:\n      endpoint: https://v\n      \
+             credentials:\n        tenant_id: t\n        client_id: c\n        client_secret: file:{}\n",
+            key.display()
+        );
+        match ok(&azure).keystore {
+            KeyStoreConfig::Azure(AzureConfig {
+                credentials: AzureCredentials::ClientSecret { client_secret, .. },
+                ..
+            }) => assert_eq!(client_secret.as_str(), "tls-from-file"),
+            other => panic!("{other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

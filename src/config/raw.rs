@@ -91,6 +91,15 @@ pub(super) struct RawPolicy {
 #[derive(Deserialize)]
 pub(super) struct RawCache {
     pub expiry: Option<RawExpiry>,
+    /// Our extension (upstream ignores it): the sealed persistent cache.
+    pub persist: Option<RawPersist>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawPersist {
+    pub path: Option<Scalar>,
+    pub seal: Option<Spanned<SecretText>>,
+    pub max_age: Option<Scalar>,
 }
 
 #[derive(Deserialize)]

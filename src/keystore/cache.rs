@@ -12,16 +12,23 @@
 //! ([`KeyStore::versions`], one call), parses, inserts with
 //! `used = true`, then hands its result (value or error) to every thread that joined.
 //! Hits set `used = true` under a read lock only.
+//!
+//! With a [`SealedCache`] (`cache.persist`), every value read from the store is also sealed
+//! to disk; a miss while offline (or a read that finds the store unreachable) is answered
+//! from a fresh sealed copy instead of failing; a key the store reports missing loses its
+//! copy; and when the store is reachable again a `kes-recheck` thread re-reads every sealed
+//! name (deleted: copy and entry removed; changed: replaced).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::{KeyStore, MAX_VERSIONS, StoreError};
-use crate::config::CacheConfig;
+use super::sealed::{SealedCache, SealedInfo};
+use super::{KeyStore, MAX_VERSIONS, StoreError, StoredVersion};
+use crate::config::{CacheConfig, Level};
 use crate::crypto::{FormatError, KeyVersion, Version, VersionedKey};
 
 /// Decodes a stored value; [`KeyVersion::parse`] in production, a stand-in in tests.
@@ -44,6 +51,12 @@ const THREAD_STACK: usize = 256 * 1024;
 /// Shortest period a task runs at. A configured `1ns` would otherwise make the thread spin;
 /// no one needs keys flushed more often than this.
 const MIN_PERIOD: Duration = Duration::from_millis(10);
+
+/// Deadline of one store read during a re-check of the sealed copies.
+const RECHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Name of the thread that re-checks the sealed copies once the store is reachable.
+const RECHECK_THREAD_NAME: &str = "kes-recheck";
 
 /// How long `shutdown` waits for the thread to leave. It only stays longer when it is inside
 /// a probe (bounded by [`PROBE_TIMEOUT`]); then it is left to finish on its own, holding
@@ -210,6 +223,14 @@ struct Shared {
     backend_read_micros: AtomicU64,
     control: Mutex<Control>,
     wake: Condvar,
+    /// `cache.persist`: sealed copies on disk.
+    sealed: Option<Arc<SealedCache>>,
+    /// Since when the store has been unreachable (set with `offline`).
+    offline_since: Mutex<Option<SystemTime>>,
+    /// Set when the store came back (or at an online start): the sealed copies need a
+    /// re-check, which the background thread hands to a `kes-recheck` thread.
+    recheck_due: AtomicBool,
+    recheck_running: AtomicBool,
 }
 
 impl Shared {
@@ -244,7 +265,22 @@ impl Shared {
         let stored = self.store.versions(name, deadline);
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.backend_read_micros.fetch_add(micros, Ordering::Relaxed);
-        let key = Arc::new(parse_versions(self.parse, stored?)?);
+        let stored = match (stored, &self.sealed) {
+            (Ok(stored), _) => stored,
+            (Err(StoreError::NotFound), Some(sealed)) => {
+                sealed.remove(name);
+                return Err(StoreError::NotFound.into());
+            }
+            (Err(StoreError::Unreachable(m)), Some(_)) => {
+                return self.load_sealed(name).ok_or(StoreError::Unreachable(m).into());
+            }
+            (Err(e), _) => return Err(e.into()),
+        };
+        let key = Arc::new(parse_versions(self.parse, &stored)?);
+        if let Some(sealed) = &self.sealed {
+            // Every live version, in one sealed copy (retired ones without material).
+            sealed.save(name, &StoredVersion::encode_all(&stored));
+        }
         let mut entries = self.write_entries();
         if entries.enabled && entries.removals == removals {
             let entry =
@@ -252,6 +288,92 @@ impl Shared {
             entries.map.insert(name.to_string(), entry);
         }
         Ok(key)
+    }
+
+    /// The sealed copy of `name`, parsed and cached, if there is a fresh authentic one.
+    fn load_sealed(&self, name: &str) -> Option<Arc<VersionedKey>> {
+        let sealed = self.sealed.as_ref()?;
+        let copy = sealed.load(name).ok()?;
+        let parsed = StoredVersion::decode_all(&copy.value)
+            .map_err(|e| e.to_string())
+            .and_then(|stored| parse_versions(self.parse, &stored).map_err(|e| e.to_string()));
+        let key = match parsed {
+            Ok(key) => Arc::new(key),
+            Err(e) => {
+                sealed.log_line(Level::ERROR, &format!("sealed cache: '{name}': {e}"));
+                return None;
+            }
+        };
+        let mut entries = self.write_entries();
+        if entries.enabled {
+            let entry = Entry {
+                key: Arc::clone(&key),
+                loaded: Instant::now(),
+                used: AtomicBool::new(true),
+            };
+            entries.map.insert(name.to_string(), entry);
+        }
+        Some(key)
+    }
+
+    fn forget(&self, name: &str) {
+        let mut entries = self.write_entries();
+        entries.map.remove(name);
+        entries.removals = entries.removals.wrapping_add(1);
+    }
+
+    /// Re-reads every sealed name from the store: deleted keys lose their copy and entry,
+    /// changed ones are resealed and replaced. Stops at the first failure to reach the
+    /// store (the next return of the store starts over) and when the cache shuts down.
+    fn recheck(&self) {
+        let Some(sealed) = &self.sealed else { return };
+        let names = sealed.names();
+        let (mut kept, mut removed) = (0usize, 0usize);
+        for name in &names {
+            if lock(&self.control).stop {
+                return;
+            }
+            match self.store.versions(name, Instant::now() + RECHECK_TIMEOUT) {
+                Ok(stored) => match parse_versions(self.parse, &stored) {
+                    Ok(key) => {
+                        sealed.save(name, &StoredVersion::encode_all(&stored));
+                        let mut entries = self.write_entries();
+                        if let Some(entry) = entries.map.get_mut(name) {
+                            entry.key = Arc::new(key);
+                        }
+                        kept += 1;
+                    }
+                    Err(e) => sealed.log_line(
+                        Level::ERROR,
+                        &format!("sealed cache: re-check: stored key '{name}' is malformed: {e}"),
+                    ),
+                },
+                Err(StoreError::NotFound) => {
+                    self.forget(name);
+                    sealed.remove(name);
+                    removed += 1;
+                    sealed.log_line(
+                        Level::INFO,
+                        &format!("sealed cache: '{name}' no longer exists in the key store: sealed copy removed"),
+                    );
+                }
+                Err(e) => {
+                    sealed.log_line(
+                        Level::WARN,
+                        &format!("sealed cache: re-check stopped after {kept} keys: {e}"),
+                    );
+                    self.recheck_due.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
+        }
+        sealed.log_line(
+            Level::INFO,
+            &format!(
+                "sealed cache: re-checked {} keys: {kept} current, {removed} removed",
+                names.len()
+            ),
+        );
     }
 
     /// Whether the normal expiries run now: always while online, and while offline only
@@ -276,8 +398,27 @@ impl Shared {
         let result = self.store.status(Instant::now() + PROBE_TIMEOUT);
         let was_offline = self.offline.swap(result.is_err(), Ordering::SeqCst);
         match result {
-            Err(e) if !was_offline => log::warn!("{THREAD_NAME}: key store unreachable: {e}"),
-            Ok(_) if was_offline => log::info!("{THREAD_NAME}: key store reachable again"),
+            Err(e) if !was_offline => {
+                *lock(&self.offline_since) = Some(SystemTime::now());
+                log::warn!("{THREAD_NAME}: key store unreachable: {e}");
+                if let Some(sealed) = &self.sealed {
+                    sealed.log_line(
+                        Level::WARN,
+                        &format!("key store unreachable, serving from the sealed cache: {e}"),
+                    );
+                }
+            }
+            Ok(_) if was_offline => {
+                *lock(&self.offline_since) = None;
+                log::info!("{THREAD_NAME}: key store reachable again");
+                if let Some(sealed) = &self.sealed {
+                    sealed.log_line(
+                        Level::INFO,
+                        "key store reachable again: re-checking the sealed cache",
+                    );
+                    self.recheck_due.store(true, Ordering::SeqCst);
+                }
+            }
             _ => {}
         }
     }
@@ -295,10 +436,7 @@ impl Shared {
 
 /// Turns a store's versions into a cached key: live versions are parsed (a malformed one
 /// fails the key, as a malformed value always did); retired ones keep only their facts.
-fn parse_versions(
-    parse: ParseFn,
-    stored: Vec<super::StoredVersion>,
-) -> Result<VersionedKey, CacheError> {
+fn parse_versions(parse: ParseFn, stored: &[StoredVersion]) -> Result<VersionedKey, CacheError> {
     if stored.len() > MAX_VERSIONS {
         return Err(CacheError::Store(StoreError::Failed(format!(
             "key has {} versions, more than the {MAX_VERSIONS} this server reads",
@@ -313,12 +451,12 @@ fn parse_versions(
         let parsed = v.value.as_deref().map(|b| parse(b));
         versions.push(if v.enabled {
             match parsed {
-                Some(Ok(key)) => Version::live(v.id, key),
+                Some(Ok(key)) => Version::live(v.id.clone(), key),
                 Some(Err(e)) => return Err(CacheError::Format(e)),
                 None => return Err(CacheError::Format(FormatError("live version without value"))),
             }
         } else {
-            Version::retired(v.id, parsed.and_then(Result::ok))
+            Version::retired(v.id.clone(), parsed.and_then(Result::ok))
         });
     }
     Ok(VersionedKey::new(versions))
@@ -402,6 +540,31 @@ fn background(shared: Arc<Shared>, probe_interval: Duration) {
                 schedule.next = Instant::now() + schedule.period;
             }
         }
+        if shared.recheck_due.load(Ordering::SeqCst) && !shared.offline.load(Ordering::SeqCst) {
+            spawn_recheck(&shared);
+        }
+    }
+}
+
+/// Starts the re-check of the sealed copies on its own thread (it may take one store read
+/// per sealed key, and must not hold up expiry and probes), unless one is running.
+fn spawn_recheck(shared: &Arc<Shared>) {
+    if shared.recheck_running.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    shared.recheck_due.store(false, Ordering::SeqCst);
+    let for_thread = Arc::clone(shared);
+    let spawned = thread::Builder::new()
+        .name(RECHECK_THREAD_NAME.to_string())
+        .stack_size(THREAD_STACK)
+        .spawn(move || {
+            for_thread.recheck();
+            for_thread.recheck_running.store(false, Ordering::SeqCst);
+        });
+    if let Err(e) = spawned {
+        shared.recheck_running.store(false, Ordering::SeqCst);
+        shared.recheck_due.store(true, Ordering::SeqCst);
+        log::error!("{RECHECK_THREAD_NAME}: cannot start: {e}");
     }
 }
 
@@ -426,6 +589,38 @@ impl KeyCache {
         probe_interval: Duration,
         parse: ParseFn,
     ) -> Arc<KeyCache> {
+        KeyCache::build(store, config, probe_interval, parse, None)
+    }
+
+    /// [`KeyCache::new`] with sealed copies in `sealed` (`cache.persist`). The caller then
+    /// either finds the store reachable ([`KeyCache::recheck_sealed`]) or not
+    /// ([`KeyCache::start_from_sealed`]).
+    pub fn with_sealed(
+        store: Arc<dyn KeyStore>,
+        config: CacheConfig,
+        sealed: Arc<SealedCache>,
+    ) -> Arc<KeyCache> {
+        KeyCache::build(store, config, OFFLINE_PROBE_INTERVAL, KeyVersion::parse, Some(sealed))
+    }
+
+    /// [`KeyCache::with_sealed`] with the probe period and parser chosen by the caller.
+    pub fn with_sealed_options(
+        store: Arc<dyn KeyStore>,
+        config: CacheConfig,
+        probe_interval: Duration,
+        parse: ParseFn,
+        sealed: Arc<SealedCache>,
+    ) -> Arc<KeyCache> {
+        KeyCache::build(store, config, probe_interval, parse, Some(sealed))
+    }
+
+    fn build(
+        store: Arc<dyn KeyStore>,
+        config: CacheConfig,
+        probe_interval: Duration,
+        parse: ParseFn,
+        sealed: Option<Arc<SealedCache>>,
+    ) -> Arc<KeyCache> {
         let shared = Arc::new(Shared {
             store,
             config,
@@ -439,6 +634,10 @@ impl KeyCache {
             backend_read_micros: AtomicU64::new(0),
             control: Mutex::new(Control { stop: false, exited: false }),
             wake: Condvar::new(),
+            sealed,
+            offline_since: Mutex::new(None),
+            recheck_due: AtomicBool::new(false),
+            recheck_running: AtomicBool::new(false),
         });
         let for_thread = Arc::clone(&shared);
         let spawned = thread::Builder::new()
@@ -468,7 +667,7 @@ impl KeyCache {
         }
         shared.misses.fetch_add(1, Ordering::Relaxed);
         if shared.offline.load(Ordering::SeqCst) {
-            return Err(CacheError::Store(offline_error()));
+            return shared.load_sealed(name).ok_or(CacheError::Store(offline_error()));
         }
         let joined = {
             let mut flights = lock(&shared.flights);
@@ -517,18 +716,61 @@ impl KeyCache {
             if self.is_offline() {
                 return Ok(Arc::clone(seen));
             }
-            self.remove(name);
+            self.forget(name);
         }
         self.get(name, deadline)
     }
 
-    /// Forgets `name` (after it was deleted from the store through this node, or after its
-    /// versions changed here). A load of `name` already in progress will not re-insert
-    /// what it read.
+    /// Drops the cached entry of `name` (its sealed copy stays) so that the next lookup
+    /// reads the store: after this node changed the key's versions, or to re-read them. A
+    /// load of `name` already in progress will not re-insert what it read.
+    pub fn forget(&self, name: &str) {
+        self.shared.forget(name);
+    }
+
+    /// Forgets `name` (after it was deleted from the store through this node). A load of
+    /// `name` already in progress will not re-insert what it read.
+    /// Its sealed copy, if any, is removed at once.
     pub fn remove(&self, name: &str) {
-        let mut entries = self.shared.write_entries();
-        entries.map.remove(name);
-        entries.removals = entries.removals.wrapping_add(1);
+        self.shared.forget(name);
+        if let Some(sealed) = &self.shared.sealed {
+            sealed.remove(name);
+        }
+    }
+
+    /// The store was found unreachable at startup: go offline at once (no request waits
+    /// for the first probe) and load every sealed copy that authenticates and is fresh.
+    /// Returns how many keys are served; refused copies were logged one by one.
+    pub fn start_from_sealed(&self) -> usize {
+        let shared = &*self.shared;
+        let Some(sealed) = &shared.sealed else { return 0 };
+        shared.offline.store(true, Ordering::SeqCst);
+        *lock(&shared.offline_since) = Some(SystemTime::now());
+        sealed.names().iter().filter(|name| shared.load_sealed(name).is_some()).count()
+    }
+
+    /// The store is reachable: re-check every sealed copy in the background.
+    pub fn recheck_sealed(&self) {
+        if self.shared.sealed.is_some() {
+            self.shared.recheck_due.store(true, Ordering::SeqCst);
+            spawn_recheck(&self.shared);
+        }
+    }
+
+    /// `Some` with the directory and since when, while the store is unreachable and keys
+    /// are served from the sealed cache.
+    pub fn serving_sealed(&self) -> Option<(SealedInfo, SystemTime)> {
+        let sealed = self.shared.sealed.as_ref()?;
+        if !self.is_offline() {
+            return None;
+        }
+        let since = (*lock(&self.shared.offline_since))?;
+        Some((sealed.info(), since))
+    }
+
+    /// The sealed cache's directory and `max_age`, when `cache.persist` is on.
+    pub fn sealed_info(&self) -> Option<SealedInfo> {
+        self.shared.sealed.as_ref().map(|s| s.info())
     }
 
     pub fn store(&self) -> &Arc<dyn KeyStore> {
@@ -616,7 +858,7 @@ impl Drop for KeyCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{Algorithm, KEY_LEN, SecretKey};
+    use crate::crypto::{Algorithm, KEY_LEN, SecretKey, VersionState};
     use crate::keystore::mem::MemStore;
     use crate::keystore::{Listing, StoredValue};
     use std::sync::Barrier;
@@ -1022,5 +1264,170 @@ mod tests {
         );
         store.set_gate(false);
         assert_eq!(leader.join().unwrap(), Some(CacheError::Store(StoreError::NotFound)));
+    }
+    fn sealed_dir(tag: &str) -> (std::path::PathBuf, Arc<SealedCache>) {
+        let mut r = [0u8; 6];
+        getrandom::getrandom(&mut r).unwrap();
+        let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = std::env::temp_dir().join(format!("kes-cache-sealed-{tag}-{hex}"));
+        let sealed = SealedCache::open(
+            &dir,
+            &[7; 32],
+            "In Memory",
+            Duration::from_secs(3600),
+            Box::new(|_, _| {}),
+        )
+        .unwrap();
+        (dir, Arc::new(sealed))
+    }
+
+    fn sealed_cache_over(
+        store: Arc<dyn KeyStore>,
+        cfg: CacheConfig,
+        probe_ms: u64,
+        sealed: &Arc<SealedCache>,
+    ) -> Arc<KeyCache> {
+        KeyCache::with_sealed_options(
+            store,
+            cfg,
+            Duration::from_millis(probe_ms),
+            fake_parse,
+            Arc::clone(sealed),
+        )
+    }
+
+    #[test]
+    fn a_restart_while_offline_serves_sealed_copies_and_fails_fast_for_others() {
+        let (dir, sealed) = sealed_dir("restart");
+        let store = Arc::new(MemStore::new());
+        store.create("warm", &value("w"), later()).unwrap();
+        store.create("cold", &value("c"), later()).unwrap();
+        let first = sealed_cache_over(store.clone(), config(0, 0, 0), 0, &sealed);
+        assert_eq!(first.get("warm", later()).unwrap().first().unwrap().created_by, "w");
+        assert_eq!(sealed.names(), vec!["warm"]);
+        drop(first);
+
+        // "Restart" with the store down: no probe has run, yet nothing waits for one.
+        store.set_unreachable(true);
+        let second = sealed_cache_over(store.clone(), config(0, 0, 0), 0, &sealed);
+        assert_eq!(second.start_from_sealed(), 1);
+        assert!(second.is_offline());
+        let reads = store.reads();
+        assert_eq!(second.get("warm", later()).unwrap().first().unwrap().created_by, "w");
+        assert_eq!(second.get("cold", later()).err(), Some(CacheError::Store(offline_error())));
+        assert_eq!(store.reads(), reads, "offline lookups must not reach the store");
+        let (info, _) = second.serving_sealed().unwrap();
+        assert_eq!(info.path, dir);
+        // Flushed from memory, it is still served from disk.
+        second.shared.flush_all();
+        assert_eq!(second.get("warm", later()).unwrap().first().unwrap().created_by, "w");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_sealed_copy_holds_every_live_version_and_no_retired_material() {
+        let (dir, sealed) = sealed_dir("versions");
+        let store = Arc::new(MemStore::new());
+        store.create("k", &value("v1"), later()).unwrap();
+        let v2 = store.add_version("k", &value("v2"), later()).unwrap();
+        let v3 = store.add_version("k", &value("v3"), later()).unwrap();
+        store.set_version_enabled("k", &v2, false, later()).unwrap();
+        let first = sealed_cache_over(store.clone(), config(0, 0, 0), 0, &sealed);
+        assert_eq!(first.get("k", later()).unwrap().versions().len(), 3);
+        drop(first);
+        store.set_unreachable(true);
+        let second = sealed_cache_over(store.clone(), config(0, 0, 0), 0, &sealed);
+        assert_eq!(second.start_from_sealed(), 1);
+        let key = second.get("k", later()).unwrap();
+        let got: Vec<_> = key
+            .versions()
+            .iter()
+            .map(|v| (v.id.clone(), v.state, v.key.as_ref().map(|k| k.created_by.clone())))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("0".to_string(), VersionState::Live, Some("v1".to_string())),
+                (v2, VersionState::Retired, None),
+                (v3.clone(), VersionState::Live, Some("v3".to_string())),
+            ]
+        );
+        assert_eq!(key.newest().unwrap().0, v3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn deletes_and_missing_keys_drop_the_sealed_copy() {
+        let (dir, sealed) = sealed_dir("delete");
+        let store = Arc::new(MemStore::new());
+        store.create("a", &value("a"), later()).unwrap();
+        store.create("b", &value("b"), later()).unwrap();
+        let cache = sealed_cache_over(store.clone(), config(0, 0, 0), 0, &sealed);
+        cache.get("a", later()).unwrap();
+        cache.get("b", later()).unwrap();
+        assert_eq!(sealed.names(), vec!["a", "b"]);
+        // Deleted through this server: gone at once.
+        cache.remove("a");
+        assert_eq!(sealed.names(), vec!["b"]);
+        // Deleted elsewhere: the next read that finds it missing drops the copy.
+        store.delete("b", later()).unwrap();
+        cache.shared.flush_all();
+        assert_eq!(cache.get("b", later()).err(), Some(CacheError::Store(StoreError::NotFound)));
+        assert!(sealed.names().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_unreachable_read_falls_back_to_the_sealed_copy() {
+        let (dir, sealed) = sealed_dir("fallback");
+        let store = Arc::new(MemStore::new());
+        store.create("k", &value("k"), later()).unwrap();
+        let cache = sealed_cache_over(store.clone(), config(0, 0, 0), 0, &sealed);
+        cache.get("k", later()).unwrap();
+        cache.shared.flush_all();
+        store.set_unreachable(true);
+        // Not offline yet (no probe), but the read fails: the copy answers.
+        assert_eq!(cache.get("k", later()).unwrap().first().unwrap().created_by, "k");
+        let err = cache.get("never", later()).err().unwrap();
+        assert!(matches!(err, CacheError::Store(StoreError::Unreachable(_))), "{err:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn when_the_store_returns_deleted_keys_go_and_changed_ones_are_replaced() {
+        let (dir, sealed) = sealed_dir("recheck");
+        let store = Arc::new(MemStore::new());
+        for k in ["gone", "same", "changed"] {
+            store.create(k, &value(k), later()).unwrap();
+        }
+        let first = sealed_cache_over(store.clone(), config(0, 0, 0), 0, &sealed);
+        for k in ["gone", "same", "changed"] {
+            first.get(k, later()).unwrap();
+        }
+        drop(first);
+        store.set_unreachable(true);
+        let cache = sealed_cache_over(store.clone(), config(0, 0, 0), 20, &sealed);
+        assert_eq!(cache.start_from_sealed(), 3);
+        // Meanwhile, elsewhere: one key deleted, one replaced.
+        store.set_unreachable(false);
+        store.delete("gone", later()).unwrap();
+        store.delete("changed", later()).unwrap();
+        store.create("changed", &value("new"), later()).unwrap();
+        assert!(eventually(Duration::from_secs(5), || !cache.is_offline()));
+        assert!(eventually(Duration::from_secs(5), || sealed.names() == vec!["changed", "same"]));
+        assert!(eventually(Duration::from_secs(5), || {
+            cache.get("changed", later()).unwrap().first().unwrap().created_by == "new"
+        }));
+        assert!(!cache.cached("gone"));
+        assert_eq!(cache.get("gone", later()).err(), Some(CacheError::Store(StoreError::NotFound)));
+        assert!(eventually(Duration::from_secs(5), || {
+            sealed
+                .load("changed")
+                .ok()
+                .and_then(|c| StoredVersion::decode_all(&c.value).ok())
+                .and_then(|v| v[0].value.as_ref().map(|x| x[KEY_LEN..].to_vec()))
+                == Some(b"new".to_vec())
+        }));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -80,7 +80,7 @@ const MAX_VERSION_ENTRIES: usize = 4 * super::MAX_VERSIONS;
 
 /// `open(2)` flags for key files: never follow a symlink out of the directory, and never
 /// block on a FIFO someone placed under a key's name (the type is checked after opening).
-const OPEN_FLAGS: i32 = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+pub(super) const OPEN_FLAGS: i32 = libc::O_NOFOLLOW | libc::O_NONBLOCK;
 
 /// Whether `name` may become a file name in the key directory.
 ///
@@ -89,7 +89,7 @@ const OPEN_FLAGS: i32 = libc::O_NOFOLLOW | libc::O_NONBLOCK;
 /// than imported because L1 modules do not import the API layer; a unit test below keeps
 /// the two in step. The rule excludes `/`, `.`, `..`, NUL and non-ASCII, so a name can
 /// neither escape the directory nor collide with a temporary or hidden file.
-fn safe_file_name(name: &str) -> bool {
+pub(super) fn safe_file_name(name: &str) -> bool {
     if name.is_empty() || name.len() > MAX_NAME_LEN || name == "_" {
         return false;
     }
@@ -290,13 +290,13 @@ fn read_value(path: &Path) -> Result<StoredValue, StoreError> {
 
 /// A temporary file in the key directory, removed when dropped (after it was linked into
 /// place, or on any failure before that).
-struct TempFile {
-    path: PathBuf,
-    file: File,
+pub(super) struct TempFile {
+    pub(super) path: PathBuf,
+    pub(super) file: File,
 }
 
 impl TempFile {
-    fn create(dir: &Path, name: &str) -> Result<TempFile, StoreError> {
+    pub(super) fn create(dir: &Path, name: &str) -> Result<TempFile, StoreError> {
         let mut random = [0u8; 8];
         getrandom::getrandom(&mut random)
             .map_err(|e| StoreError::Failed(format!("fs: no randomness for a temp name: {e}")))?;
@@ -323,7 +323,11 @@ impl Drop for TempFile {
 /// Reads at most `limit` bytes from `file` into zeroizing memory; `Ok(None)` when the file
 /// holds more. Growth copies into a fresh `Zeroizing` buffer so no reallocation leaves key
 /// bytes behind in freed memory.
-fn read_bounded(file: &mut File, hint: usize, limit: usize) -> io::Result<Option<StoredValue>> {
+pub(super) fn read_bounded(
+    file: &mut File,
+    hint: usize,
+    limit: usize,
+) -> io::Result<Option<StoredValue>> {
     let mut buf = Zeroizing::new(vec![0u8; hint.min(limit) + 1]);
     let mut filled = 0;
     loop {

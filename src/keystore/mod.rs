@@ -1,6 +1,7 @@
 //! Where keys live: the `KeyStore` trait, its error kinds, the shared listing rule, and the
 //! stores (`mem` for `--dev` and tests, `fs` for a directory, `azure` for Key Vault), plus
-//! the key cache every lookup goes through (`cache`).
+//! the key cache every lookup goes through (`cache`) and its optional sealed copy on disk
+//! (`sealed`, for vault outages across restarts).
 //!
 //! A store keeps opaque stored values (`kes-crypto.md` §2); it never parses them and never
 //! rewrites them. Must not: know about HTTP statuses or JSON of the KES API.
@@ -18,6 +19,7 @@ pub mod azure;
 pub mod cache;
 pub mod fs;
 pub mod mem;
+pub mod sealed;
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -80,6 +82,74 @@ impl fmt::Debug for StoredVersion {
             .field("enabled", &self.enabled)
             .field("value", &self.value.as_ref().map(|_| "<redacted>"))
             .finish()
+    }
+}
+
+/// First bytes of [`StoredVersion::encode_all`]'s output. No stored value starts with it
+/// (they are base64 or JSON text), so a copy holding one bare value is told apart.
+const VERSIONS_MAGIC: &[u8; 8] = b"KESVERS\x01";
+
+impl StoredVersion {
+    /// All versions of a key in one buffer (for the sealed cache): the magic, then per
+    /// version `enabled (u8) | id length (u16 BE) | id | value length (u32 BE) | value`,
+    /// where a retired version's value is always left out (length 0): retired material is
+    /// never written anywhere.
+    pub fn encode_all(versions: &[StoredVersion]) -> StoredValue {
+        let mut out = StoredValue::new(Vec::new());
+        let size: usize =
+            versions.iter().map(|v| 7 + v.id.len() + v.value.as_ref().map_or(0, |x| x.len())).sum();
+        out.reserve(VERSIONS_MAGIC.len() + size);
+        out.extend_from_slice(VERSIONS_MAGIC);
+        for v in versions {
+            let value: &[u8] = match &v.value {
+                Some(x) if v.enabled => x,
+                _ => &[],
+            };
+            out.push(u8::from(v.enabled));
+            out.extend_from_slice(&u16::try_from(v.id.len()).unwrap_or(0).to_be_bytes());
+            out.extend_from_slice(v.id.as_bytes());
+            out.extend_from_slice(&u32::try_from(value.len()).unwrap_or(0).to_be_bytes());
+            out.extend_from_slice(value);
+        }
+        out
+    }
+
+    /// The inverse of [`StoredVersion::encode_all`]. A buffer without the magic is one bare
+    /// stored value (a copy written before keys had versions): the first version.
+    pub fn decode_all(bytes: &[u8]) -> Result<Vec<StoredVersion>, &'static str> {
+        const BAD: &str = "malformed list of key versions";
+        let Some(mut rest) = bytes.strip_prefix(VERSIONS_MAGIC.as_slice()) else {
+            return Ok(vec![StoredVersion {
+                id: FIRST_VERSION_ID.to_string(),
+                enabled: true,
+                value: Some(StoredValue::new(bytes.to_vec())),
+            }]);
+        };
+        fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], &'static str> {
+            let (head, tail) = rest.split_at_checked(n).ok_or(BAD)?;
+            *rest = tail;
+            Ok(head)
+        }
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            if out.len() == MAX_VERSIONS {
+                return Err(BAD);
+            }
+            let enabled = take(&mut rest, 1)?[0] == 1;
+            let id_len = u16::from_be_bytes(take(&mut rest, 2)?.try_into().map_err(|_| BAD)?);
+            let id = std::str::from_utf8(take(&mut rest, usize::from(id_len))?).map_err(|_| BAD)?;
+            if !valid_version_id(id) {
+                return Err(BAD);
+            }
+            let len = u32::from_be_bytes(take(&mut rest, 4)?.try_into().map_err(|_| BAD)?);
+            let value = take(&mut rest, usize::try_from(len).map_err(|_| BAD)?)?;
+            out.push(StoredVersion {
+                id: id.to_string(),
+                enabled,
+                value: enabled.then(|| StoredValue::new(value.to_vec())),
+            });
+        }
+        if out.is_empty() { Err(BAD) } else { Ok(out) }
     }
 }
 
@@ -233,6 +303,43 @@ mod tests {
 
     fn names(n: usize, prefix: &str) -> Vec<String> {
         (0..n).map(|i| format!("{prefix}{i:05}")).collect()
+    }
+
+    #[test]
+    fn version_lists_round_trip_without_retired_material() {
+        let v = |id: &str, enabled: bool, value: &[u8]| StoredVersion {
+            id: id.into(),
+            enabled,
+            value: Some(StoredValue::new(value.to_vec())),
+        };
+        let list = vec![v("0", true, b"first"), v("ab-12", false, b"retired"), v("cd", true, b"")];
+        let bytes = StoredVersion::encode_all(&list);
+        assert!(!bytes.windows(7).any(|w| w == b"retired"), "retired material is not encoded");
+        let back = StoredVersion::decode_all(&bytes).unwrap();
+        let got: Vec<_> = back
+            .iter()
+            .map(|v| (v.id.as_str(), v.enabled, v.value.as_ref().map(|x| x.to_vec())))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("0", true, Some(b"first".to_vec())),
+                ("ab-12", false, None),
+                ("cd", true, Some(vec![]))
+            ]
+        );
+        // A bare value (a copy sealed before versions) is the first version.
+        let bare = StoredVersion::decode_all(b"Ci0KIJ").unwrap();
+        assert_eq!((bare.len(), bare[0].id.as_str()), (1, FIRST_VERSION_ID));
+        // Truncations and bad ids are refused, never read past the end.
+        for cut in 9..bytes.len() {
+            let r = StoredVersion::decode_all(&bytes[..cut]);
+            assert!(r.is_err() || r.unwrap().len() < 3, "cut {cut}");
+        }
+        let mut bad = bytes.to_vec();
+        bad[VERSIONS_MAGIC.len() + 3] = b'/';
+        assert!(StoredVersion::decode_all(&bad).is_err());
+        assert!(StoredVersion::decode_all(VERSIONS_MAGIC).is_err());
     }
 
     #[test]

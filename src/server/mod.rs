@@ -39,6 +39,11 @@ pub const CONN_STACK_SIZE: usize = if cfg!(debug_assertions) { 2 << 20 } else { 
 /// Deadline for creating declarative `keys:` at startup.
 pub const STARTUP_KEYS_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long startup waits for the key store to answer when `cache.persist` is on, before
+/// it serves from the sealed cache instead. Bounds a hanging vault (one that accepts and
+/// never answers) as well as a refusing one; the cache keeps probing every 10 s after.
+pub const STARTUP_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How often the TLS certificate and key are re-read from disk, so that rotated
 /// certificates (cert-manager, ACME) take effect without a restart (upstream: 15 min).
 pub const TLS_RELOAD_PERIOD: Duration = Duration::from_secs(15 * 60);
@@ -109,6 +114,8 @@ pub struct Banner {
     pub dev_cert_pem: Option<String>,
     /// Config warnings (e.g. glob-style policy patterns).
     pub warnings: Vec<String>,
+    /// `cache.persist`: what the sealed cache does, one line.
+    pub sealed: Option<String>,
 }
 
 /// State and TLS config shared by all connections, swapped whole on reload.
@@ -215,13 +222,65 @@ pub fn create_declared_keys(
     Ok(())
 }
 
-fn build_state(cfg: &Config, store: Arc<dyn KeyStore>, obs: Arc<Obs>) -> State {
+/// The key cache, with sealed copies when `cache.persist` is set: the store is probed
+/// (bounded by [`STARTUP_PROBE_TIMEOUT`]); unreachable, the cache starts offline from the
+/// sealed copies, otherwise they are re-checked in the background. Also returns the
+/// banner's line about it.
+fn open_cache(
+    cfg: &Config,
+    store: Arc<dyn KeyStore>,
+    obs: &Arc<Obs>,
+) -> Result<(Arc<KeyCache>, Option<String>), StartError> {
+    let Some(persist) = &cfg.persist else { return Ok((KeyCache::new(store, cfg.cache), None)) };
+    let sink = Arc::clone(obs);
+    let sealed = crate::keystore::sealed::SealedCache::open(
+        &persist.path,
+        &persist.seal,
+        &store.describe(),
+        persist.max_age,
+        Box::new(move |level, msg| sink.log(level, msg)),
+    )
+    .map_err(StartError)?;
+    let where_ = format!(
+        "sealed: {} (max_age {})",
+        persist.path.display(),
+        crate::gotime::format_duration(persist.max_age)
+    );
+    let probe = store.status(Instant::now() + STARTUP_PROBE_TIMEOUT);
+    let cache = KeyCache::with_sealed(store, cfg.cache, Arc::new(sealed));
+    match probe {
+        Ok(_) => {
+            cache.recheck_sealed();
+            Ok((cache, Some(where_)))
+        }
+        Err(e) => {
+            let served = cache.start_from_sealed();
+            let since = cache
+                .serving_sealed()
+                .map_or_else(String::new, |(_, t)| crate::gotime::format_utc_seconds(t));
+            obs.log(
+                Level::WARN,
+                &format!(
+                    "key store unreachable at startup ({e}): serving {served} keys from the sealed cache since {since}"
+                ),
+            );
+            Ok((
+                cache,
+                Some(format!(
+                    "{where_}\nKEY STORE UNREACHABLE: serving {served} keys from the sealed cache since {since}"
+                )),
+            ))
+        }
+    }
+}
+
+fn build_state(cfg: &Config, keys: Arc<KeyCache>, obs: Arc<Obs>) -> State {
     let started = time::OffsetDateTime::now_utc();
     State {
         build: build_info(),
         policies: policy_set(cfg),
         routes: api::routes::with_overrides(api::routes::default_routes(), &cfg.api),
-        keys: KeyCache::new(store, cfg.cache),
+        keys,
         started,
         started_at: Instant::now(),
         obs,
@@ -283,6 +342,8 @@ fn dev_setup(
         },
         policies: Default::default(),
         cache: config::CacheConfig::default(),
+        // `--dev` never persists keys, sealed or not.
+        persist: None,
         api: Default::default(),
         log: config::LogConfig::default(),
         keys: Vec::new(),
@@ -329,7 +390,8 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
     create_declared_keys(store.as_ref(), &cfg.keys, &Identity::new(cfg.admin_identity.clone()))?;
     let obs = make_obs(&cfg, &inputs);
     let keystore_desc = store.describe();
-    let state = build_state(&cfg, store, obs);
+    let (keys, sealed_line) = open_cache(&cfg, store, &obs)?;
+    let state = build_state(&cfg, keys, obs);
 
     let listener = TcpListener::bind(addr).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
@@ -352,6 +414,7 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
         dev_api_key: dev_key,
         dev_cert_pem: dev_pem,
         warnings: cfg.warnings.clone(),
+        sealed: sealed_line,
     };
     let shared = Arc::new(Shared {
         state: RwLock::new(Arc::new(state)),
@@ -477,7 +540,8 @@ impl Server {
             &Identity::new(cfg.admin_identity.clone()),
         )?;
         let obs = make_obs(&cfg, &self.options);
-        let state = build_state(&cfg, store, obs);
+        let (keys, _) = open_cache(&cfg, store, &obs)?;
+        let state = build_state(&cfg, keys, obs);
         let old = std::mem::replace(
             &mut *self.shared.state.write().unwrap_or_else(|e| e.into_inner()),
             Arc::new(state),

@@ -86,7 +86,7 @@ fn fetch_fresh(
     auth: &Authorized,
     name: &str,
 ) -> Result<Arc<VersionedKey>, ApiError> {
-    ctx.state.keys.remove(name);
+    ctx.state.keys.forget(name);
     fetch(ctx, auth, name)
 }
 

@@ -57,6 +57,18 @@ pub fn handle_get_status(ctx: &Ctx<'_>, _: &Authorized) -> Result<Response, ApiE
         keystore_latency: Option<u64>,
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         keystore_unreachable: bool,
+        /// Ours (`cache.persist`); upstream clients ignore unknown fields.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sealed_cache: Option<Sealed>,
+    }
+    #[derive(Serialize)]
+    struct Sealed {
+        path: String,
+        max_age: String,
+        /// Set while the key store is unreachable and keys are served from the sealed
+        /// copies: since when (RFC 3339).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        serving_since: Option<String>,
     }
     let sys = system_figures(ctx);
     let (latency, unreachable) = match ctx.state.keys.status(ctx.deadline) {
@@ -66,6 +78,15 @@ pub fn handle_get_status(ctx: &Ctx<'_>, _: &Authorized) -> Result<Response, ApiE
             (None, true)
         }
     };
+    let sealed_cache = ctx.state.keys.sealed_info().map(|info| Sealed {
+        path: info.path.display().to_string(),
+        max_age: crate::gotime::format_duration(info.max_age),
+        serving_since: ctx
+            .state
+            .keys
+            .serving_sealed()
+            .map(|(_, since)| crate::gotime::format_utc_seconds(since)),
+    });
     Ok(json(&Status {
         version: ctx.state.build.version,
         os: std::env::consts::OS,
@@ -77,6 +98,7 @@ pub fn handle_get_status(ctx: &Ctx<'_>, _: &Authorized) -> Result<Response, ApiE
         mem_stack_used: sys.proc.stack_bytes.max(1),
         keystore_latency: latency,
         keystore_unreachable: unreachable,
+        sealed_cache,
     }))
 }
 
