@@ -96,6 +96,40 @@ pub struct AuditEvent {
     pub message: String,
 }
 
+/// The `flaw` labels of `kes_tls_client_cert_flaws`, one per `auth::x509::Flaw` (a server
+/// test keeps the two lists equal; obs does not import auth).
+pub const CLIENT_CERT_FLAWS: [&str; 4] =
+    ["bad_self_signature", "expired", "no_client_auth", "not_yet_valid"];
+
+/// Most identities remembered as already logged for a flawed client certificate. Past it,
+/// new ones are counted but not logged, so a client minting certificates cannot grow the
+/// set (or the log) without bound.
+pub const MAX_CERT_FLAW_IDENTITIES: usize = 10_000;
+
+/// Uses of flawed client certificates that `tls.client_validity: log` let through.
+#[derive(Default)]
+pub struct CertFlaws {
+    counts: [AtomicU64; CLIENT_CERT_FLAWS.len()],
+    logged: Mutex<std::collections::HashSet<String>>,
+}
+
+impl CertFlaws {
+    /// Counts one connection with the flaws `labels`; true the first time `identity` is
+    /// seen with a flaw (log it then).
+    pub fn record(&self, identity: &str, labels: &[&str]) -> bool {
+        for (i, name) in CLIENT_CERT_FLAWS.iter().enumerate() {
+            if labels.contains(name) {
+                self.counts[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        if logged.len() >= MAX_CERT_FLAW_IDENTITIES || logged.contains(identity) {
+            return false;
+        }
+        logged.insert(identity.to_string())
+    }
+}
+
 /// Request counters and the response-time histogram.
 #[derive(Default)]
 pub struct Metrics {
@@ -146,6 +180,7 @@ pub struct Obs {
     pub audit: Hub,
     pub errors: Hub,
     pub metrics: Metrics,
+    pub cert_flaws: CertFlaws,
     audit_level: Level,
     error_level: Level,
     json: bool,
@@ -169,6 +204,7 @@ impl Obs {
             audit: Hub::default(),
             errors: Hub::default(),
             metrics: Metrics::default(),
+            cert_flaws: CertFlaws::default(),
             audit_level,
             error_level,
             json,
@@ -595,6 +631,17 @@ pub fn render_metrics(obs: &Obs, sys: &SystemFigures, store: &StoreFigures) -> S
     family(&mut out, "kes_system_up_time", "gauge", "Seconds since the server started.");
     let up = (sys.uptime.as_millis() / 10) as f64 / 100.0;
     let _ = writeln!(out, "kes_system_up_time {}", fmt_f64(up));
+    family(
+        &mut out,
+        "kes_tls_client_cert_flaws",
+        "counter",
+        "Connections accepted with a client certificate outside its validity, not for client \
+         authentication, or with a broken self-signature (tls.client_validity: log).",
+    );
+    for (name, n) in CLIENT_CERT_FLAWS.iter().zip(&obs.cert_flaws.counts) {
+        let n = n.load(Ordering::Relaxed);
+        let _ = writeln!(out, "kes_tls_client_cert_flaws{{flaw=\"{name}\"}} {n}");
+    }
     out
 }
 

@@ -326,3 +326,209 @@ fn redirects_do_not_reflect_control_characters() {
         "query"
     );
 }
+
+/// A self-signed Ed25519 client certificate valid from `days.0` to `days.1` days from now,
+/// with `eku` (empty: no extension), its signature broken when `break_signature`.
+fn flawed(
+    days: (i64, i64),
+    eku: Vec<rcgen::ExtendedKeyUsagePurpose>,
+    break_signature: bool,
+) -> (CertificateDer<'static>, PrivateKeyDer<'static>, String) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now + time::Duration::days(days.0);
+    params.not_after = now + time::Duration::days(days.1);
+    params.extended_key_usages = eku;
+    let mut der = params.self_signed(&key).unwrap().der().to_vec();
+    if break_signature {
+        *der.last_mut().unwrap() ^= 1;
+    }
+    let id = kes::auth::Identity::from_cert_der(&der).unwrap().to_string();
+    (CertificateDer::from(der), PrivateKeyDer::try_from(key.serialize_der()).unwrap(), id)
+}
+
+/// (label, certificate) for each flaw of issue 9 #3, plus a good one.
+fn flawed_set() -> Vec<(&'static str, (CertificateDer<'static>, PrivateKeyDer<'static>, String))> {
+    use rcgen::ExtendedKeyUsagePurpose as Eku;
+    vec![
+        ("expired", flawed((-30, -1), vec![Eku::ClientAuth], false)),
+        ("not_yet_valid", flawed((7, 30), vec![Eku::ClientAuth], false)),
+        ("no_client_auth", flawed((-1, 30), vec![Eku::ServerAuth], false)),
+        ("bad_self_signature", flawed((-1, 30), vec![Eku::ClientAuth], true)),
+        ("good", flawed((-1, 30), vec![Eku::ClientAuth], false)),
+    ]
+}
+
+fn policy_for(ids: &[&str]) -> String {
+    let mut yaml =
+        String::from("policy:\n  app:\n    allow:\n    - /v1/key/list/*\n    identities:\n");
+    for id in ids {
+        yaml.push_str(&format!("    - {id}\n"));
+    }
+    yaml
+}
+
+/// Issue 9 #3, default mode: flawed client certificates keep working as upstream lets them
+/// (identities are key hashes), are logged once per identity, and are counted per flaw in
+/// `/v1/metrics`.
+#[test]
+fn flawed_client_certificates_are_accepted_logged_once_and_counted() {
+    let set = flawed_set();
+    let ids: Vec<&str> = set.iter().map(|(_, (_, _, id))| id.as_str()).collect();
+    let bin = Binary::start("", &policy_for(&ids));
+    for round in 0..2 {
+        for version in [TLS12, TLS13] {
+            for (label, (cert, key, _)) in &set {
+                let raw =
+                    over_chain(&bin, version, vec![cert.clone()], key, &get("/v1/key/list/*"))
+                        .unwrap();
+                assert_eq!(
+                    status_and_body(&raw),
+                    ("HTTP/1.1 200 OK", "{\"names\":null}\n"),
+                    "{label} {round}"
+                );
+            }
+        }
+    }
+    let out = bin.output();
+    for (label, (_, _, id)) in &set {
+        let lines: Vec<&str> =
+            out.lines().filter(|l| l.contains(&format!("identity {id} uses"))).collect();
+        if *label == "good" {
+            assert!(lines.is_empty(), "{lines:?}");
+            continue;
+        }
+        assert_eq!(lines.len(), 1, "{label}: {out}");
+        let what = match *label {
+            "expired" => "has expired (notAfter is in the past)",
+            "not_yet_valid" => "is not valid yet (notBefore is in the future)",
+            "no_client_auth" => {
+                "is not for client authentication (extended key usage without clientAuth)"
+            }
+            _ => "is self-issued but its signature does not verify",
+        };
+        assert!(
+            lines[0].contains(&format!(
+                "http: client 127.0.0.1 with identity {id} uses a certificate that {what}; accepted as \
+                 upstream accepts it (set tls.client_validity: enforce to refuse such certificates); \
+                 logged once per identity"
+            )),
+            "{}",
+            lines[0]
+        );
+    }
+    let mut admin = bin.client(Some(&bin.admin));
+    let metrics = admin.get("/v1/metrics").text();
+    for label in ["bad_self_signature", "expired", "no_client_auth", "not_yet_valid"] {
+        // Two rounds over two TLS versions: four connections each.
+        assert!(
+            metrics.contains(&format!("kes_tls_client_cert_flaws{{flaw=\"{label}\"}} 4\n")),
+            "{metrics}"
+        );
+    }
+    assert!(metrics.contains("# TYPE kes_tls_client_cert_flaws counter\n"), "{metrics}");
+    // The metric's labels are exactly the flaws the server finds.
+    let labels: Vec<&str> = kes::auth::x509::Flaw::ALL.iter().map(|f| f.label()).collect();
+    let mut sorted = labels.clone();
+    sorted.sort();
+    assert_eq!(sorted, kes::obs::CLIENT_CERT_FLAWS);
+}
+
+/// Issue 9 #3, `tls.client_validity: enforce`: each flaw ends the handshake with the TLS
+/// alert that names it, the server logs why, and a good certificate still works.
+#[test]
+fn enforce_refuses_flawed_client_certificates_in_the_handshake() {
+    let set = flawed_set();
+    let ids: Vec<&str> = set.iter().map(|(_, (_, _, id))| id.as_str()).collect();
+    let bin = Binary::start("  client_validity: enforce\n", &policy_for(&ids));
+    for version in [TLS12, TLS13] {
+        for (label, (cert, key, _)) in &set {
+            let got = over_chain(&bin, version, vec![cert.clone()], key, &get("/v1/key/list/*"));
+            let alert = match *label {
+                "expired" => "received fatal alert: CertificateExpired",
+                "not_yet_valid" => "received fatal alert: CertificateExpired",
+                "no_client_auth" => "received fatal alert: UnsupportedCertificate",
+                "bad_self_signature" => "received fatal alert: DecryptError",
+                _ => {
+                    let raw = got.unwrap();
+                    assert_eq!(status_and_body(&raw), ("HTTP/1.1 200 OK", "{\"names\":null}\n"));
+                    continue;
+                }
+            };
+            assert_eq!(got, Err(alert.to_string()), "{label} {version:?}");
+        }
+    }
+    let out = bin.output();
+    for (label, text) in [
+        ("expired", "invalid peer certificate: Expired"),
+        ("not_yet_valid", "invalid peer certificate: NotValidYet"),
+        ("no_client_auth", "invalid peer certificate: InvalidPurpose"),
+        ("bad_self_signature", "invalid peer certificate: BadSignature"),
+    ] {
+        assert!(
+            out.contains(&format!("http: TLS handshake error from 127.0.0.1: {text}")),
+            "{label}: {out}"
+        );
+    }
+}
+
+/// With `tls.auth: on` and `tls.ca`, chain verification already refuses a CA-issued leaf
+/// outside its validity or without clientAuth, with no `client_validity` setting.
+#[test]
+fn chain_verification_enforces_validity_with_tls_auth_on() {
+    use rcgen::ExtendedKeyUsagePurpose as Eku;
+    let dir = common::TempDir::new("ca");
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca = rcgen::CertificateParams::default();
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "clients");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let leaf = |days: (i64, i64), eku: Eku| {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let mut p = rcgen::CertificateParams::default();
+        p.is_ca = rcgen::IsCa::ExplicitNoCa;
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now + time::Duration::days(days.0);
+        p.not_after = now + time::Duration::days(days.1);
+        p.extended_key_usages = vec![eku];
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        let id = kes::auth::Identity::from_cert_der(cert.der()).unwrap().to_string();
+        (cert.der().clone(), PrivateKeyDer::try_from(key.serialize_der()).unwrap(), id)
+    };
+    let set = [
+        ("good", leaf((-1, 30), Eku::ClientAuth)),
+        ("expired", leaf((-30, -1), Eku::ClientAuth)),
+        ("not_yet_valid", leaf((7, 30), Eku::ClientAuth)),
+        ("no_client_auth", leaf((-1, 30), Eku::ServerAuth)),
+    ];
+    let ids: Vec<&str> = set.iter().map(|(_, (_, _, id))| id.as_str()).collect();
+    let bin = Binary::start(
+        &format!("  auth: on\n  ca: {}\n", dir.join("ca.pem").display()),
+        &policy_for(&ids),
+    );
+    for version in [TLS12, TLS13] {
+        for (label, (cert, key, _)) in &set {
+            let got = over_chain(&bin, version, vec![cert.clone()], key, &get("/v1/key/list/*"));
+            match *label {
+                "good" => assert_eq!(
+                    status_and_body(&got.unwrap()),
+                    ("HTTP/1.1 200 OK", "{\"names\":null}\n")
+                ),
+                "no_client_auth" => assert_eq!(
+                    got,
+                    Err("received fatal alert: UnsupportedCertificate".into()),
+                    "{version:?}"
+                ),
+                _ => assert_eq!(
+                    got,
+                    Err("received fatal alert: CertificateExpired".into()),
+                    "{label} {version:?}"
+                ),
+            }
+        }
+    }
+}

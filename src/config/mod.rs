@@ -58,6 +58,10 @@ pub struct TlsConfig {
     pub ca: Option<PathBuf>,
     /// `tls.proxy.identities`: parsed and validated, unused (as upstream HEAD).
     pub proxy_identities: Vec<String>,
+    /// `tls.client_validity: enforce` (our extension): refuse client certificates with a
+    /// [`crate::auth::x509::Flaw`] at the handshake; by default they are only logged and
+    /// counted, as upstream accepts them.
+    pub enforce_client_validity: bool,
 }
 
 impl fmt::Debug for TlsConfig {
@@ -68,6 +72,7 @@ impl fmt::Debug for TlsConfig {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("verify_client_chain", &self.verify_client_chain)
             .field("ca", &self.ca)
+            .field("enforce_client_validity", &self.enforce_client_validity)
             .finish()
     }
 }
@@ -352,6 +357,7 @@ struct DecodedTls {
     auth: String,
     ca: String,
     proxy_identities: Vec<String>,
+    client_validity: String,
 }
 
 struct DecodedPersist {
@@ -400,6 +406,8 @@ fn decode(raw: &RawFile, x: &Expander<'_>) -> Result<Decoded, String> {
         password: x.secret("tls.password", tls.and_then(|t| t.password.as_ref()))?,
         auth: x.text("tls.auth", tls.and_then(|t| t.auth.as_ref()))?,
         ca: x.text("tls.ca", tls.and_then(|t| t.ca.as_ref()))?,
+        client_validity: x
+            .text("tls.client_validity", tls.and_then(|t| t.client_validity.as_ref()))?,
         proxy_identities: x
             .texts("tls.proxy.identities", proxy.and_then(|p| p.identities.as_ref()))?
             .into_iter()
@@ -567,6 +575,17 @@ fn validate(d: Decoded) -> Result<Config, String> {
         }
     };
 
+    let enforce_client_validity = match d.tls.client_validity.trim().to_ascii_lowercase().as_str() {
+        "" | "log" => false,
+        "enforce" => true,
+        _ => {
+            return Err(format!(
+                "tls.client_validity: invalid mode '{}': must be 'log' or 'enforce'",
+                d.tls.client_validity
+            ));
+        }
+    };
+
     // 5.
     if let Some(id) = d.tls.proxy_identities.iter().find(|id| **id == admin) {
         return Err(format!("tls.proxy.identities: identity '{id}' is already admin"));
@@ -659,6 +678,7 @@ fn validate(d: Decoded) -> Result<Config, String> {
             cert: PathBuf::from(d.tls.cert),
             password: Some(d.tls.password).filter(|p| !p.is_empty()),
             verify_client_chain,
+            enforce_client_validity,
             ca: Some(d.tls.ca).filter(|c| !c.is_empty()).map(PathBuf::from),
             proxy_identities: d.tls.proxy_identities,
         },
@@ -1283,6 +1303,24 @@ keystore:
         );
         let c = ok(&format!("{ADMIN}{FS}tls:\n  key: k\n  cert: c\n  ca: /etc/kes/ca.pem\n"));
         assert_eq!(c.tls.ca, Some(PathBuf::from("/etc/kes/ca.pem")));
+    }
+
+    #[test]
+    fn tls_client_validity_is_log_or_enforce() {
+        let mode = |v: &str| {
+            let tls = format!("tls:\n  key: k\n  cert: c\n{v}");
+            parse(&format!("{ADMIN}{FS}{tls}"), "f", &env)
+                .map(|c| c.tls.enforce_client_validity)
+                .map_err(|e| e.message)
+        };
+        assert_eq!(mode(""), Ok(false));
+        assert_eq!(mode("  client_validity: log\n"), Ok(false));
+        assert_eq!(mode("  client_validity: enforce\n"), Ok(true));
+        assert_eq!(mode("  client_validity: ENFORCE\n"), Ok(true));
+        assert_eq!(
+            mode("  client_validity: strict\n"),
+            Err("tls.client_validity: invalid mode 'strict': must be 'log' or 'enforce'".into())
+        );
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub(super) struct RawTls {
     pub auth: Option<Scalar>,
     pub ca: Option<Scalar>,
     pub proxy: Option<RawProxy>,
+    /// Our extension: `log` (default) or `enforce`.
+    pub client_validity: Option<Scalar>,
 }
 
 #[derive(Deserialize)]

@@ -4,7 +4,7 @@
 
 use super::Shared;
 use crate::api::{self, ClientCert, Routed};
-use crate::auth::x509;
+use crate::auth::{Identity, x509};
 use crate::config::Level;
 use crate::http::{
     self, Body, BodyFraming, ChunkError, ChunkedDecoder, HeadError, Method, Response,
@@ -69,6 +69,9 @@ pub fn serve(stream: TcpStream, shared: Arc<Shared>) {
             ),
         );
     }
+    if let (ClientCert::One(id), Some(first)) = (&cert, chain.first()) {
+        note_flaws(&shared, first.as_ref(), id, peer_ip);
+    }
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     loop {
         let state = shared.state();
@@ -97,6 +100,32 @@ pub fn serve(stream: TcpStream, shared: Arc<Shared>) {
     tls.conn.send_close_notify();
     let _ = tls.conn.complete_io(&mut tls.sock);
     let _ = tls.sock.shutdown(std::net::Shutdown::Both);
+}
+
+/// Counts a client certificate's flaws (validity, key usage, self-signature) and logs them
+/// once per identity. Only reached with `tls.client_validity: log`: `enforce` refused the
+/// certificate during the handshake.
+fn note_flaws(shared: &Shared, cert_der: &[u8], id: &Identity, peer_ip: Option<IpAddr>) {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let flaws = x509::flaws(cert_der, now);
+    if flaws.is_empty() {
+        return;
+    }
+    let labels: Vec<&str> = flaws.iter().map(|f| f.label()).collect();
+    let state = shared.state();
+    if state.obs.cert_flaws.record(id.as_str(), &labels) {
+        let what: Vec<&str> = flaws.iter().map(|f| f.describe()).collect();
+        state.obs.log(
+            Level::WARN,
+            &format!(
+                "http: client {} with identity {id} uses a certificate that {}; accepted as \
+                 upstream accepts it (set tls.client_validity: enforce to refuse such \
+                 certificates); logged once per identity",
+                ip_text(peer_ip),
+                what.join(" and ")
+            ),
+        );
+    }
 }
 
 fn ip_text(ip: Option<IpAddr>) -> String {

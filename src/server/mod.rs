@@ -299,7 +299,7 @@ fn tls_config(cfg: &Config) -> Result<Arc<rustls::ServerConfig>, StartError> {
             optional,
         }
     } else {
-        tls::ClientAuth::AnyCertificate { optional }
+        tls::ClientAuth::AnyCertificate { optional, enforce: cfg.tls.enforce_client_validity }
     };
     tls::server_config(identity, &auth).map_err(StartError)
 }
@@ -327,8 +327,11 @@ fn dev_setup(
         ips.push(addr.ip());
     }
     let (identity, pem) = tls::dev_identity(&ips).map_err(StartError)?;
-    let tls = tls::server_config(identity, &tls::ClientAuth::AnyCertificate { optional: false })
-        .map_err(StartError)?;
+    let tls = tls::server_config(
+        identity,
+        &tls::ClientAuth::AnyCertificate { optional: false, enforce: false },
+    )
+    .map_err(StartError)?;
     let cfg = Config {
         address: None,
         admin_identity: key.identity().to_string(),
@@ -339,6 +342,7 @@ fn dev_setup(
             verify_client_chain: false,
             ca: None,
             proxy_identities: Vec::new(),
+            enforce_client_validity: false,
         },
         policies: Default::default(),
         cache: config::CacheConfig::default(),

@@ -28,8 +28,9 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// How clients must authenticate at the TLS layer.
 #[derive(Debug, Clone)]
 pub enum ClientAuth {
-    /// Default: any certificate, chain not checked; `optional` when a route skips auth.
-    AnyCertificate { optional: bool },
+    /// Default: any certificate, chain not checked; `optional` when a route skips auth;
+    /// `enforce` (`tls.client_validity: enforce`) refuses certificates with a flaw.
+    AnyCertificate { optional: bool, enforce: bool },
     /// `tls.auth: on`: chains verified against these roots.
     Verify { roots: Vec<CertificateDer<'static>>, optional: bool },
 }
@@ -166,8 +167,8 @@ pub fn load_roots(ca: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, Str
 pub fn server_config(identity: Identity, auth: &ClientAuth) -> Result<Arc<ServerConfig>, String> {
     let provider = provider();
     let verifier: Arc<dyn ClientCertVerifier> = match auth {
-        ClientAuth::AnyCertificate { optional } => {
-            Arc::new(danger::AnyClientCertificate::new(provider.clone(), !optional))
+        ClientAuth::AnyCertificate { optional, enforce } => {
+            Arc::new(danger::AnyClientCertificate::new(provider.clone(), !optional, *enforce))
         }
         ClientAuth::Verify { roots, optional } => {
             let mut store = rustls::RootCertStore::empty();
@@ -196,26 +197,41 @@ pub fn server_config(identity: Identity, auth: &ClientAuth) -> Result<Arc<Server
 
 /// Verifiers that skip checks. Named so, as rustls names its own.
 pub mod danger {
+    use crate::auth::x509::{self, Flaw};
     use rustls::client::danger::HandshakeSignatureValid;
     use rustls::crypto::CryptoProvider;
     use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-    use rustls::{DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
+    use rustls::{
+        CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme,
+    };
     use rustls_pki_types::{CertificateDer, UnixTime};
     use std::sync::Arc;
 
     /// Accepts any client certificate without checking its chain, as KES does by default.
     /// The handshake signature is still verified, so the client proves it holds the key of
-    /// the certificate whose public key becomes its identity.
+    /// the certificate whose public key becomes its identity. With `enforce`, a first
+    /// certificate with a [`Flaw`] is refused with the matching TLS alert.
     #[derive(Debug)]
     pub struct AnyClientCertificate {
         provider: Arc<CryptoProvider>,
         mandatory: bool,
+        enforce: bool,
     }
 
     impl AnyClientCertificate {
-        pub fn new(provider: Arc<CryptoProvider>, mandatory: bool) -> Self {
-            AnyClientCertificate { provider, mandatory }
+        pub fn new(provider: Arc<CryptoProvider>, mandatory: bool, enforce: bool) -> Self {
+            AnyClientCertificate { provider, mandatory, enforce }
         }
+    }
+
+    /// The rustls error (and so the alert the client reads) for a flaw.
+    fn refusal(flaw: Flaw) -> Error {
+        Error::InvalidCertificate(match flaw {
+            Flaw::NotYetValid => CertificateError::NotValidYet,
+            Flaw::Expired => CertificateError::Expired,
+            Flaw::NotForClientAuth => CertificateError::InvalidPurpose,
+            Flaw::BadSelfSignature => CertificateError::BadSignature,
+        })
     }
 
     impl ClientCertVerifier for AnyClientCertificate {
@@ -233,10 +249,16 @@ pub mod danger {
 
         fn verify_client_cert(
             &self,
-            _end_entity: &CertificateDer<'_>,
+            end_entity: &CertificateDer<'_>,
             _intermediates: &[CertificateDer<'_>],
-            _now: UnixTime,
+            now: UnixTime,
         ) -> Result<ClientCertVerified, Error> {
+            if self.enforce {
+                let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+                if let Some(&flaw) = x509::flaws(end_entity.as_ref(), now).first() {
+                    return Err(refusal(flaw));
+                }
+            }
             Ok(ClientCertVerified::assertion())
         }
 
