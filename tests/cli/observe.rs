@@ -54,7 +54,7 @@ fn status_for_pipes_terminals_and_json() {
 
     let api = fx.admin(&["status", "--api", "--json"]).run();
     let list: Vec<serde_json::Value> = serde_json::from_str(api.ok()).unwrap();
-    assert_eq!(list.len(), 22);
+    assert_eq!(list.len(), 24, "upstream's 22 routes and rotate, rewrap");
     let table = fx.admin(&["status", "-s", "--api"]).run();
     let lines: Vec<&str> = table.ok().lines().collect();
     assert_eq!(lines[1], "");
