@@ -304,6 +304,7 @@ check "tmpfiles.d makes /var/lib/kes 0700 kes:kes" grep -Eq '^d +/var/lib/kes +0
 echo "== systemd unit"
 unit=$tree/usr/lib/systemd/system/kes.service
 for line in 'Type=notify' 'NotifyAccess=main' 'User=kes' 'Group=kes' \
+    'ExecStartPre=/usr/bin/kes server --check --config /etc/kes/config.yml' \
     'ExecStart=/usr/bin/kes server --config /etc/kes/config.yml' \
     'ExecReload=/bin/kill -HUP $MAINPID' 'Restart=on-failure' \
     'LimitMEMLOCK=infinity' 'LimitCORE=0' 'AmbientCapabilities=CAP_IPC_LOCK' \
@@ -342,6 +343,12 @@ if command -v openssl >/dev/null; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
         -keyout "$cfgdir/private.key" -out "$cfgdir/public.crt" >/dev/null 2>&1
     sed "s#/etc/kes/#$cfgdir/#g; s#/var/lib/kes/keys#$cfgdir/keys#" "$pkg/config.yml" >"$cfgdir/config.yml"
+    # The unit's ExecStartPre= line, as systemd would run it, on the moved config.
+    pre=$(sed -n 's/^ExecStartPre=//p' "$unit" | sed "s#/usr/bin/kes#$tree/usr/bin/kes#; s#/etc/kes/config.yml#$cfgdir/config.yml#")
+    check "the unit's ExecStartPre= (kes server --check) accepts packaging/config.yml" $pre
+    sed 's#^\(  cert: \).*#\1/nonexistent.crt#' "$cfgdir/config.yml" >"$cfgdir/broken.yml"
+    check "the unit's ExecStartPre= refuses a config whose certificate is missing" \
+        bash -c "! ${pre/config.yml/broken.yml} >/dev/null 2>&1"
     "$tree/usr/bin/kes" server --config "$cfgdir/config.yml" --addr 127.0.0.1:0 --no-mlock >"$cfgdir/log" 2>&1 &
     pid=$!
     for _ in $(seq 1 100); do

@@ -36,7 +36,7 @@
 //! | module | owns |
 //! |---|---|
 //! | `cli` | argv parsing, every command's output, exit codes; the client HTTP stack |
-//! | `server` | startup order, TLS config and rotation, the accept loop, connections, reload |
+//! | `server` | startup order, TLS config and rotation, the accept loop, connections, reload, `--check` |
 //! | `config` | upstream's YAML, `${VAR}` expansion, validation in upstream's order |
 //! | `api` | the route table, authorization, handlers, the one status mapping |
 //! | `http` | the sans-IO HTTP/1.1 head parser, body framing, response bytes |

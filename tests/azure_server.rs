@@ -10,7 +10,7 @@ mod fake_vault;
 mod vault_store;
 
 use base64::Engine as _;
-use common::{TempDir, TestServer};
+use common::{TempDir, TestServer, kes_in};
 use fake_vault::{FakeVault, Fault, Op};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,21 +22,6 @@ fn b64(b: &[u8]) -> String {
 
 fn server(v: &FakeVault) -> TestServer {
     TestServer::start_store("", azure_store(v))
-}
-
-/// Runs the real `kes` binary in `dir` with `env`, returning (status, stdout, stderr).
-fn kes_in(dir: &std::path::Path, args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kes"));
-    cmd.args(args).current_dir(dir).stdin(std::process::Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let o = cmd.output().unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
 }
 
 /// The seed tutorial word for word with the real binary and the Azure store: both

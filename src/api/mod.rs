@@ -11,7 +11,7 @@ pub mod handlers;
 pub mod routes;
 pub mod wire;
 
-use crate::auth::{Authorized, Denied, Identity, PolicySet};
+use crate::auth::{Authorized, Denied, Identity, PolicySet, Rule};
 use crate::config::Level;
 use crate::http::{Head, Method, Response};
 use crate::keystore::cache::KeyCache;
@@ -95,41 +95,132 @@ pub fn not_found() -> Response {
         .header("X-Content-Type-Options", "nosniff")
 }
 
-/// Finds the route for a head: unclean paths are redirected, unknown paths get 404, wrong
-/// methods 405 (POST passes where PUT is expected).
-pub fn lookup<'a>(state: &'a State, head: &Head) -> Routed<'a> {
-    let cleaned = crate::http::clean_path(&head.path);
-    if cleaned != head.path {
-        // Encoded as Go encodes it: the decoded path may hold any byte the client escaped,
-        // CR and LF included, and must not reach the header line raw.
-        let mut location = crate::http::escape_path(&cleaned);
-        if !head.query.is_empty() {
-            location.push('?');
-            location.push_str(&crate::http::escape_raw(&head.query));
-        }
-        return Routed::Respond(Response::new(301).header("Location", location));
+/// Why a method and path reach no route.
+#[derive(Debug, Clone)]
+pub enum Miss<'a> {
+    /// The path is not in canonical form: redirected (301) to the cleaned path.
+    Unclean(String),
+    /// No route: 404.
+    NotFound,
+    /// The route takes another method: 405.
+    WrongMethod(&'a Route),
+}
+
+/// The route for a method and decoded path: unclean paths are redirected, unknown paths
+/// get 404, wrong methods 405 (POST passes where PUT is expected).
+pub fn route_for<'a>(
+    routes: &'a [Route],
+    method: &Method,
+    path: &str,
+) -> Result<&'a Route, Miss<'a>> {
+    let cleaned = crate::http::clean_path(path);
+    if cleaned != path {
+        return Err(Miss::Unclean(cleaned));
     }
-    let Some(route) = routes::find(&state.routes, &head.path) else {
-        return Routed::Respond(not_found());
-    };
+    let route = routes::find(routes, path).ok_or(Miss::NotFound)?;
     let ok = matches!(
-        (route.method, &head.method),
+        (route.method, method),
         (RouteMethod::Get, Method::Get)
             | (RouteMethod::Put, Method::Put | Method::Post)
             | (RouteMethod::Delete, Method::Delete)
     );
-    if !ok {
-        let err = ApiError::MethodNotAllowed {
-            received: head.method.as_str().to_string(),
-            expected: route.method.as_str(),
-        };
-        let response = err.to_response();
-        if route.metrics {
-            state.obs.metrics.observe(response.status, Duration::ZERO);
+    if ok { Ok(route) } else { Err(Miss::WrongMethod(route)) }
+}
+
+/// Finds the route for a head, or the answer to give without reading a body.
+pub fn lookup<'a>(state: &'a State, head: &Head) -> Routed<'a> {
+    match route_for(&state.routes, &head.method, &head.path) {
+        Ok(route) => Routed::Route(route),
+        Err(Miss::Unclean(cleaned)) => {
+            // Encoded as Go encodes it: the decoded path may hold any byte the client escaped,
+            // CR and LF included, and must not reach the header line raw.
+            let mut location = crate::http::escape_path(&cleaned);
+            if !head.query.is_empty() {
+                location.push('?');
+                location.push_str(&crate::http::escape_raw(&head.query));
+            }
+            Routed::Respond(Response::new(301).header("Location", location))
         }
-        return Routed::Respond(response);
+        Err(Miss::NotFound) => Routed::Respond(not_found()),
+        Err(Miss::WrongMethod(route)) => {
+            let err = ApiError::MethodNotAllowed {
+                received: head.method.as_str().to_string(),
+                expected: route.method.as_str(),
+            };
+            let response = err.to_response();
+            if route.metrics {
+                state.obs.metrics.observe(response.status, Duration::ZERO);
+            }
+            Routed::Respond(response)
+        }
     }
-    Routed::Route(route)
+}
+
+/// What the server would do with a request, and which rule decided: the policy dry-run
+/// (`kes policy check`, `POST /v1/policy/check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The path is not canonical: the server answers 301 to this path.
+    Redirect(String),
+    /// No such route: 404.
+    NotFound,
+    /// The route takes another method: 405.
+    WrongMethod { expected: &'static str },
+    /// The route checks no policy (`/version`, `/v1/identity/self/describe`, or
+    /// `api.<path>.skip_auth: true`).
+    NoCheck { route: &'static str },
+    /// The policy decision.
+    Policy(Rule),
+}
+
+impl Verdict {
+    /// Whether the request would reach its handler.
+    pub fn allowed(&self) -> bool {
+        match self {
+            Verdict::NoCheck { .. } => true,
+            Verdict::Policy(rule) => rule.allows(),
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Redirect(to) => {
+                write!(f, "the path is not canonical; the server redirects to '{to}'")
+            }
+            Verdict::NotFound => f.write_str("no such API (404)"),
+            Verdict::WrongMethod { expected } => {
+                write!(f, "method not allowed (405); the API expects {expected}")
+            }
+            Verdict::NoCheck { route } => {
+                write!(f, "route '{route}' checks no policy (authentication off for it)")
+            }
+            Verdict::Policy(rule) => rule.fmt(f),
+        }
+    }
+}
+
+/// The dry-run of one request: the same route lookup as [`lookup`] and the same decision
+/// as [`handle`] (`PolicySet::decide`, behind `PolicySet::authorize`).
+pub fn explain(
+    routes: &[Route],
+    policies: &PolicySet,
+    identity: &Identity,
+    method: &Method,
+    path: &str,
+) -> Verdict {
+    let route = match route_for(routes, method, path) {
+        Ok(route) => route,
+        Err(Miss::Unclean(to)) => return Verdict::Redirect(to),
+        Err(Miss::NotFound) => return Verdict::NotFound,
+        Err(Miss::WrongMethod(r)) => return Verdict::WrongMethod { expected: r.method.as_str() },
+    };
+    match route.auth {
+        Auth::None | Auth::IdentifyOnly => Verdict::NoCheck { route: route.path },
+        Auth::Verify => Verdict::Policy(policies.decide(identity, path)),
+    }
 }
 
 /// Runs one routed request: authenticate, authorize, handle, then audit and count.

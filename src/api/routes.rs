@@ -10,6 +10,10 @@ use std::time::Duration;
 /// Largest body a key route reads (upstream's 1 MB, decimal).
 pub const MAX_KEY_BODY: usize = 1_000_000;
 
+/// Largest body of a policy dry-run (`{"identity","method","path"}`): an identity, a
+/// method and one API path fit in well under 4 KiB.
+pub const MAX_POLICY_CHECK_BODY: usize = 4096;
+
 /// Route methods; `POST` is accepted wherever `PUT` is the route's method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteMethod {
@@ -88,8 +92,9 @@ const fn route(
     }
 }
 
-/// All 24 routes: upstream's 22 with upstream's defaults, and our two rotation routes
-/// (`rotate`, `rewrap`, issue 12) with the limits of their neighbours.
+/// Upstream's 22 routes with upstream's defaults, plus our extensions: `/v1/policy/check`,
+/// and the rotation routes (`rotate`, `rewrap`, issue 12) with the limits of their
+/// neighbours.
 pub fn default_routes() -> Vec<Route> {
     use Auth::*;
     use RouteMethod::*;
@@ -113,6 +118,15 @@ pub fn default_routes() -> Vec<Route> {
         route(Get, "/v1/policy/describe/", 0, 15, Verify, true, policy::handle_describe_policy),
         route(Get, "/v1/policy/read/", 0, 15, Verify, true, policy::handle_read_policy),
         route(Get, "/v1/policy/list/", 0, 15, Verify, true, policy::handle_list_policies),
+        route(
+            Put,
+            "/v1/policy/check",
+            MAX_POLICY_CHECK_BODY,
+            15,
+            Verify,
+            true,
+            policy::handle_check_policy,
+        ),
         route(
             Get,
             "/v1/identity/describe/",
@@ -186,9 +200,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn twenty_four_routes_with_upstreams_limits() {
+    fn upstreams_routes_with_upstreams_limits() {
         let routes = default_routes();
-        assert_eq!(routes.len(), 24);
+        assert_eq!(routes.len(), 25);
         let rotate = find(&routes, "/v1/key/rotate/k").unwrap();
         assert_eq!(
             (rotate.method, rotate.auth, rotate.timeout.as_secs()),

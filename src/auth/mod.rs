@@ -141,10 +141,61 @@ pub struct Policy {
 impl Policy {
     /// Deny wins over allow; nothing matching means no.
     pub fn permits(&self, path: &str) -> bool {
-        if self.deny.iter().any(|p| pattern_matches(p, path)) {
-            return false;
+        matches!(self.deciding_pattern(path), Some((Effect::Allow, _)))
+    }
+
+    /// The pattern that decides `path`: the first matching deny pattern (deny wins), else
+    /// the first matching allow pattern, else none (which refuses).
+    pub fn deciding_pattern(&self, path: &str) -> Option<(Effect, &str)> {
+        if let Some(p) = self.deny.iter().find(|p| pattern_matches(p, path)) {
+            return Some((Effect::Deny, p));
         }
-        self.allow.iter().any(|p| pattern_matches(p, path))
+        self.allow.iter().find(|p| pattern_matches(p, path)).map(|p| (Effect::Allow, p.as_str()))
+    }
+}
+
+/// Whether a pattern allows or denies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+/// The rule that decided an authorization: what `kes policy check` and the dry-run route
+/// report, and what [`PolicySet::authorize`] acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// The admin identity bypasses every policy.
+    Admin,
+    /// The identity is assigned to no policy.
+    NoPolicy,
+    /// A pattern of the identity's policy matched.
+    Pattern { policy: String, effect: Effect, pattern: String },
+    /// No pattern of the identity's policy matches the path.
+    NoMatch { policy: String },
+}
+
+impl Rule {
+    pub fn allows(&self) -> bool {
+        matches!(self, Rule::Admin | Rule::Pattern { effect: Effect::Allow, .. })
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rule::Admin => f.write_str("admin identity (bypasses all policies)"),
+            Rule::NoPolicy => f.write_str("no policy for this identity"),
+            Rule::Pattern { policy, effect: Effect::Allow, pattern } => {
+                write!(f, "policy '{policy}' allow pattern '{pattern}'")
+            }
+            Rule::Pattern { policy, effect: Effect::Deny, pattern } => {
+                write!(f, "policy '{policy}' deny pattern '{pattern}' (deny wins)")
+            }
+            Rule::NoMatch { policy } => {
+                write!(f, "policy '{policy}' has no allow pattern matching the path")
+            }
+        }
     }
 }
 
@@ -190,17 +241,33 @@ pub enum Denied {
 impl PolicySet {
     /// Admin bypasses policies; otherwise the identity's policy must permit `path`.
     pub fn authorize(&self, identity: &Identity, path: &str) -> Result<Authorized, Denied> {
-        if *identity == self.admin {
+        let rule = self.decide(identity, path);
+        if rule.allows() {
             return Ok(Authorized { identity: Some(identity.clone()) });
         }
+        Err(match rule {
+            Rule::Pattern { policy, .. } | Rule::NoMatch { policy } => {
+                Denied::RejectedByPolicy(policy)
+            }
+            Rule::Admin | Rule::NoPolicy => Denied::UnknownIdentity,
+        })
+    }
+
+    /// The rule that decides whether `identity` may access `path`; the one decision
+    /// behind [`PolicySet::authorize`] and the policy dry-run.
+    pub fn decide(&self, identity: &Identity, path: &str) -> Rule {
+        if *identity == self.admin {
+            return Rule::Admin;
+        }
         let Some(name) = self.assignments.get(identity) else {
-            return Err(Denied::UnknownIdentity);
+            return Rule::NoPolicy;
         };
-        let permitted = self.policies.get(name).is_some_and(|p| p.permits(path));
-        if permitted {
-            Ok(Authorized { identity: Some(identity.clone()) })
-        } else {
-            Err(Denied::RejectedByPolicy(name.clone()))
+        let decided = self.policies.get(name).and_then(|p| p.deciding_pattern(path));
+        match decided {
+            Some((effect, pattern)) => {
+                Rule::Pattern { policy: name.clone(), effect, pattern: pattern.to_string() }
+            }
+            None => Rule::NoMatch { policy: name.clone() },
         }
     }
 

@@ -236,9 +236,7 @@ fn of(args: Vec<OsString>) -> CmdResult {
     let id = if arg.starts_with("kes:v1:") {
         ApiKey::parse(arg).map_err(|e| Fail::Error(e.to_string()))?.identity()
     } else {
-        let pem =
-            std::fs::read(arg).map_err(|e| Fail::Error(format!("open {arg}: {}", io_msg(&e))))?;
-        chain_identity(arg, &pem)?
+        identity_of_cert_file(arg)?
     };
     // The seed tutorial's shape on a terminal; the bare identity for scripts.
     print_value("Identity:", id.as_str())
@@ -537,6 +535,12 @@ fn ls(args: Vec<OsString>) -> CmdResult {
         c.json,
         Style(c.color.enabled()),
     )
+}
+
+/// The identity a server gives a client presenting the certificates of the PEM file `arg`.
+pub fn identity_of_cert_file(arg: &str) -> Result<Identity, Fail> {
+    let pem = std::fs::read(arg).map_err(|e| Fail::Error(format!("open {arg}: {}", io_msg(&e))))?;
+    chain_identity(arg, &pem)
 }
 
 #[cfg(test)]

@@ -15,13 +15,19 @@ Commands:
     info                     Get information about a policy.
     show                     Show the allow and deny rules of a policy.
     ls                       List policies.
+    check                    Dry-run: may an identity call an API, and which rule decides?
 
 Options:
     -h, --help               Print command line options.
 ";
 
 pub fn run(args: Vec<OsString>) -> CmdResult {
-    super::dispatch("policy", USAGE, args, &[("info", info), ("show", show), ("ls", ls)])
+    super::dispatch(
+        "policy",
+        USAGE,
+        args,
+        &[("info", info), ("show", show), ("ls", ls), ("check", check)],
+    )
 }
 
 const INFO_USAGE: &str = "Usage:
@@ -165,4 +171,100 @@ fn ls(args: Vec<OsString>) -> CmdResult {
     }
     let pattern = c.args.first().cloned().unwrap_or_else(|| "*".to_string());
     super::ls::list(super::ls::What::Policies, &pattern, &c.conn, c.json, Style(c.color.enabled()))
+}
+
+const CHECK_USAGE: &str = "Usage:
+    kes policy check [options] <identity|certificate|api-key> <method> <path>
+
+Decides whether a client may call an API, without calling it, and names the rule
+that decides: the admin identity, a policy's allow or deny pattern (deny wins), no
+matching pattern, or no policy for this identity. With --config the decision is
+made on a config file as the server loads it; otherwise the running server makes it
+(POST /v1/policy/check; the admin, or a policy that allows that path).
+
+The client is an identity (64 hex characters), a certificate file (PEM) or an API
+key (kes:v1:...). The path is the decoded API path, e.g. /v1/key/create/my-key.
+
+Options:
+        --config <PATH>      Decide on this config file instead of asking a server.
+    -k, --insecure           Skip server certificate verification.
+        --json               Print the decision as JSON.
+    -e, --enclave <name>     Accepted for compatibility and ignored.
+
+    -h, --help               Print command line options.
+
+Examples:
+    $ kes policy check --config config.yml client.crt PUT /v1/key/create/my-key
+    $ kes policy check 3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22 GET /v1/status
+";
+
+/// `kes policy check`: one decision, as `allowed: <rule>` or `denied: <rule>`.
+fn check(args: Vec<OsString>) -> CmdResult {
+    let mut config: Option<String> = None;
+    let c = super::key::parse_with(args, "policy check", CHECK_USAGE, true, &mut |flag, p| {
+        if flag == "--config" {
+            config = Some(super::flag_value(p, "policy check")?);
+            return Ok(true);
+        }
+        Ok(false)
+    })?;
+    let [who, method, path] = c.args.as_slice() else {
+        return Err(Fail::Error(
+            "expected <identity|certificate|api-key> <method> <path>. See 'kes policy check --help'"
+                .into(),
+        ));
+    };
+    let identity = client_identity(who)?;
+    let method = method.to_ascii_uppercase();
+    let verdict = match config {
+        Some(file) => {
+            let cfg = crate::config::load(std::path::Path::new(&file))
+                .map_err(|e| Fail::Error(e.to_string()))?;
+            let (policies, routes) = crate::server::authorization(&cfg);
+            let v = crate::api::explain(
+                &routes,
+                &policies,
+                &identity,
+                &crate::http::Method::parse(&method),
+                path,
+            );
+            crate::api::handlers::policy::verdict_json(&v)
+        }
+        None => {
+            let client = super::connect(&c.conn)?;
+            let body = serde_json::json!({
+                "identity": identity.as_str(),
+                "method": method,
+                "path": path,
+            })
+            .to_string();
+            let reply = client
+                .call("POST", "/v1/policy/check", Some(body.as_bytes()))
+                .map_err(|e| failed("failed to check policy", e))?;
+            serde_json::from_slice(&reply.body).map_err(|e| {
+                Fail::Error(format!("failed to check policy: invalid response: {e}"))
+            })?
+        }
+    };
+    if c.json {
+        return out(&json_text(&verdict, super::stdout_is_tty()));
+    }
+    let style = Style(c.color.enabled());
+    let word = if verdict.allowed { style.green("allowed") } else { style.red("denied") };
+    out(&format!("{word}: {}\n", verdict.decision))
+}
+
+/// The identity of a policy-check subject: an API key, a certificate file, or the
+/// identity itself.
+fn client_identity(who: &str) -> Result<crate::auth::Identity, Fail> {
+    if who.starts_with("kes:v1:") {
+        return crate::auth::apikey::ApiKey::parse(who)
+            .map(|k| k.identity())
+            .map_err(|e| Fail::Error(e.to_string()));
+    }
+    let path = std::path::Path::new(who);
+    if path.is_file() {
+        return super::identity::identity_of_cert_file(who);
+    }
+    Ok(crate::auth::Identity::new(who))
 }

@@ -8,6 +8,7 @@ use crate::sys::MlockPolicy;
 use lexopt::prelude::*;
 use nix::sys::signal::{SigSet, Signal};
 use std::io::IsTerminal;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 const USAGE: &str = "Usage:
@@ -24,12 +25,19 @@ Options:
     --no-seccomp             Do not confine system calls (for debugging only).
     --max-connections <N>    Refuse connections beyond N (default 1024).
     --log-format <FMT>       'text' or 'json' (default: json unless stdout is a terminal).
+    --check                  Load and validate the config as the server would (TLS files,
+                             policies, key store settings), print the effective settings
+                             and every warning, and exit: 0 if the server would start.
+                             Binds nothing and does not contact the key store.
+    --keystore               With --check: also probe the key store (Azure: a token and
+                             one list call) and say precisely what fails.
 
     -h, --help               Print command line options.
 
 Examples:
     $ kes server --dev
     $ kes server --config config.yml
+    $ kes server --check --keystore --config config.yml
 ";
 
 fn stdio(w: impl std::io::Write + Send + 'static) -> crate::obs::SharedWriter {
@@ -42,6 +50,8 @@ pub fn run(args: Vec<std::ffi::OsString>) -> CmdResult {
     let mut log_format: Option<String> = None;
     let mut mlock_flag = false;
     let mut no_mlock = false;
+    let mut check = false;
+    let mut probe = false;
     while let Some(arg) = parser.next()? {
         match arg {
             Long("config") => opts.config = Some(parser.value()?.into()),
@@ -50,6 +60,8 @@ pub fn run(args: Vec<std::ffi::OsString>) -> CmdResult {
             Long("mlock") => mlock_flag = true,
             Long("no-mlock") => no_mlock = true,
             Long("no-seccomp") => opts.seccomp = false,
+            Long("check") => check = true,
+            Long("keystore") => probe = true,
             Long("max-connections") => {
                 opts.max_connections = parser.value()?.parse().map_err(|_| {
                     Fail::Error("--max-connections: expected a positive number".into())
@@ -80,6 +92,17 @@ pub fn run(args: Vec<std::ffi::OsString>) -> CmdResult {
         return Err(Fail::Usage(format!(
             "Error: no config file specified: use --config FILE, or --dev\n\n{USAGE}"
         )));
+    }
+    if probe && !check {
+        return Err(Fail::Error("'--keystore' is only valid with '--check'".into()));
+    }
+    if check {
+        if opts.dev {
+            return Err(Fail::Error(
+                "'--check' validates a config file: use it with --config, not --dev".into(),
+            ));
+        }
+        return run_check(opts.config.as_deref().unwrap_or(Path::new("")), opts.addr, probe);
     }
     if mlock_flag && no_mlock {
         return Err(Fail::Error("'--mlock' and '--no-mlock' are mutually exclusive".into()));
@@ -131,6 +154,33 @@ pub fn run(args: Vec<std::ffi::OsString>) -> CmdResult {
             Err(e) => return Err(Fail::Error(format!("waiting for signals failed: {e}"))),
         }
     }
+}
+
+/// `kes server --check [--keystore]`: settings and warnings on stdout, exit 1 on the
+/// first error (the same message the server would stop with).
+fn run_check(config: &Path, addr: Option<String>, probe: bool) -> CmdResult {
+    let (report, loaded) =
+        server::check::check(config, addr.as_deref()).map_err(|e| Fail::Error(e.0))?;
+    out(&check_text(&report))?;
+    if probe {
+        match server::check::probe(&loaded.cfg.keystore) {
+            Ok(what) => out(&row("Probe", &what))?,
+            Err(why) => return Err(Fail::Error(format!("key store probe failed: {why}"))),
+        }
+    }
+    out("\n=> Config OK: the server would start with these settings.\n")
+}
+
+/// The settings table and warnings of `--check`.
+pub fn check_text(r: &server::check::Report) -> String {
+    let mut s = String::new();
+    for (label, value) in &r.settings {
+        s.push_str(&row(label, value));
+    }
+    for w in &r.warnings {
+        s.push_str(&format!("WARNING: {w}\n"));
+    }
+    s
 }
 
 fn row(label: &str, value: &str) -> String {

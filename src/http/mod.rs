@@ -25,7 +25,7 @@ pub enum Method {
 }
 
 impl Method {
-    fn parse(s: &str) -> Method {
+    pub fn parse(s: &str) -> Method {
         match s {
             "GET" => Method::Get,
             "PUT" => Method::Put,

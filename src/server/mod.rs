@@ -4,8 +4,10 @@
 //! hold (a thread, a socket, buffered bytes, time) is bounded by a named constant.
 //!
 //! Startup order: config -> TLS material -> key store -> declarative keys -> bind ->
-//! harden -> accept. Reload (SIGHUP) swaps the state and TLS config atomically.
+//! harden -> accept. Reload (SIGHUP) swaps the state and TLS config atomically. [`load`] is
+//! the one loader of a config file, shared with `kes server --check` ([`check`]).
 
+pub mod check;
 pub mod conn;
 pub mod tls;
 
@@ -169,6 +171,12 @@ impl std::fmt::Display for StartError {
     }
 }
 
+/// The policies and the route table (with `api:` overrides) a config gives the server:
+/// everything an authorization decision depends on.
+pub fn authorization(cfg: &Config) -> (PolicySet, Vec<api::routes::Route>) {
+    (policy_set(cfg), api::routes::with_overrides(api::routes::default_routes(), &cfg.api))
+}
+
 fn policy_set(cfg: &Config) -> PolicySet {
     let mut set =
         PolicySet { admin: Identity::new(cfg.admin_identity.clone()), ..Default::default() };
@@ -189,13 +197,16 @@ pub fn open_store(cfg: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, StartError>
             .map_err(|e| {
                 StartError(format!("keystore.fs.path: cannot open '{}': {e}", path.display()))
             }),
-        KeyStoreConfig::Azure(azure) => crate::keystore::azure::AzureStore::new(
-            azure,
-            crate::keystore::azure::AzureOptions::from_env(),
-        )
-        .map(|s| Arc::new(s) as Arc<dyn KeyStore>)
-        .map_err(|e| StartError(format!("keystore.azure.keyvault: {e}"))),
+        KeyStoreConfig::Azure(azure) => open_azure(azure).map(|s| Arc::new(s) as Arc<dyn KeyStore>),
     }
+}
+
+/// Builds the Azure client from the config and the environment, without contacting Azure.
+pub fn open_azure(
+    azure: &config::AzureConfig,
+) -> Result<crate::keystore::azure::AzureStore, StartError> {
+    crate::keystore::azure::AzureStore::new(azure, crate::keystore::azure::AzureOptions::from_env())
+        .map_err(|e| StartError(format!("keystore.azure.keyvault: {e}")))
 }
 
 /// Creates each declarative key that does not exist yet; any error but "exists" aborts.
@@ -276,10 +287,11 @@ fn open_cache(
 
 fn build_state(cfg: &Config, keys: Arc<KeyCache>, obs: Arc<Obs>) -> State {
     let started = time::OffsetDateTime::now_utc();
+    let (policies, routes) = authorization(cfg);
     State {
         build: build_info(),
-        policies: policy_set(cfg),
-        routes: api::routes::with_overrides(api::routes::default_routes(), &cfg.api),
+        policies,
+        routes,
         keys,
         started,
         started_at: Instant::now(),
@@ -357,6 +369,30 @@ fn dev_setup(
     Ok((cfg, tls, key.to_string_secret(), pem))
 }
 
+/// A config file loaded and validated as `kes server` uses it, before anything is bound or
+/// the key store is contacted.
+pub struct Loaded {
+    pub cfg: Config,
+    /// The listen address: `--addr`, else `address`, else [`config::DEFAULT_ADDRESS`].
+    pub addr: SocketAddr,
+    pub tls: Arc<rustls::ServerConfig>,
+}
+
+/// Reads the config file (with `${VAR}` expansion), resolves the listen address and loads
+/// the TLS material (files readable, key matching the certificate, client CAs). The one
+/// loader behind `kes server` and `kes server --check`.
+pub fn load(path: &std::path::Path, addr: Option<&str>) -> Result<Loaded, StartError> {
+    let cfg = config::load(path).map_err(|e| StartError(e.to_string()))?;
+    let addr = addr
+        .map(str::to_string)
+        .or_else(|| cfg.address.clone())
+        .unwrap_or_else(|| config::DEFAULT_ADDRESS.to_string());
+    let addr =
+        config::parse_listen_address(&addr).map_err(|e| StartError(format!("address: {e}")))?;
+    let tls = tls_config(&cfg)?;
+    Ok(Loaded { cfg, addr, tls })
+}
+
 /// Loads everything, binds and starts serving in background threads.
 pub fn start(opts: Options) -> Result<Server, StartError> {
     let inputs = ReloadInputs {
@@ -376,15 +412,7 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
         let path = opts.config.as_ref().ok_or_else(|| {
             StartError("no config file specified: use --config FILE, or --dev".into())
         })?;
-        let cfg = config::load(path).map_err(|e| StartError(e.to_string()))?;
-        let addr = opts
-            .addr
-            .clone()
-            .or_else(|| cfg.address.clone())
-            .unwrap_or_else(|| config::DEFAULT_ADDRESS.to_string());
-        let addr =
-            config::parse_listen_address(&addr).map_err(|e| StartError(format!("address: {e}")))?;
-        let tls = tls_config(&cfg)?;
+        let Loaded { cfg, addr, tls } = load(path, opts.addr.as_deref())?;
         let store = match opts.store.clone() {
             Some(s) => s,
             None => open_store(&cfg.keystore)?,

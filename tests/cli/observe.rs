@@ -54,13 +54,15 @@ fn status_for_pipes_terminals_and_json() {
 
     let api = fx.admin(&["status", "--api", "--json"]).run();
     let list: Vec<serde_json::Value> = serde_json::from_str(api.ok()).unwrap();
-    assert_eq!(list.len(), 24, "upstream's 22 routes and rotate, rewrap");
+    // Upstream's 22, our /v1/policy/check, and rotate, rewrap.
+    assert_eq!(list.len(), 25);
     let table = fx.admin(&["status", "-s", "--api"]).run();
     let lines: Vec<&str> = table.ok().lines().collect();
     assert_eq!(lines[1], "");
     assert_eq!(lines[2], "  Method  API                          Timeout");
     assert!(lines.contains(&"  GET     /v1/log/audit                Inf"), "{}", table.stdout);
     assert!(lines.contains(&"  PUT     /v1/key/create/              15s"), "{}", table.stdout);
+    assert!(lines.contains(&"  PUT     /v1/policy/check             15s"), "{}", table.stdout);
 
     // A terminal: colours by default, none with --color never; JSON indented.
     let t = fx.admin(&["status", "--color", "never"]).tty();

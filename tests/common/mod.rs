@@ -34,6 +34,33 @@ impl Drop for TempDir {
     }
 }
 
+/// The real `kes` binary with `args`, run in `dir` with `env` added and stdin closed.
+pub fn kes_command(dir: &Path, args: &[&str], env: &[(&str, String)]) -> std::process::Command {
+    // Examples include this file too, and only integration tests know the binary.
+    let bin = option_env!("CARGO_BIN_EXE_kes").unwrap_or("kes-binary-known-to-tests-only");
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(args).current_dir(dir).stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs `cmd` to completion: (exit code, stdout, stderr).
+pub fn output(cmd: &mut std::process::Command) -> (i32, String, String) {
+    let o = cmd.output().unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Runs the real `kes` binary in `dir` with `env`: (exit code, stdout, stderr).
+pub fn kes_in(dir: &Path, args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
+    output(&mut kes_command(dir, args, env))
+}
+
 /// A client identity: an Ed25519 certificate and its key.
 pub struct ClientId {
     pub cert: CertificateDer<'static>,

@@ -87,3 +87,77 @@ pub fn handle_list_policies(ctx: &Ctx<'_>, _: &Authorized) -> Result<Response, A
     let names = matching(ctx.state.policies.policies.keys().map(String::as_str), pattern);
     Ok(json(&List { names, continue_at: "" }))
 }
+/// `POST /v1/policy/check` (our extension): the policy dry-run on the running server's
+/// policies and routes. Body `{"identity","method","path"}` (path decoded, as the server
+/// authorizes it); answer `{"allowed","decision"}` plus `policy`, `effect` and `pattern`
+/// when a policy decided.
+pub fn handle_check_policy(ctx: &Ctx<'_>, _: &Authorized) -> Result<Response, ApiError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Check {
+        identity: String,
+        method: String,
+        path: String,
+    }
+    const BAD: &str = "invalid policy check: expected {\"identity\",\"method\",\"path\"}";
+    let c: Check = serde_json::from_slice(ctx.body).map_err(|_| ApiError::InvalidBody(BAD))?;
+    if !valid_identity(&c.identity) {
+        return Err(ApiError::InvalidIdentity(c.identity));
+    }
+    if !c.path.starts_with('/')
+        || c.method.is_empty()
+        || !c.method.bytes().all(|b| b.is_ascii_uppercase())
+    {
+        return Err(ApiError::InvalidBody(BAD));
+    }
+    let verdict = crate::api::explain(
+        &ctx.state.routes,
+        &ctx.state.policies,
+        &crate::auth::Identity::new(c.identity),
+        &crate::http::Method::parse(&c.method),
+        &c.path,
+    );
+    Ok(json(&verdict_json(&verdict)))
+}
+
+/// The dry-run answer of the route and of `kes policy check --json`.
+#[derive(Serialize, serde::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct VerdictJson {
+    pub allowed: bool,
+    pub decision: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub policy: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub effect: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pattern: String,
+}
+
+pub fn verdict_json(v: &crate::api::Verdict) -> VerdictJson {
+    use crate::auth::{Effect, Rule};
+    let (policy, effect, pattern) = match v {
+        crate::api::Verdict::Policy(Rule::Pattern { policy, effect, pattern }) => (
+            policy.clone(),
+            match effect {
+                Effect::Allow => "allow",
+                Effect::Deny => "deny",
+            }
+            .to_string(),
+            pattern.clone(),
+        ),
+        crate::api::Verdict::Policy(Rule::NoMatch { policy }) => {
+            (policy.clone(), String::new(), String::new())
+        }
+        _ => Default::default(),
+    };
+    VerdictJson { allowed: v.allowed(), decision: v.to_string(), policy, effect, pattern }
+}
+
+/// Longest identity a dry-run accepts: a SHA-256 hex identity is 64 bytes, and a CA hash
+/// plus a DNS name of at most 253 bytes fits with room to spare.
+pub const MAX_CHECK_IDENTITY: usize = 512;
+
+/// An identity as a policy may name it: printable ASCII without spaces.
+fn valid_identity(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_CHECK_IDENTITY && id.bytes().all(|b| b.is_ascii_graphic())
+}

@@ -1,0 +1,274 @@
+//! `kes server --check`: the config loaded and validated by the same code as `kes server`
+//! ([`super::load`]: `${VAR}` expansion, TLS files readable and matching, client CAs,
+//! policies, key store settings), without binding a socket or contacting the key store;
+//! then, with `--keystore`, one probe of the store that names what failed.
+//!
+//! Returns facts only; `cli::server` prints them and picks the exit code.
+
+use super::{Loaded, StartError};
+use crate::config::{AzureCredentials, Config, KeyStoreConfig};
+use crate::gotime::format_duration;
+use crate::keystore::{KeyStore, StoreError};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How long `--check --keystore` waits for the store: a token request plus one listing,
+/// with the Azure client's own retries of transient failures (6 retries, at most 2 s
+/// apart) fitting inside it.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `--check` found: the effective settings (secrets masked) and every warning.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// `(label, value)` rows, in the order the config file lists them.
+    pub settings: Vec<(String, String)>,
+    pub warnings: Vec<String>,
+}
+
+impl Report {
+    fn row(&mut self, label: &str, value: impl Into<String>) {
+        self.settings.push((label.to_string(), value.into()));
+    }
+}
+
+/// Loads and validates `path` exactly as `kes server` would; fails with the message the
+/// server would fail with.
+pub fn check(path: &Path, addr: Option<&str>) -> Result<(Report, Loaded), StartError> {
+    let loaded = super::load(path, addr)?;
+    let mut r = Report::default();
+    let cfg = &loaded.cfg;
+    r.row("Config", path.display().to_string());
+    r.row("Address", loaded.addr.to_string());
+    let admin = crate::auth::Identity::new(cfg.admin_identity.clone());
+    if admin.is_hex() {
+        r.row("Admin", admin.as_str());
+    } else {
+        r.row("Admin", format!("<disabled> ('{}' is not a hex identity)", admin.as_str()));
+    }
+    tls_rows(cfg, &mut r);
+    policy_rows(cfg, &mut r);
+    r.row(
+        "Cache",
+        format!(
+            "any={} unused={} offline={}",
+            format_duration(cfg.cache.any),
+            format_duration(cfg.cache.unused),
+            format_duration(cfg.cache.offline)
+        ),
+    );
+    for (path, o) in &cfg.api {
+        let mut what = Vec::new();
+        if o.skip_auth {
+            what.push("skip_auth".to_string());
+            r.warnings.push(format!(
+                "api.{path}.skip_auth: the route answers clients without a certificate or policy check"
+            ));
+        }
+        if let Some(t) = o.timeout {
+            what.push(format!("timeout={}", format_duration(t)));
+        }
+        if !crate::api::routes::default_routes().iter().any(|route| route.path == path) {
+            r.warnings.push(format!("api.{path}: no such route; the entry is ignored"));
+        }
+        r.row("API", format!("{path} {}", what.join(" ")).trim_end().to_string());
+    }
+    r.row("Logs", format!("error={} audit={}", cfg.log.error.name(), cfg.log.audit.name()));
+    if !cfg.keys.is_empty() {
+        r.row("Keys", format!("{} (created at startup when missing)", cfg.keys.join(", ")));
+    }
+    keystore_rows(cfg, &mut r)?;
+    r.warnings.extend(cfg.warnings.iter().cloned());
+    Ok((r, loaded))
+}
+
+fn tls_rows(cfg: &Config, r: &mut Report) {
+    let t = &cfg.tls;
+    r.row("TLS cert", t.cert.display().to_string());
+    let password = if t.password.is_some() { " (encrypted; tls.password: <set>)" } else { "" };
+    r.row("TLS key", format!("{}{password}", t.key.display()));
+    let ca = t.ca.as_ref().map(|c| c.display().to_string());
+    let clients = match (t.verify_client_chain, &ca) {
+        (true, Some(ca)) => {
+            format!("chain verified against {ca} and the system roots (tls.auth: on)")
+        }
+        (true, None) => "chain verified against the system roots (tls.auth: on)".to_string(),
+        (false, _) => {
+            "any certificate; identity = SHA-256 of its public key (tls.auth: off)".to_string()
+        }
+    };
+    r.row("Clients", clients);
+    if !t.proxy_identities.is_empty() {
+        r.warnings.push(
+            "tls.proxy.identities: TLS proxies are not supported (as upstream); the list is ignored"
+                .into(),
+        );
+    }
+}
+
+fn policy_rows(cfg: &Config, r: &mut Report) {
+    for (name, p) in &cfg.policies {
+        r.row(
+            "Policy",
+            format!(
+                "{name}: allow {}, deny {}, identities {}",
+                p.allow.len(),
+                p.deny.len(),
+                p.identities.len()
+            ),
+        );
+        if p.identities.is_empty() {
+            r.warnings.push(format!("policy.{name}: no identities: the policy applies to nobody"));
+        }
+        if p.allow.is_empty() {
+            r.warnings.push(format!("policy.{name}: no allow patterns: the policy allows nothing"));
+        }
+        for id in &p.identities {
+            if !crate::auth::Identity::new(id.clone()).is_hex() {
+                r.warnings.push(format!(
+                    "policy.{name}.identities: '{id}' is not a hex identity and matches no certificate"
+                ));
+            }
+        }
+    }
+}
+
+fn keystore_rows(cfg: &Config, r: &mut Report) -> Result<(), StartError> {
+    match &cfg.keystore {
+        KeyStoreConfig::Fs { path } => {
+            r.row("KeyStore", format!("fs: {}", path.display()));
+            match std::fs::metadata(path) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(StartError(format!(
+                        "keystore.fs.path: '{}' is not a directory",
+                        path.display()
+                    )));
+                }
+                Err(_) => r.warnings.push(format!(
+                    "keystore.fs.path: '{}' does not exist yet; the server creates it at startup",
+                    path.display()
+                )),
+            }
+        }
+        KeyStoreConfig::Azure(az) => {
+            // Builds the client as the server does (endpoint, proxy, CA files, credential
+            // files) without sending anything.
+            let store = super::open_azure(az)?;
+            r.row("KeyStore", store.describe());
+            r.row("Credential", store.credential());
+            if let AzureCredentials::ClientSecret { .. } = az.credentials {
+                r.row("", "client_secret: <set>");
+            }
+            if let Some(p) = store.proxy() {
+                r.row("Proxy", p);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `--check --keystore`: opens the store as the server does and lists it once (Azure: a
+/// token request and one list call). `Ok` says what answered; `Err` names what failed and
+/// what to do about it.
+pub fn probe(cfg: &KeyStoreConfig) -> Result<String, String> {
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    match cfg {
+        KeyStoreConfig::Azure(az) => {
+            let store = super::open_azure(az).map_err(|e| e.0)?;
+            let proxy = store.proxy();
+            probe_store(&store, proxy.as_deref(), deadline)
+        }
+        KeyStoreConfig::Fs { .. } => {
+            let store = super::open_store(cfg).map_err(|e| e.0)?;
+            probe_store(store.as_ref(), None, deadline)
+        }
+    }
+}
+
+/// One listing of `store`, diagnosed; `proxy` is the HTTPS proxy the store goes through.
+pub fn probe_store(
+    store: &dyn KeyStore,
+    proxy: Option<&str>,
+    deadline: Instant,
+) -> Result<String, String> {
+    let started = Instant::now();
+    match store.list("", deadline) {
+        Ok(listing) => {
+            let more = if listing.continue_at.is_empty() { "" } else { " (first page)" };
+            Ok(format!(
+                "{}: OK, {} keys listed{more} in {}",
+                store.describe(),
+                listing.names.len(),
+                format_duration(round_ms(started.elapsed()))
+            ))
+        }
+        Err(e) => Err(format!("{}: {}", store.describe(), diagnose(&e, proxy))),
+    }
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// What kind of failure a store error is, in the operator's terms (permission,
+/// authentication, DNS, proxy, CA, network), followed by the store's own message.
+pub fn diagnose(e: &StoreError, proxy: Option<&str>) -> String {
+    let msg = e.to_string();
+    let lower = msg.to_ascii_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
+    let transport = matches!(e, StoreError::Unreachable(_));
+    let cause = if has(&["insufficient permissions", "forbidden"]) && !has(&["connect proxy"]) {
+        "permission: the credential is valid but may not list secrets (grant the 'Key Vault \
+         Secrets Officer' role, or the list/get/set/delete/purge secret permissions)"
+            .to_string()
+    } else if has(&["authentication failed"]) {
+        "authentication: no token for the vault (check the tenant, the client ID and secret, \
+         or the managed identity)"
+            .to_string()
+    } else if has(&["certificate", "unknownissuer", "unknown issuer"]) {
+        "CA: the vault's TLS certificate is not trusted (add its CA with SSL_CERT_FILE or \
+         SSL_CERT_DIR)"
+            .to_string()
+    } else if let Some(p) = proxy.filter(|_| transport || has(&["connect proxy"])) {
+        format!(
+            "proxy: the vault cannot be reached through the HTTPS proxy {p} (check HTTPS_PROXY \
+             and NO_PROXY)"
+        )
+    } else if has(&["host not found", "failed to lookup", "name or service not known"]) {
+        "DNS: the vault's host name does not resolve (check the endpoint and the resolver)"
+            .to_string()
+    } else if transport {
+        "network: the vault cannot be reached (check the endpoint, firewall and routes)".to_string()
+    } else {
+        "the key store refused the listing".to_string()
+    };
+    format!("{cause}: {msg}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagnoses_name_the_failing_piece() {
+        let d = |e: StoreError, proxy: Option<&str>| {
+            diagnose(&e, proxy).split(':').next().unwrap().to_string()
+        };
+        let u = |m: &str| StoreError::Unreachable(m.to_string());
+        let f = |m: &str| StoreError::Failed(m.to_string());
+        assert_eq!(d(u("azure: failed to list '': host not found"), None), "DNS");
+        assert_eq!(
+            d(u("azure: failed to list '': host not found"), Some("http://p:3128")),
+            "proxy"
+        );
+        assert_eq!(d(u("azure: CONNECT proxy failed: 403 Forbidden"), Some("http://p")), "proxy");
+        assert_eq!(d(u("azure: invalid peer certificate: UnknownIssuer"), None), "CA");
+        assert_eq!(d(f("azure: failed to list '': insufficient permissions"), None), "permission");
+        assert_eq!(d(f("azure: authentication failed: invalid_client"), None), "authentication");
+        assert_eq!(d(u("azure: io: Connection refused"), None), "network");
+        assert_eq!(
+            d(f("fs: cannot read key directory"), None),
+            "the key store refused the listing"
+        );
+    }
+}
