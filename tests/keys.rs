@@ -421,7 +421,7 @@ fn two_hundred_concurrent_requests_on_a_cold_key_make_one_backend_read() {
 fn no_secret_reaches_logs_streams_or_metrics() {
     let srv = TestServer::start("log:\n  error: debug\n");
     let mut audit_sub = srv.admin();
-    audit_sub.send_raw(b"GET /v1/log/audit HTTP/1.1\r\n\r\n").unwrap();
+    audit_sub.send_raw(b"GET /v1/log/audit HTTP/1.1\r\nHost: kes\r\n\r\n").unwrap();
     audit_sub.read_head().unwrap();
     let mut c = srv.admin();
     let secret_key = b64(&[7u8; 32]);

@@ -40,7 +40,10 @@ fn version_needs_a_certificate_at_tls_but_no_policy() {
     assert!(r.body.ends_with(b"\n"));
     // No certificate: the handshake itself is refused (require-any).
     let mut c = srv.client(None);
-    assert!(c.send_raw(b"GET /version HTTP/1.1\r\n\r\n").is_err() || c.read_reply().is_err());
+    assert!(
+        c.send_raw(b"GET /version HTTP/1.1\r\nHost: kes\r\n\r\n").is_err()
+            || c.read_reply().is_err()
+    );
 }
 
 #[test]
@@ -111,7 +114,7 @@ fn unknown_paths_get_text_404_and_wrong_methods_405_with_accept() {
     assert_eq!(r.body, b"{\"message\":\"received method 'GET' expected 'PUT'\"\n}");
     let r = c.request("DELETE", "/v1/status", None);
     assert_eq!((r.status, r.header("Accept")), (405, Some("GET")));
-    c.send_raw(b"HEAD /version HTTP/1.1\r\n\r\n").unwrap();
+    c.send_raw(b"HEAD /version HTTP/1.1\r\nHost: kes\r\n\r\n").unwrap();
     let (status, headers) = c.read_head().unwrap();
     assert_eq!(status, 405);
     assert!(
@@ -308,7 +311,7 @@ fn the_connection_cap_refuses_extra_connections_at_once() {
     let t = Instant::now();
     loop {
         let mut c = srv.admin();
-        if c.send_raw(b"GET /version HTTP/1.1\r\n\r\n").is_ok()
+        if c.send_raw(b"GET /version HTTP/1.1\r\nHost: kes\r\n\r\n").is_ok()
             && let Ok(r) = c.read_reply()
         {
             assert_eq!(r.status, 200);

@@ -287,10 +287,10 @@ fn a_full_run_with_seccomp_and_mlock_keeps_the_server_alive() {
     // Garbage and a client without a certificate must not kill it either.
     let mut raw = std::net::TcpStream::connect(addr).unwrap();
     use std::io::Write;
-    let _ = raw.write_all(b"GET / HTTP/1.1\r\n\r\n");
+    let _ = raw.write_all(b"GET / HTTP/1.1\r\nHost: kes\r\n\r\n");
     drop(raw);
     let mut anon = common::Client::connect(addr, &cert, None);
-    let _ = anon.send_raw(b"GET /version HTTP/1.1\r\n\r\n");
+    let _ = anon.send_raw(b"GET /version HTTP/1.1\r\nHost: kes\r\n\r\n");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(srv.child.try_wait().unwrap(), None, "the server died (SIGSYS?)");
     assert_eq!(common::Client::connect(addr, &cert, Some(&admin)).get("/version").status, 200);

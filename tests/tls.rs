@@ -30,7 +30,10 @@ fn handshake(
         rustls::ClientConnection::new(Arc::new(cfg), ServerName::try_from("127.0.0.1").unwrap())
             .unwrap();
     let mut tls = rustls::StreamOwned::new(conn, sock);
-    tls.write_all(b"GET /v1/identity/self/describe HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+    tls.write_all(
+        b"GET /v1/identity/self/describe HTTP/1.1\r\nHost: kes\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
     let mut out = Vec::new();
     let _ = tls.read_to_end(&mut out);
     let alpn = tls.conn.alpn_protocol().map(<[u8]>::to_vec);
@@ -201,7 +204,8 @@ fn a_rotated_certificate_is_picked_up_without_a_restart() {
         )
         .unwrap();
         let mut tls = rustls::StreamOwned::new(conn, sock);
-        if tls.write_all(b"GET /version HTTP/1.1\r\nConnection: close\r\n\r\n").is_ok() {
+        if tls.write_all(b"GET /version HTTP/1.1\r\nHost: kes\r\nConnection: close\r\n\r\n").is_ok()
+        {
             let mut out = Vec::new();
             let _ = tls.read_to_end(&mut out);
             if out.starts_with(b"HTTP/1.1 200") {

@@ -61,6 +61,23 @@ pub enum ApiError {
     Internal(&'static str),
 }
 
+/// Most bytes of client input an error message repeats. Valid names and patterns are at
+/// most 80 bytes, so every message upstream sends for them is unchanged; a megabyte-long
+/// path or cipher name is not mirrored back in full (nor into the error log).
+pub const MAX_ECHOED_INPUT: usize = 128;
+
+/// `input`, cut to [`MAX_ECHOED_INPUT`] bytes on a character boundary, with `...` when cut.
+pub fn echo(input: &str) -> std::borrow::Cow<'_, str> {
+    if input.len() <= MAX_ECHOED_INPUT {
+        return input.into();
+    }
+    let mut end = MAX_ECHOED_INPUT;
+    while !input.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &input[..end]).into()
+}
+
 impl ApiError {
     /// The status and exact message upstream sends.
     pub fn status_and_message(&self) -> (u16, String) {
@@ -77,25 +94,32 @@ impl ApiError {
             ApiError::TooManyClientCerts => {
                 (400, "tls: received more than one client certificate".into())
             }
-            ApiError::InvalidKeyName(n) => {
-                (400, format!("key name '{n}' is empty, too long or contains invalid characters"))
-            }
+            ApiError::InvalidKeyName(n) => (
+                400,
+                format!("key name '{}' is empty, too long or contains invalid characters", echo(n)),
+            ),
             ApiError::InvalidPolicyName(n) => (
                 400,
-                format!("policy name '{n}' is empty, too long or contains invalid characters"),
+                format!(
+                    "policy name '{}' is empty, too long or contains invalid characters",
+                    echo(n)
+                ),
             ),
-            ApiError::InvalidIdentity(n) => {
-                (400, format!("identity '{n}' is empty, too long or contains invalid characters"))
-            }
+            ApiError::InvalidIdentity(n) => (
+                400,
+                format!("identity '{}' is empty, too long or contains invalid characters", echo(n)),
+            ),
             ApiError::InvalidPattern(p) => {
-                (400, format!("listing pattern '{p}' is empty, too long or is invalid"))
+                (400, format!("listing pattern '{}' is empty, too long or is invalid", echo(p)))
             }
             ApiError::InvalidBody(m) => (400, (*m).into()),
             ApiError::MethodNotAllowed { received, expected } => {
-                (405, format!("received method '{received}' expected '{expected}'"))
+                (405, format!("received method '{}' expected '{expected}'", echo(received)))
             }
-            ApiError::UnsupportedAlgorithm(c) => (406, format!("algorithm '{c}' is not supported")),
-            ApiError::InvalidKeySize(c) => (406, format!("invalid key size for '{c}'")),
+            ApiError::UnsupportedAlgorithm(c) => {
+                (406, format!("algorithm '{}' is not supported", echo(c)))
+            }
+            ApiError::InvalidKeySize(c) => (406, format!("invalid key size for '{}'", echo(c))),
             ApiError::HmacUnsupported => (409, "key does not support HMAC".into()),
             ApiError::InvalidVersion => (
                 400,
@@ -203,6 +227,31 @@ mod tests {
         for (err, status, msg) in cases {
             assert_eq!(pair(err.clone()), (status, msg.to_string()), "{err:?}");
         }
+    }
+
+    #[test]
+    fn echoed_input_is_bounded() {
+        let name = "a".repeat(81);
+        assert_eq!(
+            pair(ApiError::InvalidKeyName(name.clone())).1,
+            format!("key name '{name}' is empty, too long or contains invalid characters")
+        );
+        let long = "ü".repeat(100_000);
+        for err in [
+            ApiError::InvalidKeyName(long.clone()),
+            ApiError::InvalidPolicyName(long.clone()),
+            ApiError::InvalidIdentity(long.clone()),
+            ApiError::InvalidPattern(long.clone()),
+            ApiError::MethodNotAllowed { received: long.clone(), expected: "GET" },
+            ApiError::UnsupportedAlgorithm(long.clone()),
+            ApiError::InvalidKeySize(long.clone()),
+        ] {
+            let (_, msg) = pair(err);
+            assert!(msg.len() < MAX_ECHOED_INPUT + 80, "{}", msg.len());
+            assert!(msg.contains(&format!("'{}...'", "ü".repeat(MAX_ECHOED_INPUT / 2))), "{msg}");
+        }
+        assert_eq!(echo(&"x".repeat(MAX_ECHOED_INPUT)), "x".repeat(MAX_ECHOED_INPUT));
+        assert_eq!(echo(&"x".repeat(MAX_ECHOED_INPUT + 1)), format!("{}...", "x".repeat(128)));
     }
 
     #[test]

@@ -102,8 +102,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
     let status = match req.parse(buf) {
         Ok(s) => s,
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(httparse::Error::Version) => return Err(HeadError::Version),
-        Err(_) => return Err(HeadError::Malformed("malformed request head")),
+        Err(_) => return Err(request_line_error(buf)),
     };
     let n = match status {
         httparse::Status::Complete(n) => n,
@@ -126,19 +125,68 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
             .map_err(|_| HeadError::Malformed("header value is not valid UTF-8"))?;
         list.push((h.name.to_string(), value.trim().to_string()));
     }
-    let (raw_path, query) = match target.split_once('?') {
+    let (raw_path, query) = match origin_form(&target).split_once('?') {
         Some((p, q)) => (p, q.to_string()),
-        None => (target.as_str(), String::new()),
+        None => (origin_form(&target), String::new()),
     };
     if !raw_path.starts_with('/') {
         return Err(HeadError::Malformed("request target must be an absolute path"));
     }
     let path = percent_decode(raw_path).ok_or(HeadError::Malformed("invalid URL escape"))?;
     let framing = framing(&list)?;
+    // After framing, as Go checks it.
+    if minor_version == 1 {
+        match list.iter().filter(|(n, _)| n.eq_ignore_ascii_case("host")).count() {
+            0 => return Err(HeadError::Malformed("missing required Host header")),
+            1 => {}
+            _ => return Err(HeadError::Malformed("too many Host headers")),
+        }
+    }
     let keep_alive = keep_alive(&list, minor_version);
     let head =
         Head { method, target, path, query, minor_version, headers: list, framing, keep_alive };
     Ok(Some((head, n)))
+}
+
+/// The origin-form part of a request target: an absolute-form target
+/// (`https://host:7373/v1/status?x`, RFC 9112 §3.2.2, which servers must accept) loses its
+/// scheme and authority; an absolute-form target without a path means `/`.
+fn origin_form(target: &str) -> &str {
+    let Some((scheme, rest)) = target.split_once("://") else { return target };
+    if scheme.is_empty()
+        || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    {
+        return target;
+    }
+    match rest.find(['/', '?']) {
+        // `http://host?q` has no path: what is left starts with `?` and is refused.
+        Some(i) => &rest[i..],
+        None => "/",
+    }
+}
+
+/// Names an httparse error as Go would: a well-formed `HTTP/x.y` that is not 1.x is `505`; a
+/// request line that is not `METHOD SP target SP HTTP/x.y`, e.g. with a space inside the
+/// target, is `400 malformed HTTP version`; anything else is a malformed head (`400`).
+fn request_line_error(buf: &[u8]) -> HeadError {
+    let Some(line_end) = buf.iter().position(|&b| b == b'\n') else {
+        return HeadError::Malformed("malformed request head");
+    };
+    let line = buf[..line_end].strip_suffix(b"\r").unwrap_or(&buf[..line_end]);
+    let mut parts = line.splitn(3, |&b| b == b' ');
+    let Some(proto) = parts.nth(2) else {
+        return HeadError::Malformed("malformed request head");
+    };
+    let well_formed = proto.len() == 8
+        && proto.starts_with(b"HTTP/")
+        && proto[5].is_ascii_digit()
+        && proto[6] == b'.'
+        && proto[7].is_ascii_digit();
+    match (well_formed, proto.get(5)) {
+        (true, Some(b'1')) => HeadError::Malformed("malformed request head"),
+        (true, _) => HeadError::Version,
+        (false, _) => HeadError::Malformed("malformed HTTP version"),
+    }
 }
 
 /// RFC 9112 §6.3: `Transfer-Encoding` and `Content-Length` together are refused (request
@@ -287,14 +335,20 @@ impl ChunkedDecoder {
             match self.state {
                 ChunkState::Done => return Ok(pos),
                 ChunkState::Size | ChunkState::Trailer => {
-                    let Some(end) = find_crlf(&buf[pos..]) else {
+                    // Lines end in LF with an optional CR before it, as header lines do
+                    // (httparse) and as Go reads chunk lines.
+                    let Some(end) = buf[pos..].iter().position(|&b| b == b'\n') else {
                         if buf.len() - pos > MAX_CHUNK_LINE {
                             return Err(ChunkError::Malformed);
                         }
                         return Ok(pos);
                     };
+                    if end > MAX_CHUNK_LINE {
+                        return Err(ChunkError::Malformed);
+                    }
                     let line = &buf[pos..pos + end];
-                    pos += end + 2;
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    pos += end + 1;
                     if self.state == ChunkState::Trailer {
                         if line.is_empty() {
                             self.state = ChunkState::Done;
@@ -304,6 +358,9 @@ impl ChunkedDecoder {
                     let size_text = line.split(|&b| b == b';').next().unwrap_or_default();
                     let size_text =
                         std::str::from_utf8(size_text).map_err(|_| ChunkError::Malformed)?.trim();
+                    if size_text.is_empty() || !size_text.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(ChunkError::Malformed);
+                    }
                     let size =
                         usize::from_str_radix(size_text, 16).map_err(|_| ChunkError::Malformed)?;
                     if size == 0 {
@@ -341,10 +398,6 @@ impl ChunkedDecoder {
             }
         }
     }
-}
-
-fn find_crlf(buf: &[u8]) -> Option<usize> {
-    buf.windows(2).position(|w| w == b"\r\n")
 }
 
 /// A response body: bytes, or a stream of events (the `/v1/log/*` routes) that the
@@ -572,7 +625,14 @@ pub fn http_date(t: time::OffsetDateTime) -> String {
 mod tests {
     use super::*;
 
+    /// Parses `s`, adding a `Host` header to HTTP/1.1 requests that have none.
     fn parse(s: &str) -> Head {
+        let s = match s.split_once("\r\n") {
+            Some((line, rest)) if line.ends_with("1.1") && !s.contains("Host:") => {
+                format!("{line}\r\nHost: kes\r\n{rest}")
+            }
+            _ => s.to_string(),
+        };
         parse_head(s.as_bytes()).unwrap().unwrap().0
     }
 
@@ -607,10 +667,64 @@ mod tests {
         assert!(matches!(parse_head(b"\x16\x03\x01garbage\r\n\r\n"), Err(HeadError::Malformed(_))));
         assert_eq!(parse_head(b"GET / HTTP/2.0\r\n\r\n").unwrap_err(), HeadError::Version);
         assert!(matches!(
-            parse_head(b"GET http://x/ HTTP/1.1\r\n\r\n"),
+            parse_head(b"GET x/ HTTP/1.1\r\nHost: x\r\n\r\n"),
             Err(HeadError::Malformed("request target must be an absolute path"))
         ));
         assert!(matches!(parse_head(b"GET /a%zz HTTP/1.1\r\n\r\n"), Err(HeadError::Malformed(_))));
+    }
+
+    #[test]
+    fn http11_needs_exactly_one_host() {
+        let err = |req: &[u8]| parse_head(req).unwrap_err();
+        assert_eq!(
+            err(b"GET /version HTTP/1.1\r\n\r\n"),
+            HeadError::Malformed("missing required Host header")
+        );
+        assert_eq!(
+            err(b"GET /version HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n"),
+            HeadError::Malformed("too many Host headers")
+        );
+        assert!(parse_head(b"GET /version HTTP/1.0\r\n\r\n").unwrap().is_some());
+        assert!(parse_head(b"GET /version HTTP/1.1\r\nHost:\r\n\r\n").unwrap().is_some());
+    }
+
+    #[test]
+    fn absolute_form_targets_are_accepted() {
+        let p = |t: &str| {
+            let req = format!("GET {t} HTTP/1.1\r\nHost: kes\r\n\r\n");
+            parse_head(req.as_bytes()).map(|h| h.map(|(h, _)| (h.path, h.query)))
+        };
+        let ok = |path: &str, q: &str| Ok(Some((path.to_string(), q.to_string())));
+        assert_eq!(p("https://kes:7373/v1/status"), ok("/v1/status", ""));
+        assert_eq!(p("http://127.0.0.1/v1/key/list/a%2A?x=1"), ok("/v1/key/list/a*", "x=1"));
+        assert_eq!(p("HTTPS://kes"), ok("/", ""));
+        assert!(matches!(p("https://kes?x"), Err(HeadError::Malformed(_))));
+        assert!(matches!(p("://kes/v1/status"), Err(HeadError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_space_in_the_target_is_a_bad_request_not_a_version() {
+        assert_eq!(
+            parse_head(b"GET /v1/key/list/a b HTTP/1.1\r\nHost: x\r\n\r\n").unwrap_err(),
+            HeadError::Malformed("malformed HTTP version")
+        );
+        assert_eq!(
+            parse_head(b"GET / HTTP/1.1x\r\nHost: x\r\n\r\n").unwrap_err(),
+            HeadError::Malformed("malformed HTTP version")
+        );
+        assert_eq!(parse_head(b"GET / HTTP/3.0\r\n\r\n").unwrap_err(), HeadError::Version);
+    }
+
+    #[test]
+    fn chunk_lines_may_end_in_bare_lf() {
+        let mut dec = ChunkedDecoder::new(100);
+        let body = b"3\nabc\r\n2;ext=1\r\nde\r\n0\nTrailer: x\n\n";
+        assert_eq!(dec.feed(body), Ok(body.len()));
+        assert!(dec.is_done());
+        assert_eq!(dec.data, b"abcde");
+        for bad in [&b"+3\r\nabc\r\n"[..], b"-3\r\n", b"\r\n", b"3\r\nabcX\n"] {
+            assert_eq!(ChunkedDecoder::new(100).feed(bad), Err(ChunkError::Malformed), "{bad:?}");
+        }
     }
 
     #[test]

@@ -31,6 +31,14 @@ pub const STREAM_POLL: Duration = Duration::from_millis(500);
 /// Bodies of refused requests (404, 405) up to this size are drained to keep the
 /// connection; larger ones close it.
 pub const DISCARD_LIMIT: u64 = 64 * 1024;
+/// After refusing a request whose body was not read (over the limit, bad framing, a bad
+/// head), the server stops writing and keeps reading and discarding for at most this long
+/// before closing. Closing with unread input makes the kernel send a reset, which can
+/// destroy the refusal before the client reads it; a client that is still uploading gets
+/// to finish (loopback: milliseconds for a few MB) and reads the 4xx instead.
+pub const LINGER_TIMEOUT: Duration = Duration::from_secs(3);
+/// At most this many bytes are discarded while lingering, however fast the client sends.
+pub const LINGER_MAX_BYTES: u64 = 8 * 1024 * 1024;
 /// Read buffer size.
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -73,6 +81,7 @@ pub fn serve(stream: TcpStream, shared: Arc<Shared>) {
         note_flaws(&shared, first.as_ref(), id, peer_ip);
     }
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut unread = false;
     loop {
         let state = shared.state();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -81,6 +90,10 @@ pub fn serve(stream: TcpStream, shared: Arc<Shared>) {
         match outcome {
             Ok(Next::KeepAlive) => continue,
             Ok(Next::Close) => break,
+            Ok(Next::CloseUnread) => {
+                unread = true;
+                break;
+            }
             Err(panic) => {
                 let what = panic
                     .downcast_ref::<&str>()
@@ -99,7 +112,32 @@ pub fn serve(stream: TcpStream, shared: Arc<Shared>) {
     }
     tls.conn.send_close_notify();
     let _ = tls.conn.complete_io(&mut tls.sock);
+    if unread {
+        linger(&mut tls.sock);
+    }
     let _ = tls.sock.shutdown(std::net::Shutdown::Both);
+}
+
+/// Graceful close after an early refusal: end the write side (the client sees the response,
+/// close_notify and FIN), then discard what the client still sends, bounded by
+/// [`LINGER_TIMEOUT`] and [`LINGER_MAX_BYTES`], so that closing sends no reset.
+fn linger(sock: &mut TcpStream) {
+    if sock.shutdown(std::net::Shutdown::Write).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + LINGER_TIMEOUT;
+    let mut scratch = [0u8; READ_CHUNK];
+    let mut discarded = 0u64;
+    while discarded < LINGER_MAX_BYTES {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match sock.read(&mut scratch) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => discarded += n as u64,
+        }
+    }
 }
 
 /// Counts a client certificate's flaws (validity, key usage, self-signature) and logs them
@@ -149,6 +187,8 @@ fn handshake(tls: &mut Tls) -> std::io::Result<()> {
 enum Next {
     KeepAlive,
     Close,
+    /// Close, but the client may still be sending what was not read: [`linger`] first.
+    CloseUnread,
 }
 
 /// Reads into `buf` until `f(buf)` is satisfied, with a deadline.
@@ -196,14 +236,18 @@ fn one_request(
             Ok(Some(parsed)) => break parsed,
             Ok(None) => {}
             Err(e) => {
-                let status = match e {
-                    HeadError::TooLarge => 431,
-                    HeadError::Version => 505,
-                    HeadError::Framing("unsupported Transfer-Encoding") => 501,
-                    HeadError::Malformed(_) | HeadError::Framing(_) => 400,
+                let response = match e {
+                    HeadError::TooLarge => plain(431),
+                    HeadError::Version => plain(505),
+                    HeadError::Framing("unsupported Transfer-Encoding") => plain(501),
+                    // As Go's server words them: "400 Bad Request: missing required Host header".
+                    HeadError::Malformed(why) | HeadError::Framing(why) => {
+                        let text = format!("400 Bad Request: {why}");
+                        Response::with_body(400, "text/plain; charset=utf-8", text.into_bytes())
+                    }
                 };
-                let _ = write_response(tls, &plain(status), false, 1, Method::Get);
-                return Next::Close;
+                let _ = write_response(tls, &response, false, 1, Method::Get);
+                return Next::CloseUnread;
             }
         }
         match read_more(tls, buf, deadline) {
@@ -227,9 +271,14 @@ fn one_request(
     let route = match api::lookup(state, &head) {
         Routed::Route(r) => r,
         Routed::Respond(response) => {
-            let keep = head.keep_alive && discard_body(tls, buf, head.framing);
+            let drained = discard_body(tls, buf, head.framing);
+            let keep = head.keep_alive && drained;
             let _ = write_response(tls, &response, keep, head.minor_version, head.method.clone());
-            return if keep { Next::KeepAlive } else { Next::Close };
+            return match (keep, drained) {
+                (true, _) => Next::KeepAlive,
+                (false, true) => Next::Close,
+                (false, false) => Next::CloseUnread,
+            };
         }
     };
 
@@ -258,7 +307,11 @@ fn one_request(
         pump(tls, stream);
         return Next::Close;
     }
-    if keep { Next::KeepAlive } else { Next::Close }
+    match (keep, complete) {
+        (true, _) => Next::KeepAlive,
+        (false, true) => Next::Close,
+        (false, false) => Next::CloseUnread,
+    }
 }
 
 /// Reads a body bounded by `max_body`. Returns the bytes and whether the body was read

@@ -273,11 +273,20 @@ pub fn client_config(
     server_cert: &CertificateDer<'static>,
     id: Option<&ClientId>,
 ) -> Arc<rustls::ClientConfig> {
+    client_config_for(server_cert, id, rustls::DEFAULT_VERSIONS)
+}
+
+/// As [`client_config`], speaking only the TLS `versions` given.
+pub fn client_config_for(
+    server_cert: &CertificateDer<'static>,
+    id: Option<&ClientId>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     roots.add(server_cert.clone()).unwrap();
     let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_root_certificates(roots);
     let mut cfg = match id {
@@ -327,10 +336,24 @@ impl Client {
         server_cert: &CertificateDer<'static>,
         id: Option<&ClientId>,
     ) -> Client {
+        Self::with_config(addr, client_config(server_cert, id))
+    }
+
+    /// As [`Client::connect`], speaking only the TLS `versions` given.
+    pub fn connect_with(
+        addr: SocketAddr,
+        server_cert: &CertificateDer<'static>,
+        id: Option<&ClientId>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Client {
+        Self::with_config(addr, client_config_for(server_cert, id, versions))
+    }
+
+    fn with_config(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Client {
         let sock = TcpStream::connect(addr).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let name = ServerName::try_from("127.0.0.1").unwrap();
-        let conn = rustls::ClientConnection::new(client_config(server_cert, id), name).unwrap();
+        let conn = rustls::ClientConnection::new(cfg, name).unwrap();
         Client { tls: rustls::StreamOwned::new(conn, sock), buf: Vec::new() }
     }
 
@@ -478,17 +501,15 @@ impl Binary {
             ),
         )
         .unwrap();
-        // option_env!: examples include this file too, and cargo names the binary only to tests.
-        let Some(kes) = option_env!("CARGO_BIN_EXE_kes") else {
-            panic!("the kes binary is known to integration tests only")
-        };
-        let mut child = std::process::Command::new(kes)
-            .args(["server", "--config", cfg.to_str().unwrap(), "--no-mlock"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = kes_command(
+            dir.path(),
+            &["server", "--config", cfg.to_str().unwrap(), "--no-mlock"],
+            &[],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
         let out = Arc::new(std::sync::Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel::<u16>();
         for pipe in [
