@@ -75,6 +75,9 @@ chmod 0644 "$doc/changelog.Debian.gz"
 install -d -m 0755 "$st/usr/share/man/man1"
 gzip -9n <"$pkg/kes.1" >"$st/usr/share/man/man1/kes.1.gz"
 chmod 0644 "$st/usr/share/man/man1/kes.1.gz"
+# Completions: both ask the binary itself (COMP_LINE), so they never go stale.
+install -D -m 0644 "$pkg/completions/kes.bash" "$st/usr/share/bash-completion/completions/kes"
+install -D -m 0644 "$pkg/completions/kes.zsh" "$st/usr/share/zsh/vendor-completions/_kes"
 install -D -m 0644 "$pkg/debian/lintian-overrides" "$st/usr/share/lintian/overrides/kes"
 
 # Control area.

@@ -57,7 +57,7 @@ if ((strip)) && command -v strip >/dev/null; then
 fi
 cp "$root/systemd/kes.service" "$root/systemd/kes.sysusers" "$root/systemd/kes.tmpfiles" \
     "$pkg/config.yml" "$root/README.md" "$pkg/copyright" "$pkg/kes.1" "$top/SOURCES/"
-cp "$pkg"/rpm/{pre,post,preun,postun}.sh "$top/SOURCES/"
+cp "$pkg"/rpm/{pre,post,preun,postun}.sh "$pkg"/completions/kes.{bash,zsh} "$top/SOURCES/"
 cp "$pkg/kes.spec" "$top/SPECS/"
 
 rpmbuild -bb --quiet \

@@ -175,6 +175,15 @@ passed=0 failed=0 skipped=0
 pass() { passed=$((passed + 1)); echo "ok    $*"; }
 fail() { failed=$((failed + 1)); echo "FAIL  $*"; }
 skip() { skipped=$((skipped + 1)); echo "skip  $*"; }
+report() { # a results file of "PASS|FAIL|SKIP text" lines
+    while read -r kind text; do
+        case $kind in
+        PASS) pass "$text" ;;
+        FAIL) fail "$text" ;;
+        SKIP) skip "$text" ;;
+        esac
+    done <"$1"
+}
 check() { # description, command...
     local d=$1
     shift
@@ -263,6 +272,9 @@ drwxr-xr-x root/root ./usr/lib/sysusers.d/
 drwxr-xr-x root/root ./usr/lib/tmpfiles.d/
 -rw-r--r-- root/root ./usr/lib/tmpfiles.d/kes.conf
 drwxr-xr-x root/root ./usr/share/
+drwxr-xr-x root/root ./usr/share/bash-completion/
+drwxr-xr-x root/root ./usr/share/bash-completion/completions/
+-rw-r--r-- root/root ./usr/share/bash-completion/completions/kes
 drwxr-xr-x root/root ./usr/share/doc/
 drwxr-xr-x root/root ./usr/share/doc/kes/
 -rw-r--r-- root/root ./usr/share/doc/kes/README.md
@@ -274,6 +286,9 @@ drwxr-xr-x root/root ./usr/share/lintian/overrides/
 drwxr-xr-x root/root ./usr/share/man/
 drwxr-xr-x root/root ./usr/share/man/man1/
 -rw-r--r-- root/root ./usr/share/man/man1/kes.1.gz
+drwxr-xr-x root/root ./usr/share/zsh/
+drwxr-xr-x root/root ./usr/share/zsh/vendor-completions/
+-rw-r--r-- root/root ./usr/share/zsh/vendor-completions/_kes
 EOF
 while read -r mode owner path; do
     check "data: $path is $mode $owner" grep -qxF -e "$mode $owner $path" "$listing"
@@ -297,6 +312,23 @@ check "md5sums cover every shipped non-conffile" \
     bash -c "cd '$tree' && md5sum --quiet -c '$ctrl/md5sums' && test \$(wc -l <'$ctrl/md5sums') -eq \$(find . -type f ! -path './etc/*' | wc -l)"
 check "the packaged binary runs and reports version $version" \
     grep -q "$version" <<<"$("$tree/usr/bin/kes" --version 2>&1)"
+# Completions from the package, driving the packaged binary as the shells do.
+check "bash completion: 'kes key c<TAB>' offers create" \
+    test "$(PATH=$tree/usr/bin:$PATH bash -c '. "$0"; COMP_WORDS=(kes key c); COMP_CWORD=2
+        COMP_LINE="kes key c"; COMP_POINT=9; _kes; printf "%s\n" "${COMPREPLY[@]}"' \
+        "$tree/usr/share/bash-completion/completions/kes")" = create
+check "bash completion: 'kes server --signal<TAB>' offers --signal-reload" \
+    test "$(PATH=$tree/usr/bin:$PATH bash -c '. "$0"; COMP_WORDS=(kes server --signal); COMP_CWORD=2
+        COMP_LINE="kes server --signal"; COMP_POINT=19; _kes; printf "%s\n" "${COMPREPLY[@]}"' \
+        "$tree/usr/share/bash-completion/completions/kes")" = --signal-reload
+if command -v zsh >/dev/null; then
+    check "zsh completion: _kes parses and calls the packaged binary" \
+        zsh -n "$tree/usr/share/zsh/vendor-completions/_kes"
+else
+    check "zsh completion: _kes is a #compdef file asking kes through COMP_LINE" \
+        bash -c "head -n1 '$tree/usr/share/zsh/vendor-completions/_kes' | grep -qx '#compdef kes' && grep -q COMP_LINE '$tree/usr/share/zsh/vendor-completions/_kes'"
+    skip "zsh not installed: zsh completion not run"
+fi
 check "sysusers.d declares the kes system user" grep -Eq '^u +kes +- ' "$root/systemd/kes.sysusers"
 check "tmpfiles.d makes /var/lib/kes 0700 kes:kes" grep -Eq '^d +/var/lib/kes +0700 +kes +kes' "$root/systemd/kes.tmpfiles"
 
@@ -306,7 +338,8 @@ unit=$tree/usr/lib/systemd/system/kes.service
 for line in 'Type=notify' 'NotifyAccess=main' 'User=kes' 'Group=kes' \
     'ExecStartPre=/usr/bin/kes server --check --config /etc/kes/config.yml' \
     'ExecStart=/usr/bin/kes server --config /etc/kes/config.yml' \
-    'ExecReload=/bin/kill -HUP $MAINPID' 'Restart=on-failure' \
+    'ExecReload=/usr/bin/kes server --config /etc/kes/config.yml --signal-reload $MAINPID' \
+    'Restart=on-failure' \
     'LimitMEMLOCK=infinity' 'LimitCORE=0' 'AmbientCapabilities=CAP_IPC_LOCK' \
     'CapabilityBoundingSet=CAP_IPC_LOCK' 'NoNewPrivileges=yes' 'ProtectSystem=strict' \
     'ProtectHome=yes' 'PrivateTmp=yes' 'PrivateDevices=yes' 'ProtectKernelTunables=yes' \
@@ -434,10 +467,12 @@ if command -v rpmbuild >/dev/null && command -v rpm >/dev/null; then
             "/usr/lib/systemd/system/kes.service 0100644 root root" \
             "/usr/lib/sysusers.d/kes.conf 0100644 root root" "/usr/lib/tmpfiles.d/kes.conf 0100644 root root" \
             "/usr/share/doc/kes/README.md 0100644 root root" "/usr/share/doc/kes/copyright 0100644 root root" \
-            "/usr/share/man/man1/kes.1.gz 0100644 root root"; do
+            "/usr/share/man/man1/kes.1.gz 0100644 root root" \
+            "/usr/share/bash-completion/completions/kes 0100644 root root" \
+            "/usr/share/zsh/site-functions/_kes 0100644 root root"; do
             check "rpm -qpl: ${spec% * * *} is ${spec#* }" grep -qxF "$spec" <<<"$dump"
         done
-        check "rpm: exactly 10 paths, no build-id links" test "$(q -l | wc -l)" -eq 10
+        check "rpm: exactly 12 paths, no build-id links" test "$(q -l | wc -l)" -eq 12
         check "rpm: /etc/kes/config.yml is %config(noreplace)" \
             grep -qx '/etc/kes/config.yml cn' <<<"$(q --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]')"
         check "rpm: /usr/bin/kes has file capability cap_ipc_lock=ep" \
@@ -475,16 +510,18 @@ if [[ $(id -u) -eq 0 ]] && command -v unshare >/dev/null && command -v chroot >/
     results=$work/install-results
     : >"$results"
     unshare -m "$self" --install-test "$deb1" "$results"
-    while read -r kind text; do
-        case $kind in
-        PASS) pass "$text" ;;
-        FAIL) fail "$text" ;;
-        SKIP) skip "$text" ;;
-        esac
-    done <"$results"
+    report "$results"
     [[ -s $results ]] || skip "install test produced no result (unshare -m failed?)"
 else
     skip "install test needs root and unshare"
 fi
+
+# --- The unit under a real systemd (systemd-nspawn) ----------------------------------
+echo "== systemd container test"
+results=$work/container-results
+: >"$results"
+"$pkg/container-check.sh" "$deb1" "$results"
+report "$results"
+[[ -s $results ]] || fail "container test produced no result"
 
 finish

@@ -12,7 +12,7 @@
 //! L3  server (+ config)               sockets, threads, TLS, startup order, reload
 //! L2  api                             pure: (Request, Identity, &State) -> Response
 //! L1  http | auth | keystore | crypto | obs    (no imports between these)
-//! L0  sys                             the only `unsafe`: mlockall, prctl, rlimits, seccomp
+//! L0  sys                             the only `unsafe`: the wiping allocator; mlockall, prctl, rlimits, seccomp
 //! ```
 //!
 //! ## One request, end to end
@@ -45,14 +45,15 @@
 //! | `keystore` | the `KeyStore` trait (a key is versions, the first being upstream's key); `mem`, `fs`, `azure`; the single-flight key cache |
 //! | `obs` | audit trail, error log, stream fan-out, Prometheus text, process figures |
 //! | `gojson`, `gotime`, `der` | leaf helpers: Go's JSON and time/duration text, a minimal DER walker |
-//! | `sys` | mlockall, prctl, rlimits, the seccomp allow-list, sd_notify |
+//! | `sys` | mlockall, prctl, rlimits, the seccomp filters, sd_notify, the allocator that wipes freed memory |
 //!
 //! ## Invariants
 //!
 //! * `http` never sees JSON; `api` never touches a socket or a TLS type.
 //! * Only `sys` contains `unsafe`; only `cli` prints or chooses exit codes.
 //! * Key material never reaches `Debug`, `Display`, a log line, an audit record or an error
-//!   message. Secret types zeroize on drop and have no `Debug`/`Clone`.
+//!   message. Secret types zeroize on drop and have no `Debug`/`Clone`; the binary's
+//!   allocator (`sys::wipe`) zeroes every other buffer when it is freed.
 //! * Every resource a client can consume has a named constant with a reason.
 
 #![deny(unsafe_code)]

@@ -46,13 +46,14 @@ struct Running {
 
 impl Running {
     fn start(args: &[&str]) -> Running {
-        let mut child = Command::new(KES)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut cmd = Command::new(KES);
+        cmd.args(args);
+        Running::start_cmd(cmd)
+    }
+
+    fn start_cmd(mut cmd: Command) -> Running {
+        let mut child =
+            cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let out = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -248,9 +249,41 @@ fn sighup_reloads_and_a_bad_config_keeps_the_old_one() {
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, format!("{text}keys:\n- name: after-reload\n")).unwrap();
     srv.signal("-HUP");
-    srv.wait_line("=> Reloading configuration after SIGHUP signal completed.");
+    assert_eq!(
+        srv.wait_line("=> Reloading"),
+        "=> Reloading configuration after SIGHUP signal completed. No policy or identity changes; TLS and key store reloaded."
+    );
     assert!(dir.join("keys").join("after-reload").exists());
+    // A policy change is named in the one reload line, and --signal-reload (the unit's
+    // ExecReload=) checks the file before it signals.
+    let policy = format!(
+        "{text}keys:\n- name: after-reload\npolicy:\n  app:\n    allow:\n    - /v1/key/create/*\n    identities:\n    - {}\n",
+        "a".repeat(64)
+    );
+    std::fs::write(&cfg, &policy).unwrap();
+    let pid = srv.child.id().to_string();
+    let o = kes(&["server", "--config", cfg.to_str().unwrap(), "--signal-reload", &pid]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        format!("{}: checked; sent SIGHUP to PID {pid}\n", cfg.display())
+    );
+    assert_eq!(
+        srv.wait_line("=> Reloading"),
+        "=> Reloading configuration after SIGHUP signal completed. Changed: policy 'app' added, 1 identity assignment(s); TLS and key store reloaded."
+    );
     std::fs::write(&cfg, "admin: [").unwrap();
+    let o = kes(&["server", "--config", cfg.to_str().unwrap(), "--signal-reload", &pid]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.starts_with(&format!(
+            "Error: reload refused, the server keeps its current configuration: {}: ",
+            cfg.display()
+        )),
+        "{e}"
+    );
+    assert!(o.stdout.is_empty());
     srv.signal("-HUP");
     // Still serving with the old configuration.
     std::thread::sleep(Duration::from_millis(500));
@@ -259,6 +292,37 @@ fn sighup_reloads_and_a_bad_config_keeps_the_old_one() {
     let cert = kes::server::tls::parse_certificates(&pem).unwrap().remove(0);
     let r = common::Client::connect(addr, &cert, Some(&admin)).get("/v1/key/describe/after-reload");
     assert_eq!(r.status, 200);
+}
+
+/// Without CAP_IPC_LOCK and with a finite RLIMIT_MEMLOCK the banner says that memory is
+/// not locked, why and what to do; a reload then prints one line, not the banner again.
+#[test]
+fn mlock_disabled_is_said_once_with_the_fix() {
+    let dir = TempDir::new("nolock");
+    let admin = client_id();
+    let cfg = write_config(&dir, &admin.identity, "");
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "ulimit -l 64 && exec setpriv --bounding-set=-ipc_lock \"$0\" server --config \"$1\"",
+        KES,
+        cfg.to_str().unwrap(),
+    ]);
+    let srv = Running::start_cmd(cmd);
+    let mlock: Vec<&String> = srv.banner.iter().filter(|l| l.starts_with("MLock")).collect();
+    assert_eq!(
+        mlock,
+        [&format!(
+            "MLock      disabled: the process lacks CAP_IPC_LOCK and RLIMIT_MEMLOCK is 65536 bytes, not unlimited; key material may be swapped to disk. To lock memory, {}",
+            kes::sys::MLOCK_FIX
+        )]
+    );
+    srv.signal("-HUP");
+    let next = srv.lines.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert!(
+        next.starts_with("=> Reloading configuration after SIGHUP signal completed. "),
+        "{next}"
+    );
 }
 
 #[test]
@@ -314,4 +378,150 @@ fn mlock_flag_locks_or_fails_with_the_fix() {
         assert_eq!(o.status.code(), Some(1));
         assert!(stderr(&o).contains("setcap cap_ipc_lock=+ep"), "{}", stderr(&o));
     }
+}
+
+/// Every recognisable needle of `text` as the server may have held it: the raw bytes and
+/// their standard base64 (as JSON carries them).
+fn needles(raw: &[u8]) -> Vec<Vec<u8>> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+    // The base64 of a whole number of 3-byte groups, so padding does not matter.
+    let whole = raw.len() / 3 * 4;
+    vec![raw.to_vec(), b64.as_bytes()[..whole].to_vec()]
+}
+
+/// Which of `needles` occur anywhere in the writable mappings of process `pid`, read
+/// through /proc/PID/mem. The server is non-dumpable, so this needs CAP_SYS_PTRACE (root);
+/// without it the test fails rather than passing unseen.
+fn found_in_memory(pid: u32, needles: &[(&str, Vec<u8>)]) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem"))
+        .expect("/proc/PID/mem must be readable for this test (run as root or as the parent)");
+    let mut found = std::collections::BTreeSet::new();
+    let mut scanned = 0usize;
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (range, perms) = (f.next().unwrap(), f.next().unwrap());
+        if !perms.starts_with("rw") {
+            continue;
+        }
+        let (a, b) = range.split_once('-').unwrap();
+        let (start, end) =
+            (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap());
+        let mut data = vec![0u8; (end - start) as usize];
+        if mem.seek(SeekFrom::Start(start)).is_err() || mem.read_exact(&mut data).is_err() {
+            continue; // a mapping that went away meanwhile
+        }
+        scanned += data.len();
+        // One pass over the non-zero pages, looking at the bytes a needle can start with.
+        let mut first = [false; 256];
+        for (_, n) in needles {
+            first[n[0] as usize] = true;
+        }
+        let zero = [0u8; 4096];
+        for (p, page) in data.chunks(4096).enumerate() {
+            if page == &zero[..page.len()] {
+                continue;
+            }
+            let base = p * 4096;
+            for i in base..base + page.len() {
+                if !first[data[i] as usize] {
+                    continue;
+                }
+                for (name, n) in needles {
+                    if data[i..].starts_with(n) {
+                        found.insert(name.to_string());
+                    }
+                }
+            }
+        }
+    }
+    assert!(scanned > 1 << 20, "scanned only {scanned} bytes");
+    found.into_iter().collect()
+}
+
+/// No plaintext, imported key, data key, HMAC output or HMAC message survives a closed
+/// connection anywhere in the server's writable memory (heap, thread stacks, rustls's
+/// buffers), while the same scan does find bytes that are still live: an open
+/// connection's unfinished request head.
+#[test]
+fn no_plaintext_is_left_in_the_server_memory() {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let dir = TempDir::new("mem");
+    let admin = client_id();
+    let cfg = write_config(&dir, &admin.identity, "");
+    let srv = Running::start(&["server", "--config", cfg.to_str().unwrap(), "--no-mlock"]);
+    let pid = srv.child.id();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", srv.port).parse().unwrap();
+    let pem = std::fs::read(dir.join("server.crt")).unwrap();
+    let cert = kes::server::tls::parse_certificates(&pem).unwrap().remove(0);
+    // Unique per run so an earlier run's bytes cannot be confused with this one's.
+    let tag = format!("{:012}", std::process::id() as u64 * 7919 % 1_000_000_000_000);
+    let plain = format!("KES-MARKER-ENCRYPT-PLAINTEXT-{tag}-012345").into_bytes();
+    let hmac_msg = format!("KES-MARKER-HMAC-MESSAGE-{tag}-01234567890").into_bytes();
+    let imported = format!("KES-MARKER-IMPORT-{tag}-X").into_bytes();
+    assert_eq!((plain.len() % 3, hmac_msg.len() % 3, imported.len()), (0, 0, 32));
+    let mut secrets: Vec<(String, Vec<u8>)> = Vec::new();
+    for (what, raw) in
+        [("plaintext", &plain), ("hmac message", &hmac_msg), ("imported key", &imported)]
+    {
+        for (i, n) in needles(raw).into_iter().enumerate() {
+            secrets.push((format!("{what} #{i}"), n));
+        }
+    }
+    {
+        let mut c = common::Client::connect(addr, &cert, Some(&admin));
+        assert_eq!(c.request("POST", "/v1/key/create/k", None).status, 200);
+        let e = c.post("/v1/key/encrypt/k", &format!("{{\"plaintext\":\"{}\"}}", b64(&plain)));
+        assert_eq!(e.status, 200, "{}", e.text());
+        let ct = e.json()["ciphertext"].as_str().unwrap().to_string();
+        let d = c.post("/v1/key/decrypt/k", &format!("{{\"ciphertext\":\"{ct}\"}}"));
+        assert_eq!(d.json()["plaintext"].as_str().unwrap(), b64(&plain));
+        let g = c.post("/v1/key/generate/k", "{}");
+        let dek = g.json()["plaintext"].as_str().unwrap().to_string();
+        let dek = base64::engine::general_purpose::STANDARD.decode(dek).unwrap();
+        for (i, n) in needles(&dek).into_iter().enumerate() {
+            secrets.push((format!("data key #{i}"), n));
+        }
+        let h = c.request(
+            "PUT",
+            "/v1/key/hmac/k",
+            Some(format!("{{\"message\":\"{}\"}}", b64(&hmac_msg)).as_bytes()),
+        );
+        assert_eq!(h.status, 200, "{}", h.text());
+        let mac = h.json()["hmac"].as_str().unwrap().to_string();
+        let mac = base64::engine::general_purpose::STANDARD.decode(mac).unwrap();
+        for (i, n) in needles(&mac).into_iter().enumerate() {
+            secrets.push((format!("hmac #{i}"), n));
+        }
+        let body = format!("{{\"key\":\"{}\",\"cipher\":\"AES256\"}}", b64(&imported));
+        let i = c.post("/v1/key/import/imp", &body);
+        assert_eq!(i.status, 200, "{}", i.text());
+        let e = c.post("/v1/key/encrypt/imp", &format!("{{\"plaintext\":\"{}\"}}", b64(b"x")));
+        assert_eq!(e.status, 200, "{}", e.text());
+        assert_eq!(c.request("DELETE", "/v1/key/delete/imp", None).status, 200);
+    }
+    // The positive control: an unfinished request head on a connection that stays open.
+    let live = format!("KES-MARKER-LIVE-HEADER-{tag}");
+    let mut open = common::Client::connect(addr, &cert, Some(&admin));
+    open.send_raw(format!("GET /version HTTP/1.1\r\nX-Live: {live}\r\n").as_bytes()).unwrap();
+    let control = vec![("live header".to_string(), live.into_bytes())];
+    let all: Vec<(&str, Vec<u8>)> =
+        secrets.iter().chain(&control).map(|(n, b)| (n.as_str(), b.clone())).collect();
+    // The closed connection's thread ends shortly after the close, and the open one reads
+    // its bytes shortly after they are sent: scan until both have happened (bounded), then
+    // require that the secrets are gone and the live bytes are found.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let found = loop {
+        let found = found_in_memory(pid, &all);
+        // Also wait for the server to have read the live bytes off the socket.
+        if found == ["live header"] || Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(found, vec!["live header".to_string()], "secrets left in the server's memory");
+    drop(open);
 }

@@ -25,6 +25,9 @@ Options:
     --no-seccomp             Do not confine system calls (for debugging only).
     --max-connections <N>    Refuse connections beyond N (default 1024).
     --log-format <FMT>       'text' or 'json' (default: json unless stdout is a terminal).
+    --signal-reload <PID>    Check the config file as a reload would, then tell the
+                             server PID to reload (SIGHUP); a bad file fails here with
+                             the reason. The systemd unit's ExecReload= runs this.
     --check                  Load and validate the config as the server would (TLS files,
                              policies, key store settings), print the effective settings
                              and every warning, and exit: 0 if the server would start.
@@ -50,6 +53,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> CmdResult {
     let mut log_format: Option<String> = None;
     let mut mlock_flag = false;
     let mut no_mlock = false;
+    let mut signal_reload: Option<i32> = None;
     let mut check = false;
     let mut probe = false;
     while let Some(arg) = parser.next()? {
@@ -68,6 +72,12 @@ pub fn run(args: Vec<std::ffi::OsString>) -> CmdResult {
                 })?
             }
             Long("log-format") => log_format = Some(parser.value()?.string()?),
+            Long("signal-reload") => {
+                signal_reload =
+                    Some(parser.value()?.parse().map_err(|_| {
+                        Fail::Error("--signal-reload: expected a process ID".into())
+                    })?)
+            }
             Long(flag @ ("key" | "cert" | "auth")) => {
                 let flag = flag.to_string();
                 let _ = parser.value()?;
@@ -92,6 +102,13 @@ pub fn run(args: Vec<std::ffi::OsString>) -> CmdResult {
         return Err(Fail::Usage(format!(
             "Error: no config file specified: use --config FILE, or --dev\n\n{USAGE}"
         )));
+    }
+    if let Some(pid) = signal_reload {
+        let path = opts
+            .config
+            .as_deref()
+            .ok_or_else(|| Fail::Error("--signal-reload needs --config FILE".into()))?;
+        return signal_reload_after_check(path, pid);
     }
     if probe && !check {
         return Err(Fail::Error("'--keystore' is only valid with '--check'".into()));
@@ -140,9 +157,11 @@ pub fn run(args: Vec<std::ffi::OsString>) -> CmdResult {
     loop {
         match signals.wait() {
             Ok(Signal::SIGHUP) => match srv.reload() {
-                Ok(()) => {
-                    out(&banner(&srv.banner))?;
-                    out("=> Reloading configuration after SIGHUP signal completed.\n")?;
+                Ok(changes) => {
+                    // Upstream's line, then what changed, on one line.
+                    out(&format!(
+                        "=> Reloading configuration after SIGHUP signal completed. {changes}\n"
+                    ))?;
                 }
                 Err(e) => err(&format!("Failed to reload server config: {e}\n")),
             },
@@ -154,6 +173,37 @@ pub fn run(args: Vec<std::ffi::OsString>) -> CmdResult {
             Err(e) => return Err(Fail::Error(format!("waiting for signals failed: {e}"))),
         }
     }
+}
+
+/// `--signal-reload PID`: refuse a config file the server would refuse, so the reload
+/// fails where the operator sees it (`systemctl reload` exits non-zero and `systemctl
+/// status` shows this message), then hand the file to the server.
+fn signal_reload_after_check(path: &std::path::Path, pid: i32) -> CmdResult {
+    if pid <= 0 {
+        return Err(Fail::Error("--signal-reload: expected a process ID".into()));
+    }
+    server::check_reload(path).map_err(|e| {
+        Fail::Error(format!(
+            "reload refused, the server keeps its current configuration: {}: {e}",
+            path.display()
+        ))
+    })?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGHUP)
+        .map_err(|e| Fail::Error(format!("cannot signal the server (PID {pid}): {e}")))?;
+    out(&format!("{}: checked; sent SIGHUP to PID {pid}\n", path.display()))?;
+    Ok(())
+}
+
+/// The banner's MLock line when memory is not locked: why, and how to fix it (unless it
+/// was asked for).
+fn mlock_disabled(why: &str) -> String {
+    if why == "--no-mlock" {
+        return "disabled (--no-mlock)".into();
+    }
+    format!(
+        "disabled: {why}; key material may be swapped to disk. To lock memory, {}",
+        crate::sys::MLOCK_FIX
+    )
 }
 
 /// `kes server --check [--keystore]`: settings and warnings on stdout, exit 1 on the
@@ -220,6 +270,8 @@ pub fn banner(b: &server::Banner) -> String {
     }
     if b.mlock {
         s.push_str(&row("MLock", "enabled"));
+    } else if let Some(why) = &b.mlock_off {
+        s.push_str(&row("MLock", &mlock_disabled(why)));
     }
     if b.seccomp {
         s.push_str(&row("Seccomp", "enabled"));

@@ -88,7 +88,12 @@ pub fn serve(stream: TcpStream, shared: Arc<Shared>) {
             one_request(&mut tls, &mut buf, &state, &cert, peer_ip)
         }));
         match outcome {
-            Ok(Next::KeepAlive) => continue,
+            Ok(Next::KeepAlive) => {
+                // The previous request's bytes past the buffer's length go now, not when
+                // the connection ends.
+                crate::sys::wipe::wipe_spare(&mut buf);
+                continue;
+            }
             Ok(Next::Close) => break,
             Ok(Next::CloseUnread) => {
                 unread = true;

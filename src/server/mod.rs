@@ -31,6 +31,11 @@ use zeroize::Zeroizing;
 /// this bounds locked stack memory under mlockall to about 256 MiB worst case.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
+/// What a connection thread leaves unwiped at the top of its stack when it wipes the
+/// rest as it ends (`sys::wipe::wipe_stack`): the thread's own outer frames, which hold no
+/// request data, plus room so the wiping frame never reaches the guard page.
+const STACK_WIPE_MARGIN: usize = 16 << 10;
+
 /// Stack of a connection thread. mlockall makes every stack resident, so it is explicit
 /// and small. Measured high-water mark of a release build (resident pages of the live
 /// thread's stack in /proc/PID/smaps, `--no-mlock`): 56 KiB after an Azure create with a
@@ -109,6 +114,8 @@ pub struct Banner {
     pub error_level: Level,
     pub audit_level: Level,
     pub mlock: bool,
+    /// Why memory is not locked, when it is not.
+    pub mlock_off: Option<String>,
     pub seccomp: bool,
     /// `--dev`: the admin API key, to print once.
     pub dev_api_key: Option<Zeroizing<String>>,
@@ -190,6 +197,56 @@ fn policy_set(cfg: &Config) -> PolicySet {
 }
 
 /// Opens the configured key store.
+/// What a reload builds before it swaps anything in: the config and TLS ([`load`]) and
+/// the key store. `kes server --signal-reload` runs the same through [`check_reload`].
+fn load_for_reload(path: &std::path::Path) -> Result<(Loaded, Arc<dyn KeyStore>), StartError> {
+    let loaded = load(path, None)?;
+    let store = open_store(&loaded.cfg.keystore)?;
+    Ok((loaded, store))
+}
+
+/// Whether a running server would accept `path` on reload (`kes server --signal-reload`,
+/// the unit's `ExecReload=`): so `systemctl reload` fails with the reason instead of the
+/// server refusing the file where only the journal shows it.
+pub fn check_reload(path: &std::path::Path) -> Result<(), StartError> {
+    load_for_reload(path).map(|_| ())
+}
+
+/// One line saying what a reload changed in the admin identity, the policies and which
+/// identity holds which policy.
+fn policy_changes(old: &PolicySet, new: &PolicySet) -> String {
+    let mut out = Vec::new();
+    if old.admin != new.admin {
+        out.push("admin identity".to_string());
+    }
+    let names = |m: &std::collections::BTreeMap<String, Policy>,
+                 other: &std::collections::BTreeMap<String, Policy>,
+                 what: &str| {
+        m.keys()
+            .filter(|k| !other.contains_key(*k))
+            .map(|k| format!("policy '{k}' {what}"))
+            .collect::<Vec<_>>()
+    };
+    out.extend(names(&new.policies, &old.policies, "added"));
+    out.extend(names(&old.policies, &new.policies, "removed"));
+    for (k, p) in &new.policies {
+        if old.policies.get(k).is_some_and(|o| o != p) {
+            out.push(format!("policy '{k}' changed"));
+        }
+    }
+    let moved =
+        new.assignments.iter().filter(|(id, p)| old.assignments.get(*id) != Some(*p)).count()
+            + old.assignments.keys().filter(|id| !new.assignments.contains_key(*id)).count();
+    if moved > 0 {
+        out.push(format!("{moved} identity assignment(s)"));
+    }
+    if out.is_empty() {
+        "No policy or identity changes; TLS and key store reloaded.".into()
+    } else {
+        format!("Changed: {}; TLS and key store reloaded.", out.join(", "))
+    }
+}
+
 pub fn open_store(cfg: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, StartError> {
     match cfg {
         KeyStoreConfig::Fs { path } => crate::keystore::fs::FsStore::open(path)
@@ -442,6 +499,7 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
         error_level: cfg.log.error,
         audit_level: cfg.log.audit,
         mlock: hardened.mlock,
+        mlock_off: hardened.mlock_off,
         seccomp: hardened.seccomp,
         dev_api_key: dev_key,
         dev_cert_pem: dev_pem,
@@ -534,6 +592,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, max: usize) {
             .spawn(move || {
                 let _guard = guard;
                 conn::serve(stream, conn_shared);
+                sys::wipe::wipe_stack::<{ CONN_STACK_SIZE - STACK_WIPE_MARGIN }>();
             });
         if let Err(e) = spawned {
             shared
@@ -550,7 +609,9 @@ impl Server {
     }
 
     /// Re-reads the config file and swaps state and TLS config. The listen address stays.
-    pub fn reload(&self) -> Result<(), StartError> {
+    /// Returns what changed, in one line; on failure the old configuration keeps serving
+    /// and systemd's status line says why.
+    pub fn reload(&self) -> Result<String, StartError> {
         let Some(path) = &self.options.config else {
             return Err(StartError(
                 "nothing to reload: the server runs without a config file".into(),
@@ -558,14 +619,18 @@ impl Server {
         };
         sys::notify("RELOADING=1");
         let result = self.rebuild(path);
-        sys::notify("READY=1");
+        let status = match &result {
+            Ok(changes) => format!("STATUS=Reloaded: {changes}"),
+            Err(e) => {
+                format!("STATUS=Reload failed, still serving the previous configuration: {e}")
+            }
+        };
+        sys::notify(&format!("READY=1\n{}", status.replace('\n', " ")));
         result
     }
 
-    fn rebuild(&self, path: &std::path::Path) -> Result<(), StartError> {
-        let cfg = config::load(path).map_err(|e| StartError(e.to_string()))?;
-        let tls = tls_config(&cfg)?;
-        let store = open_store(&cfg.keystore)?;
+    fn rebuild(&self, path: &std::path::Path) -> Result<String, StartError> {
+        let (Loaded { cfg, tls, .. }, store) = load_for_reload(path)?;
         create_declared_keys(
             store.as_ref(),
             &cfg.keys,
@@ -574,13 +639,14 @@ impl Server {
         let obs = make_obs(&cfg, &self.options);
         let (keys, _) = open_cache(&cfg, store, &obs)?;
         let state = build_state(&cfg, keys, obs);
+        let changes = policy_changes(&self.shared.state().policies, &state.policies);
         let old = std::mem::replace(
             &mut *self.shared.state.write().unwrap_or_else(|e| e.into_inner()),
             Arc::new(state),
         );
         *self.shared.tls.write().unwrap_or_else(|e| e.into_inner()) = tls;
         old.keys.shutdown();
-        Ok(())
+        Ok(changes)
     }
 
     /// Stops accepting; open connections end on their own timeouts.

@@ -1,10 +1,12 @@
 //! Process hardening, in one place and in a fixed order (`STACK.md` §3): lock memory so key
 //! material never reaches swap, make the process non-dumpable (no core files, no ptrace
-//! by other users), then confine the system calls every thread may make (seccomp). The
-//! only module that may use `unsafe` (it needs none today: nix and seccompiler wrap every
-//! call).
+//! by other users), then confine the system calls every thread may make (seccomp). Also
+//! the allocator that wipes freed memory ([`wipe`]). The only module that may use `unsafe`:
+//! the allocator, and raw system calls in the seccomp tests.
 
 pub mod seccomp;
+#[allow(unsafe_code)]
+pub mod wipe;
 
 use nix::sys::mman::{MlockAllFlags, mlockall};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -21,10 +23,12 @@ pub enum MlockPolicy {
 }
 
 /// What hardening achieved, for the banner.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hardened {
     pub mlock: bool,
     pub seccomp: bool,
+    /// Why memory is not locked, when it is not.
+    pub mlock_off: Option<String>,
 }
 
 /// Capability bit of CAP_IPC_LOCK in `CapEff`.
@@ -62,19 +66,22 @@ or run under systemd with AmbientCapabilities=CAP_IPC_LOCK and LimitMEMLOCK=infi
 /// core files, then (when `seccomp`) the system-call filter on every thread.
 pub fn harden(policy: MlockPolicy, seccomp: bool) -> Result<Hardened, String> {
     let mut locked = false;
-    if policy != MlockPolicy::Skip {
+    let mut mlock_off = None;
+    if policy == MlockPolicy::Skip {
+        mlock_off = Some("--no-mlock".to_string());
+    } else {
         match mlock_obstacle() {
             None => match mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE) {
                 Ok(()) => locked = true,
                 Err(e) if policy == MlockPolicy::Require => {
                     return Err(format!("failed to lock memory (mlockall): {e}; {MLOCK_FIX}"));
                 }
-                Err(_) => {}
+                Err(e) => mlock_off = Some(format!("mlockall failed: {e}")),
             },
             Some(why) if policy == MlockPolicy::Require => {
                 return Err(format!("cannot lock memory: {why}; {MLOCK_FIX}"));
             }
-            Some(_) => {}
+            Some(why) => mlock_off = Some(why),
         }
     }
     nix::sys::prctl::set_dumpable(false)
@@ -84,7 +91,7 @@ pub fn harden(policy: MlockPolicy, seccomp: bool) -> Result<Hardened, String> {
     if seccomp {
         self::seccomp::install(seccompiler::SeccompAction::KillProcess)?;
     }
-    Ok(Hardened { mlock: locked, seccomp })
+    Ok(Hardened { mlock: locked, seccomp, mlock_off })
 }
 
 /// Logical CPUs online (`/sys/devices/system/cpu/online`, e.g. `0-3,6`); read at startup.

@@ -1,12 +1,28 @@
-//! The seccomp-bpf allow-list installed on every thread before the first accept. Anything
-//! not listed kills the process (SIGSYS): a compromised request handler cannot exec,
-//! ptrace, mount, load modules or open raw sockets.
+//! The seccomp-bpf filters installed on every thread before the first accept. Anything not
+//! listed kills the process (SIGSYS): a compromised request handler cannot exec, ptrace,
+//! mount, load modules, open raw or netlink sockets, make memory executable, fork, or make
+//! itself dumpable again.
 //!
 //! Each entry says who needs it. The list covers the server (TLS, HTTP, threads), the key
 //! stores (fs: create/link/fsync/list; Azure: outbound TLS, glibc DNS), the cache thread and
-//! the signal thread.
+//! the signal thread. Where a system call is needed only in some forms, its arguments are
+//! checked too ([`arg_rules`]): `prctl`, `socket`, `mmap`, `mprotect`, `clone`, `ioctl`,
+//! `fcntl`.
+//!
+//! Three filters are stacked, because a filter has one action for a match; the kernel runs
+//! them all and the harshest answer wins:
+//! 1. the allow-list: every other call, or a listed call with other arguments, kills;
+//! 2. `clone3` fails with `ENOSYS`: its flags sit in a struct that seccomp cannot read, and
+//!    glibc then falls back to `clone`, whose flags the allow-list checks;
+//! 3. an executable file mapping fails with `EPERM` instead of killing: glibc `dlopen`s NSS
+//!    modules named in `/etc/nsswitch.conf` (`resolve`, `mdns4_minimal`, `sss`) on the first
+//!    Azure DNS lookup, and when that load fails it skips the module and goes on to `dns`.
+//!    Anonymous executable memory and `mprotect(PROT_EXEC)` (what injected code needs) kill.
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition,
+    SeccompFilter, SeccompRule, TargetArch,
+};
 use std::collections::BTreeMap;
 
 /// System calls allowed on every architecture.
@@ -49,8 +65,8 @@ fn common() -> Vec<(i64, &'static str)> {
         (libc::SYS_munlock, "allocator"),
         // Threads and synchronisation.
         (libc::SYS_futex, "mutexes, condvars, joins"),
-        (libc::SYS_clone, "thread spawn (older glibc)"),
-        (libc::SYS_clone3, "thread spawn"),
+        (libc::SYS_clone, "thread spawn (threads only: see arg_rules)"),
+        (libc::SYS_clone3, "glibc tries it first; filter 2 makes it fail with ENOSYS"),
         (libc::SYS_set_robust_list, "new threads"),
         (libc::SYS_rseq, "new threads (glibc 2.35+)"),
         (libc::SYS_sched_getaffinity, "available_parallelism"),
@@ -136,20 +152,174 @@ pub fn allowed() -> Vec<(i64, &'static str)> {
     v
 }
 
-/// Compiles the filter; `mismatch` is what a forbidden call gets.
+/// `clone` flags every thread creation passes (glibc and musl `pthread_create`): a new thread
+/// in this address space sharing files and signal handlers. `fork`, `vfork` and new
+/// namespaces lack one of these or set one of [`CLONE_FORBIDDEN`].
+const CLONE_THREAD_FLAGS: u64 = (libc::CLONE_VM
+    | libc::CLONE_FS
+    | libc::CLONE_FILES
+    | libc::CLONE_SIGHAND
+    | libc::CLONE_THREAD) as u64;
+
+/// `clone` flags no thread creation sets: new namespaces, `vfork`, ptrace hooks.
+const CLONE_FORBIDDEN: u64 = (libc::CLONE_VFORK
+    | libc::CLONE_PTRACE
+    | libc::CLONE_UNTRACED
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWCGROUP
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET) as u64;
+
+/// `prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, ..)`: the libc crate does not name these yet.
+const PR_SET_VMA: u64 = 0x5356_4d41;
+const PR_SET_VMA_ANON_NAME: u64 = 0;
+
+/// `FIONBIO` is a `c_ulong` on glibc and a `c_int` on musl.
+#[allow(clippy::unnecessary_cast)]
+fn fionbio() -> u64 {
+    libc::FIONBIO as u64
+}
+
+/// `argN == value` on the low 32 bits (the argument is a C `int`).
+fn eq(arg: u8, value: u64) -> SeccompCondition {
+    SeccompCondition::new(arg, Len::Dword, Op::Eq, value).expect("valid seccomp condition")
+}
+
+/// `argN & mask == value` on the low 32 bits.
+fn masked(arg: u8, mask: u64, value: u64) -> SeccompCondition {
+    SeccompCondition::new(arg, Len::Dword, Op::MaskedEq(mask), value)
+        .expect("valid seccomp condition")
+}
+
+fn rule(conditions: Vec<SeccompCondition>) -> SeccompRule {
+    SeccompRule::new(conditions).expect("valid seccomp rule")
+}
+
+/// The argument forms allowed for the calls that are not allowed whole; any other form
+/// kills. Each rule says who needs it.
+pub fn arg_rules() -> Vec<(i64, Vec<SeccompRule>)> {
+    let prot_exec = libc::PROT_EXEC as u64;
+    let sock_type = |family: i32, ty: i32| {
+        // The type argument also carries SOCK_NONBLOCK / SOCK_CLOEXEC: compare the low bits.
+        rule(vec![eq(0, family as u64), masked(1, 0xf, ty as u64)])
+    };
+    vec![
+        (
+            libc::SYS_prctl,
+            vec![
+                // std names every thread it spawns (glibc pthread_setname_np on itself).
+                rule(vec![eq(0, libc::PR_SET_NAME as u64)]),
+                rule(vec![eq(0, libc::PR_GET_NAME as u64)]),
+                // Newer glibc labels thread stacks and guard pages (glibc.mem.decorate_maps).
+                rule(vec![eq(0, PR_SET_VMA), eq(1, PR_SET_VMA_ANON_NAME)]),
+            ],
+        ),
+        (
+            libc::SYS_socket,
+            vec![
+                // TLS listener peers are accepted, not created; these are outbound:
+                // the Azure client (TCP over IPv4/IPv6) and the accept loop's wake-up.
+                sock_type(libc::AF_INET, libc::SOCK_STREAM),
+                sock_type(libc::AF_INET6, libc::SOCK_STREAM),
+                // glibc DNS queries (UDP).
+                sock_type(libc::AF_INET, libc::SOCK_DGRAM),
+                sock_type(libc::AF_INET6, libc::SOCK_DGRAM),
+                // glibc asks nscd first (stream); sd_notify to systemd (datagram).
+                sock_type(libc::AF_UNIX, libc::SOCK_STREAM),
+                sock_type(libc::AF_UNIX, libc::SOCK_DGRAM),
+            ],
+        ),
+        (
+            libc::SYS_mmap,
+            vec![
+                // The allocator and thread stacks: never executable.
+                rule(vec![masked(2, prot_exec, 0)]),
+                // An executable *file* mapping passes here and meets filter 3 (EPERM), so
+                // an NSS module load fails softly; anonymous executable memory kills.
+                rule(vec![masked(3, libc::MAP_ANONYMOUS as u64, 0)]),
+            ],
+        ),
+        (
+            libc::SYS_mprotect,
+            // Thread guard pages (PROT_NONE) and the allocator; never executable.
+            vec![rule(vec![masked(2, prot_exec, 0)])],
+        ),
+        (
+            libc::SYS_clone,
+            // pthread_create after clone3 failed with ENOSYS: threads only.
+            vec![rule(vec![masked(0, CLONE_THREAD_FLAGS | CLONE_FORBIDDEN, CLONE_THREAD_FLAGS)])],
+        ),
+        (
+            libc::SYS_ioctl,
+            // std's set_nonblocking, for the Azure client's connect timeout. Terminal
+            // requests (TCGETS, TIOCGWINSZ) are the CLI's, which runs without the filter.
+            vec![rule(vec![eq(1, fionbio())])],
+        ),
+        (
+            libc::SYS_fcntl,
+            vec![
+                // std checks and sets close-on-exec and status flags on its descriptors.
+                rule(vec![eq(1, libc::F_GETFD as u64)]),
+                rule(vec![eq(1, libc::F_SETFD as u64)]),
+                rule(vec![eq(1, libc::F_GETFL as u64)]),
+                rule(vec![eq(1, libc::F_SETFL as u64)]),
+                // try_clone of a socket or file (a duplicate stays close-on-exec).
+                rule(vec![eq(1, libc::F_DUPFD_CLOEXEC as u64)]),
+            ],
+        ),
+    ]
+}
+
+/// Compiles the allow-list; `mismatch` is what a forbidden call gets.
 pub fn compile(mismatch: SeccompAction) -> Result<BpfProgram, String> {
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         allowed().into_iter().map(|(nr, _)| (nr, Vec::new())).collect();
-    let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, ARCH)
-        .map_err(|e| format!("seccomp: {e}"))?;
+    for (nr, r) in arg_rules() {
+        if rules.insert(nr, r).is_none() {
+            return Err(format!(
+                "seccomp: argument rules for system call {nr}, which is not allowed"
+            ));
+        }
+    }
+    build(rules, mismatch, SeccompAction::Allow)
+}
+
+/// Filter 2: `clone3` fails with `ENOSYS`, so glibc falls back to `clone`.
+fn compile_clone3() -> Result<BpfProgram, String> {
+    let rules = BTreeMap::from([(libc::SYS_clone3, Vec::new())]);
+    build(rules, SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32))
+}
+
+/// Filter 3: an executable mapping that the allow-list let through (a file mapping) fails
+/// with `EPERM`.
+fn compile_noexec() -> Result<BpfProgram, String> {
+    let exec = vec![rule(vec![masked(2, libc::PROT_EXEC as u64, libc::PROT_EXEC as u64)])];
+    let rules = BTreeMap::from([(libc::SYS_mmap, exec)]);
+    build(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32))
+}
+
+fn build(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    mismatch: SeccompAction,
+    matched: SeccompAction,
+) -> Result<BpfProgram, String> {
+    let filter =
+        SeccompFilter::new(rules, mismatch, matched, ARCH).map_err(|e| format!("seccomp: {e}"))?;
     filter.try_into().map_err(|e: seccompiler::BackendError| format!("seccomp: {e}"))
 }
 
-/// Installs the filter on every thread of the process (TSYNC).
+/// Installs the three filters on every thread of the process (TSYNC). The allow-list goes
+/// last: it does not allow `seccomp` itself.
 pub fn install(mismatch: SeccompAction) -> Result<(), String> {
-    let prog = compile(mismatch)?;
+    let progs = [compile_clone3()?, compile_noexec()?, compile(mismatch)?];
     nix::sys::prctl::set_no_new_privs().map_err(|e| format!("seccomp: set no_new_privs: {e}"))?;
-    seccompiler::apply_filter_all_threads(&prog).map_err(|e| format!("seccomp: {e}"))
+    for prog in &progs {
+        seccompiler::apply_filter_all_threads(prog).map_err(|e| format!("seccomp: {e}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -167,6 +337,164 @@ mod tests {
         assert!(!nrs.contains(&libc::SYS_execve));
         assert!(!nrs.contains(&libc::SYS_ptrace));
         assert!(compile(SeccompAction::KillProcess).is_ok());
+        assert!(compile_clone3().is_ok() && compile_noexec().is_ok());
+    }
+
+    /// One form of a system call, made in a child that runs under the real filters
+    /// (`KillProcess`). Returns normally when the call succeeded; exits with the errno when
+    /// it failed softly.
+    #[allow(unsafe_code)]
+    fn probe(case: &str) {
+        use std::os::fd::AsRawFd;
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fd = sock.as_raw_fd();
+        let file = std::fs::File::open("/proc/self/exe").unwrap();
+        install(SeccompAction::KillProcess).unwrap();
+        let check = |r: libc::c_long| {
+            if r < 0 {
+                std::process::exit(std::io::Error::last_os_error().raw_os_error().unwrap_or(1));
+            }
+        };
+        let map = |prot: i32, flags: i32, fd: i32| {
+            // SAFETY: a fresh mapping of one page at an address the kernel chooses; it
+            // aliases nothing and is never dereferenced.
+            let p = unsafe { libc::mmap(std::ptr::null_mut(), 4096, prot, flags, fd, 0) };
+            check(if p == libc::MAP_FAILED { -1 } else { 0 });
+            p
+        };
+        let anon = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        // SAFETY (every block below): a raw system call with plain integer arguments or a
+        // pointer to a live local buffer of the size the call expects; nothing it returns is
+        // dereferenced except that buffer.
+        let r: libc::c_long = match case {
+            "prctl-set-name" => unsafe { libc::prctl(libc::PR_SET_NAME, c"probe".as_ptr()) }.into(),
+            "prctl-dumpable" => unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1) }.into(),
+            "socket-tcp6" => unsafe { libc::socket(libc::AF_INET6, libc::SOCK_STREAM, 0) }.into(),
+            "socket-unix-dgram" => {
+                unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM, 0) }.into()
+            }
+            "socket-raw" => {
+                unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP) }.into()
+            }
+            "socket-netlink" => {
+                unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM, 0) }.into()
+            }
+            "socket-packet" => unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, 0) }.into(),
+            "mmap-rw" => {
+                map(rw, anon, -1);
+                0
+            }
+            "mmap-anon-exec" => {
+                map(rw | libc::PROT_EXEC, anon, -1);
+                0
+            }
+            "mmap-file-exec" => {
+                map(libc::PROT_READ | libc::PROT_EXEC, libc::MAP_PRIVATE, file.as_raw_fd());
+                0
+            }
+            "mprotect-none" => {
+                let p = map(rw, anon, -1);
+                unsafe { libc::mprotect(p, 4096, libc::PROT_NONE) }.into()
+            }
+            "mprotect-exec" => {
+                let p = map(rw, anon, -1);
+                unsafe { libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC) }.into()
+            }
+            "thread" => {
+                let t = std::thread::Builder::new().name("probe".into()).spawn(|| 7);
+                assert_eq!(t.unwrap().join().unwrap(), 7);
+                0
+            }
+            "clone3" => {
+                let mut args = [0u64; 11];
+                unsafe { libc::syscall(libc::SYS_clone3, args.as_mut_ptr(), 88) }
+            }
+            "fork" => unsafe { libc::fork() }.into(),
+            "ioctl-fionbio" => {
+                sock.set_nonblocking(true).unwrap();
+                0
+            }
+            "ioctl-tiocsti" => unsafe { libc::ioctl(0, libc::TIOCSTI, c"x".as_ptr()) }.into(),
+            "fcntl-getfd" => unsafe { libc::fcntl(fd, libc::F_GETFD) }.into(),
+            "fcntl-dupfd" => {
+                sock.try_clone().unwrap();
+                0
+            }
+            "fcntl-setown" => unsafe { libc::fcntl(fd, libc::F_SETOWN, 1) }.into(),
+            "fcntl-setlease" => {
+                unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, libc::F_RDLCK) }.into()
+            }
+            other => panic!("unknown probe {other}"),
+        };
+        check(r);
+    }
+
+    /// Every argument rule, both ways: the allowed form works under the filter, the
+    /// forbidden one kills the process with SIGSYS (or, for the two soft rules, fails with
+    /// the errno glibc expects).
+    #[test]
+    fn argument_rules_allow_the_forms_used_and_kill_the_rest() {
+        if let Ok(case) = std::env::var("KES_SECCOMP_PROBE") {
+            probe(&case);
+            std::process::exit(0);
+        }
+        use std::os::unix::process::ExitStatusExt;
+        let exe = std::env::current_exe().unwrap();
+        let run = |case: &str| {
+            let out = std::process::Command::new(&exe)
+                .args([
+                    "--exact",
+                    "sys::seccomp::tests::argument_rules_allow_the_forms_used_and_kill_the_rest",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("KES_SECCOMP_PROBE", case)
+                .output()
+                .unwrap();
+            (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
+        };
+        let allowed = [
+            "prctl-set-name",
+            "socket-tcp6",
+            "socket-unix-dgram",
+            "mmap-rw",
+            "mprotect-none",
+            "thread",
+            "ioctl-fionbio",
+            "fcntl-getfd",
+            "fcntl-dupfd",
+        ];
+        let killed = [
+            "prctl-dumpable",
+            "socket-raw",
+            "socket-netlink",
+            "socket-packet",
+            "mmap-anon-exec",
+            "mprotect-exec",
+            "fork",
+            "ioctl-tiocsti",
+            "fcntl-setown",
+            "fcntl-setlease",
+        ];
+        for case in allowed {
+            let (status, err) = run(case);
+            assert_eq!(status.code(), Some(0), "{case} was refused: {status:?} {err}");
+        }
+        for case in killed {
+            let (status, err) = run(case);
+            assert_eq!(
+                status.signal(),
+                Some(libc::SIGSYS),
+                "{case} was not killed: {status:?} {err}"
+            );
+        }
+        // The soft rules: glibc falls back from clone3 on ENOSYS (the "thread" case above
+        // shows it), and an NSS module load fails instead of killing.
+        let (status, err) = run("clone3");
+        assert_eq!(status.code(), Some(libc::ENOSYS), "{status:?} {err}");
+        let (status, err) = run("mmap-file-exec");
+        assert_eq!(status.code(), Some(libc::EPERM), "{status:?} {err}");
     }
 
     /// Re-executes this test binary; the child installs the filter and makes a forbidden
