@@ -82,10 +82,42 @@ pub fn flaws(cert_der: &[u8], now: i64) -> Vec<Flaw> {
     if !client_auth_allowed(cert_der) {
         out.push(Flaw::NotForClientAuth);
     }
-    if parts.issuer == parts.subject && !self_signature_verifies(cert_der, &parts) {
+    if parts.issuer == parts.subject && !self_signature_verifies_cached(cert_der, &parts) {
         out.push(Flaw::BadSelfSignature);
     }
     out
+}
+
+/// Most certificates remembered as having a good self-signature. Clients reconnect with the
+/// same certificate, and a signature check costs about as much as the TLS handshake's own
+/// CertificateVerify check; a hash lookup costs a microsecond. When full, the set starts
+/// over, so its memory stays bounded whatever clients present.
+pub const MAX_VERIFIED_CERTS: usize = 4096;
+
+static VERIFIED: std::sync::Mutex<Option<std::collections::HashSet<[u8; 32]>>> =
+    std::sync::Mutex::new(None);
+
+/// [`self_signature_verifies`], remembering certificates (by SHA-256) that verified. Only
+/// good results are kept: a certificate with a broken signature is checked every time.
+fn self_signature_verifies_cached(cert_der: &[u8], parts: &Parts<'_>) -> bool {
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, cert_der).as_ref());
+    let known = |set: &Option<std::collections::HashSet<[u8; 32]>>| {
+        set.as_ref().is_some_and(|s| s.contains(&digest))
+    };
+    if known(&VERIFIED.lock().unwrap_or_else(|e| e.into_inner())) {
+        return true;
+    }
+    if !self_signature_verifies(cert_der, parts) {
+        return false;
+    }
+    let mut guard = VERIFIED.lock().unwrap_or_else(|e| e.into_inner());
+    let set = guard.get_or_insert_with(Default::default);
+    if set.len() >= MAX_VERIFIED_CERTS {
+        set.clear();
+    }
+    set.insert(digest);
+    true
 }
 
 /// The pieces of a certificate the flaws are read from.
@@ -300,10 +332,14 @@ mod tests {
                 flaws(&client(alg, (-1, 1), vec![Eku::ServerAuth]), now),
                 vec![Flaw::NotForClientAuth]
             );
-            // The last byte of the signature flipped: still parses, no longer verifies.
+            // The last byte of the signature flipped: still parses, no longer verifies, also
+            // after the good one was remembered, and every time.
             let mut broken = good.clone();
             *broken.last_mut().unwrap() ^= 1;
-            assert_eq!(flaws(&broken, now), vec![Flaw::BadSelfSignature], "{alg:?}");
+            assert_eq!(flaws(&good, now), vec![]);
+            for _ in 0..2 {
+                assert_eq!(flaws(&broken, now), vec![Flaw::BadSelfSignature], "{alg:?}");
+            }
         }
         assert_eq!(flaws(b"garbage", now), vec![]);
     }
