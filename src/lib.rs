@@ -36,12 +36,12 @@
 //! |---|---|
 //! | `cli` | argv parsing, every command's output, exit codes; the client HTTP stack |
 //! | `server` | startup order, TLS config and rotation, the accept loop, connections, reload, `--check` |
-//! | `config` | upstream's YAML, `${VAR}` expansion, validation in upstream's order |
+//! | `config` | upstream's YAML, `${VAR}` expansion, `credential:`/`file:` secret sources, validation in upstream's order |
 //! | `api` | the route table, authorization, handlers, the one status mapping |
 //! | `http` | the sans-IO HTTP/1.1 head parser, body framing, response bytes |
 //! | `auth` | identities, API keys, policies, the `Authorized` proof, minimal X.509 facts |
 //! | `crypto` | secret types, stored-key codecs F0–F4, ciphertext formats, AEAD, HChaCha20, legacy PEM |
-//! | `keystore` | the `KeyStore` trait; `mem`, `fs`, `azure`; the single-flight key cache |
+//! | `keystore` | the `KeyStore` trait; `mem`, `fs`, `azure`; the single-flight key cache and its sealed copy on disk (`cache.persist`) |
 //! | `obs` | audit trail, error log, stream fan-out, Prometheus text, process figures |
 //! | `gojson`, `gotime`, `der` | leaf helpers: Go's JSON and time/duration text, a minimal DER walker |
 //! | `sys` | mlockall, prctl, rlimits, the seccomp filters, sd_notify, the allocator that wipes freed memory |

@@ -647,6 +647,19 @@ mod tests {
     }
 
     #[test]
+    fn a_fifo_or_an_oversized_file_under_a_key_name_is_refused_without_blocking() {
+        let d = TestDir::new("fifo");
+        let (c, _) = open_with(&d.0, 1, "s");
+        let fifo = d.0.join("pipe.sealed");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        // Opened non-blocking and checked for its type: no writer needed, no hang.
+        assert_eq!(refusal(&c, "pipe"), "is not a regular file");
+        fs::write(d.0.join("big.sealed"), vec![0u8; MAX_SEALED_FILE + 1]).unwrap();
+        assert_eq!(refusal(&c, "big"), format!("larger than {MAX_SEALED_FILE} bytes"));
+    }
+
+    #[test]
     fn an_open_directory_is_refused_with_what_to_do() {
         let d = TestDir::new("perm");
         fs::create_dir_all(&d.0).unwrap();
