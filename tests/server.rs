@@ -83,11 +83,13 @@ fn ready_and_api() {
     assert_eq!(r.status, 200);
     let list = r.json();
     let list = list.as_array().unwrap();
-    assert_eq!(list.len(), 23);
+    assert_eq!(list.len(), 25);
     assert!(list.iter().any(|e| e["method"] == "PUT"
         && e["path"] == "/v1/policy/check"
         && e["max_body"] == 4096
         && e["timeout"] == 15));
+    assert!(list.iter().any(|e| e["method"] == "PUT" && e["path"] == "/v1/key/rotate/"));
+    assert!(list.iter().any(|e| e["method"] == "PUT" && e["path"] == "/v1/key/rewrap/"));
     assert!(list.iter().any(|e| e["method"] == "PUT"
         && e["path"] == "/v1/key/import/"
         && e["max_body"] == 1_000_000

@@ -92,7 +92,9 @@ const fn route(
     }
 }
 
-/// Upstream's 22 routes with upstream's defaults, plus our extension `/v1/policy/check`.
+/// Upstream's 22 routes with upstream's defaults, plus our extensions: `/v1/policy/check`,
+/// and the rotation routes (`rotate`, `rewrap`, issue 12) with the limits of their
+/// neighbours.
 pub fn default_routes() -> Vec<Route> {
     use Auth::*;
     use RouteMethod::*;
@@ -111,6 +113,8 @@ pub fn default_routes() -> Vec<Route> {
         route(Put, "/v1/key/encrypt/", MAX_KEY_BODY, 15, Verify, true, key::handle_encrypt_key),
         route(Put, "/v1/key/decrypt/", MAX_KEY_BODY, 15, Verify, true, key::handle_decrypt_key),
         route(Put, "/v1/key/hmac/", MAX_KEY_BODY, 15, Verify, true, key::handle_hmac_key),
+        route(Put, "/v1/key/rotate/", MAX_KEY_BODY, 15, Verify, true, key::handle_rotate_key),
+        route(Put, "/v1/key/rewrap/", MAX_KEY_BODY, 15, Verify, true, key::handle_rewrap_key),
         route(Get, "/v1/policy/describe/", 0, 15, Verify, true, policy::handle_describe_policy),
         route(Get, "/v1/policy/read/", 0, 15, Verify, true, policy::handle_read_policy),
         route(Get, "/v1/policy/list/", 0, 15, Verify, true, policy::handle_list_policies),
@@ -198,7 +202,13 @@ mod tests {
     #[test]
     fn upstreams_routes_with_upstreams_limits() {
         let routes = default_routes();
-        assert_eq!(routes.len(), 23);
+        assert_eq!(routes.len(), 25);
+        let rotate = find(&routes, "/v1/key/rotate/k").unwrap();
+        assert_eq!(
+            (rotate.method, rotate.auth, rotate.timeout.as_secs()),
+            (RouteMethod::Put, Auth::Verify, 15)
+        );
+        assert_eq!(find(&routes, "/v1/key/rewrap/k").unwrap().max_body, MAX_KEY_BODY);
         let import = find(&routes, "/v1/key/import/k").unwrap();
         assert_eq!(
             (import.method, import.max_body, import.timeout.as_secs()),
