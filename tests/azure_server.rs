@@ -31,6 +31,8 @@ fn server(v: &FakeVault) -> TestServer {
 #[test]
 fn seed_tutorial_end_to_end_with_the_binary() {
     let vault = FakeVault::start();
+    // Short-lived tokens, so a token refresh also runs under the seccomp filter.
+    vault.set_token_lifetime(Duration::from_secs(2));
     let dir = TempDir::new("tutorial");
     let d = dir.path();
     let (code, out, err) = kes_in(d, &["identity", "new", "--ip", "127.0.0.1", "localhost"], &[]);
@@ -143,10 +145,16 @@ keystore:
     let parsed = kes::crypto::KeyVersion::parse(values[0].as_bytes()).unwrap();
     assert_eq!(parsed.created_by, identity.trim());
     assert!(parsed.hmac.is_some());
+    // Past the first token's lifetime: the server fetches a new one.
+    let tokens = vault.count(Op::Token);
+    std::thread::sleep(Duration::from_secs(3));
+    let (code, _, err) = kes_in(d, &["key", "create", "my-key-2"], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(vault.count(Op::Token) > tokens, "no token refresh: {}", vault.count(Op::Token));
     assert_eq!(
         child.0.try_wait().unwrap(),
         None,
-        "server still running (seccomp allowed the Azure path)"
+        "server still running (seccomp allowed the Azure path, DNS and a token refresh)"
     );
 }
 
