@@ -17,17 +17,21 @@
 //!
 //! ## One request, end to end
 //!
-//! 1. `server` accepts; past the connection cap the socket is closed at once. Otherwise a
-//!    named thread with a small explicit stack takes it.
-//! 2. The thread completes the rustls handshake under a deadline and derives the client
+//! 1. `server` accepts and admits (`server::admission`): at the connection cap the least
+//!    productive connection (handshaking, waiting for a head, idle; never one whose request
+//!    is being handled) is evicted, within a fair share per source address. A named thread
+//!    with a small explicit stack takes the connection.
+//! 2. The thread completes the rustls handshake under an absolute deadline (every phase
+//!    has one: handshake, head, body, response write) and derives the client
 //!    [`auth::Identity`] (lowercase hex SHA-256 of the leaf certificate's SPKI).
 //! 3. `http` reads a bounded head, `api::routes` finds the route *before* the body is read,
 //!    then at most that route's `max_body` bytes are read.
 //! 4. `api::handle` authorizes (admin bypass, deny beats allow) into an
 //!    [`auth::Authorized`] proof, runs the handler, and maps failures to upstream's exact
 //!    `(status, message)` pairs in one function (`api::error`).
-//! 5. Handlers reach keys through `keystore::cache` (single-flight), decode them with
-//!    `crypto`, seal or open, and answer with the wire types of `api::wire`.
+//! 5. Handlers reach keys through `keystore::cache` (single-flight; every version of a key
+//!    at once), decode them with `crypto`, seal with the newest live version or open with
+//!    the named or each live version, and answer with the wire types of `api::wire`.
 //! 6. One audit record, the response is written, and the connection is kept or closed.
 //!
 //! ## Modules
@@ -40,8 +44,8 @@
 //! | `api` | the route table, authorization, handlers, the one status mapping |
 //! | `http` | the sans-IO HTTP/1.1 head parser, body framing, response bytes |
 //! | `auth` | identities, API keys, policies, the `Authorized` proof, minimal X.509 facts |
-//! | `crypto` | secret types, stored-key codecs F0–F4, ciphertext formats, AEAD, HChaCha20, legacy PEM |
-//! | `keystore` | the `KeyStore` trait; `mem`, `fs`, `azure`; the single-flight key cache and its sealed copy on disk (`cache.persist`) |
+//! | `crypto` | secret types, stored-key codecs F0–F4, ciphertext formats, AEAD, HChaCha20, legacy PEM; a key's versions (`VersionedKey`) |
+//! | `keystore` | the `KeyStore` trait (a key is versions, the first being upstream's key); `mem`, `fs`, `azure`; the single-flight key cache and its sealed copy on disk (`cache.persist`) |
 //! | `obs` | audit trail (and the hash-chained audit file, `obs::audit_file`), error log, stream fan-out, Prometheus text, process figures |
 //! | `gojson`, `gotime`, `der` | leaf helpers: Go's JSON and time/duration text, a minimal DER walker |
 //! | `sys` | mlockall, prctl, rlimits, the seccomp filters, sd_notify, the allocator that wipes freed memory |

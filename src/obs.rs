@@ -178,6 +178,49 @@ impl Metrics {
     }
 }
 
+/// Connection phases an eviction or a deadline is counted under, in label order.
+pub const CONN_PHASES: [&str; 4] = ["handshake", "head", "body", "idle"];
+/// Why a connection was refused at the cap, in label order.
+pub const REFUSAL_REASONS: [&str; 3] = ["busy", "share", "unwinding"];
+/// Phases with an absolute deadline, in label order.
+pub const DEADLINE_PHASES: [&str; 4] = ["handshake", "head", "body", "write"];
+
+/// Admission counters, owned by the server for its whole life (reloads keep them).
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    pub open: AtomicU64,
+    pub accepted: AtomicU64,
+    /// Per [`CONN_PHASES`].
+    pub evicted: [AtomicU64; 4],
+    /// Per [`REFUSAL_REASONS`].
+    pub refused: [AtomicU64; 3],
+    /// Per [`DEADLINE_PHASES`].
+    pub deadline: [AtomicU64; 4],
+}
+
+/// A copy of [`ConnStats`] for rendering.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnFigures {
+    pub open: u64,
+    pub accepted: u64,
+    pub evicted: [u64; 4],
+    pub refused: [u64; 3],
+    pub deadline: [u64; 4],
+}
+
+impl ConnStats {
+    pub fn figures(&self) -> ConnFigures {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ConnFigures {
+            open: load(&self.open),
+            accepted: load(&self.accepted),
+            evicted: self.evicted.each_ref().map(load),
+            refused: self.refused.each_ref().map(load),
+            deadline: self.deadline.each_ref().map(load),
+        }
+    }
+}
+
 /// Everything the server reports about itself: audit, error log, metrics.
 pub struct Obs {
     pub audit: Hub,
@@ -484,6 +527,7 @@ pub struct SystemFigures {
     pub num_cpu: u64,
     pub num_cpu_used: u64,
     pub proc: ProcStats,
+    pub conns: ConnFigures,
 }
 
 /// Extra figures we add under our own names (never upstream's).
@@ -528,6 +572,44 @@ pub fn render_metrics(obs: &Obs, sys: &SystemFigures, store: &StoreFigures) -> S
     let _ = writeln!(out, "kes_cache_hits {}", store.cache_hits);
     family(&mut out, "kes_cache_misses", "counter", "Key lookups that missed the cache.");
     let _ = writeln!(out, "kes_cache_misses {}", store.cache_misses);
+
+    let c = &sys.conns;
+    family(
+        &mut out,
+        "kes_http_connections_accepted",
+        "counter",
+        "TCP connections given a slot (and a thread).",
+    );
+    let _ = writeln!(out, "kes_http_connections_accepted {}", c.accepted);
+    family(
+        &mut out,
+        "kes_http_connections_evicted",
+        "counter",
+        "Unproductive connections closed at the cap to admit a newcomer, by the phase they were in.",
+    );
+    for (phase, n) in CONN_PHASES.iter().zip(c.evicted) {
+        let _ = writeln!(out, "kes_http_connections_evicted{{phase=\"{phase}\"}} {n}");
+    }
+    family(&mut out, "kes_http_connections_open", "gauge", "Connections holding a slot.");
+    let _ = writeln!(out, "kes_http_connections_open {}", c.open);
+    family(
+        &mut out,
+        "kes_http_connections_refused",
+        "counter",
+        "Connections closed at once at the cap, by reason.",
+    );
+    for (reason, n) in REFUSAL_REASONS.iter().zip(c.refused) {
+        let _ = writeln!(out, "kes_http_connections_refused{{reason=\"{reason}\"}} {n}");
+    }
+    family(
+        &mut out,
+        "kes_http_deadline_exceeded",
+        "counter",
+        "Connections closed because a phase outlived its absolute deadline.",
+    );
+    for (phase, n) in DEADLINE_PHASES.iter().zip(c.deadline) {
+        let _ = writeln!(out, "kes_http_deadline_exceeded{{phase=\"{phase}\"}} {n}");
+    }
 
     family(&mut out, "kes_http_request_active", "gauge", "Number of active requests.");
     let _ = writeln!(out, "kes_http_request_active {}", m.active.load(Ordering::Relaxed).max(0));

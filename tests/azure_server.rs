@@ -6,42 +6,18 @@
 mod common;
 #[path = "support/fake_vault.rs"]
 mod fake_vault;
+#[path = "support/vault_store.rs"]
+mod vault_store;
 
 use base64::Engine as _;
 use common::{TempDir, TestServer, kes_in};
 use fake_vault::{FakeVault, Fault, Op};
-use kes::config::{AzureConfig, AzureCredentials};
-use kes::keystore::azure::{AzureOptions, AzureStore};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use zeroize::Zeroizing;
+use vault_store::azure_store;
 
 fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
-}
-
-fn opts(v: &FakeVault) -> AzureOptions {
-    let mut o = AzureOptions::new();
-    o.system_ca_file = None;
-    o.extra_ca_files = vec![v.ca_file().to_path_buf()];
-    o.authority_host_override = Some(v.authority());
-    o.retry_base_delay = Duration::from_millis(10);
-    o.retry_max_delay = Duration::from_millis(40);
-    o.conflict_delay = Duration::from_millis(5);
-    o.conflict_jitter = Duration::from_millis(10);
-    o
-}
-
-fn azure_store(v: &FakeVault) -> Arc<AzureStore> {
-    let cfg = AzureConfig {
-        endpoint: v.url(),
-        credentials: AzureCredentials::ClientSecret {
-            tenant_id: v.tenant_id(),
-            client_id: v.client_id(),
-            client_secret: Zeroizing::new(v.client_secret()),
-        },
-    };
-    Arc::new(AzureStore::new(&cfg, opts(v)).unwrap())
 }
 
 fn server(v: &FakeVault) -> TestServer {
@@ -55,6 +31,8 @@ fn server(v: &FakeVault) -> TestServer {
 #[test]
 fn seed_tutorial_end_to_end_with_the_binary() {
     let vault = FakeVault::start();
+    // Short-lived tokens, so a token refresh also runs under the seccomp filter.
+    vault.set_token_lifetime(Duration::from_secs(2));
     let dir = TempDir::new("tutorial");
     let d = dir.path();
     let (code, out, err) = kes_in(d, &["identity", "new", "--ip", "127.0.0.1", "localhost"], &[]);
@@ -167,10 +145,16 @@ keystore:
     let parsed = kes::crypto::KeyVersion::parse(values[0].as_bytes()).unwrap();
     assert_eq!(parsed.created_by, identity.trim());
     assert!(parsed.hmac.is_some());
+    // Past the first token's lifetime: the server fetches a new one.
+    let tokens = vault.count(Op::Token);
+    std::thread::sleep(Duration::from_secs(3));
+    let (code, _, err) = kes_in(d, &["key", "create", "my-key-2"], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(vault.count(Op::Token) > tokens, "no token refresh: {}", vault.count(Op::Token));
     assert_eq!(
         child.0.try_wait().unwrap(),
         None,
-        "server still running (seccomp allowed the Azure path)"
+        "server still running (seccomp allowed the Azure path, DNS and a token refresh)"
     );
 }
 

@@ -94,7 +94,9 @@ fn generate_encrypt_decrypt_with_context() {
     let r = c.post("/v1/key/generate/k", &format!("{{\"context\":\"{ctx}\",\"version\":\"v1\"}}"));
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
-    assert!(v.get("version").is_none());
+    // The request's `version` is ignored; the answer names the version that encrypted
+    // (the first, "0", for a key never rotated; issue 12).
+    assert_eq!(v["version"], "0");
     let plaintext = unb64(v["plaintext"].as_str().unwrap());
     let ciphertext = v["ciphertext"].as_str().unwrap().to_string();
     assert_eq!(plaintext.len(), 32);

@@ -83,11 +83,13 @@ fn ready_and_api() {
     assert_eq!(r.status, 200);
     let list = r.json();
     let list = list.as_array().unwrap();
-    assert_eq!(list.len(), 23);
+    assert_eq!(list.len(), 25);
     assert!(list.iter().any(|e| e["method"] == "PUT"
         && e["path"] == "/v1/policy/check"
         && e["max_body"] == 4096
         && e["timeout"] == 15));
+    assert!(list.iter().any(|e| e["method"] == "PUT" && e["path"] == "/v1/key/rotate/"));
+    assert!(list.iter().any(|e| e["method"] == "PUT" && e["path"] == "/v1/key/rewrap/"));
     assert!(list.iter().any(|e| e["method"] == "PUT"
         && e["path"] == "/v1/key/import/"
         && e["max_body"] == 1_000_000
@@ -134,6 +136,31 @@ fn post_is_accepted_where_put_is_the_method_and_list_works_without_slash() {
     assert_eq!(r.json()["names"], serde_json::json!(["k1", "k2"]));
     let r = c.get("/v1//key/list/");
     assert_eq!((r.status, r.header("Location")), (301, Some("/v1/key/list/")));
+}
+
+#[test]
+fn list_without_slash_is_authorized_against_the_routes_own_path() {
+    // MinIO's client (kms-go `ListKeys("")`) asks for `GET /v1/key/list`; upstream redirects to
+    // `/v1/key/list/` and checks the policy there, so `/v1/key/list/*` must allow it.
+    let lister = client_id();
+    let srv = TestServer::start(&format!(
+        "policy:\n  lister:\n    allow:\n    - /v1/key/list/*\n    identities:\n    - {}\n",
+        lister.identity
+    ));
+    assert_eq!(srv.admin().request("PUT", "/v1/key/create/k1", None).status, 200);
+    let mut c = srv.client(Some(&lister));
+    let r = c.get("/v1/key/list");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["names"], serde_json::json!(["k1"]));
+    assert_eq!(c.get("/v1/key/list/k*").json()["names"], serde_json::json!(["k1"]));
+    // A policy naming only the slash-less path allows neither form, as upstream.
+    let exact = client_id();
+    let srv = TestServer::start(&format!(
+        "policy:\n  exact:\n    allow:\n    - /v1/key/list\n    identities:\n    - {}\n",
+        exact.identity
+    ));
+    let r = srv.client(Some(&exact)).get("/v1/key/list");
+    assert_eq!((r.status, r.message()), (403, "not authorized: insufficient permissions".into()));
 }
 
 #[test]
@@ -295,7 +322,8 @@ fn the_connection_cap_refuses_extra_connections_at_once() {
     for c in &mut held {
         assert_eq!(c.get("/version").status, 200);
     }
-    // The fourth is closed at once: the handshake fails quickly rather than hanging.
+    // The fourth takes the slot of an idle one (tests/admission.rs covers eviction); its
+    // garbage handshake is closed at once rather than hanging.
     let t = Instant::now();
     let mut extra = std::net::TcpStream::connect(srv.addr).unwrap();
     extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

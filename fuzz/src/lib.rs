@@ -141,6 +141,7 @@ fn fixture() -> &'static Fixture {
             obs: Arc::new(kes::obs::Obs::silent()),
             proc: Arc::new(kes::obs::ProcReader::open()),
             cpus: (1, 1),
+            conns: Arc::default(),
         };
         Fixture { state, admin }
     })

@@ -12,6 +12,8 @@ pub enum StoreOp {
     Read,
     Delete,
     List,
+    /// Adding a version, or retiring / re-enabling one.
+    Update,
 }
 
 /// Every failure a handler or the pipeline can answer with.
@@ -44,6 +46,12 @@ pub enum ApiError {
     InvalidKeySize(String),
     /// 409: the key was stored without an HMAC key.
     HmacUnsupported,
+    /// 400: a `version` that is not a version id (the input is not echoed: it may be long).
+    InvalidVersion,
+    /// 400: a well-formed version id the key does not have.
+    VersionNotFound(String),
+    /// 409: a rotation, retire or re-enable the key's state does not allow.
+    VersionConflict(String),
     /// 502 with the operation's message.
     KeyStore(StoreOp),
     /// `/v1/ready`: 504 when the store is unreachable, 502 otherwise.
@@ -115,6 +123,12 @@ impl ApiError {
             }
             ApiError::InvalidKeySize(c) => (406, format!("invalid key size for '{}'", echo(c))),
             ApiError::HmacUnsupported => (409, "key does not support HMAC".into()),
+            ApiError::InvalidVersion => (
+                400,
+                "invalid key version: expected 1 to 64 characters of 0-9, A-Z, a-z and '-'".into(),
+            ),
+            ApiError::VersionNotFound(v) => (400, format!("key version '{v}' does not exist")),
+            ApiError::VersionConflict(m) => (409, m.clone()),
             ApiError::KeyStore(op) => (
                 502,
                 match op {
@@ -122,6 +136,7 @@ impl ApiError {
                     StoreOp::Read => "failed to read key",
                     StoreOp::Delete => "failed to delete key",
                     StoreOp::List => "failed to list keys",
+                    StoreOp::Update => "failed to update key",
                 }
                 .into(),
             ),

@@ -45,6 +45,8 @@ pub struct State {
     pub proc: Arc<ProcReader>,
     /// Logical CPUs and CPUs this process may use.
     pub cpus: (u64, u64),
+    /// Admission counters, shared by every state the server swaps in.
+    pub conns: Arc<crate::obs::ConnStats>,
 }
 
 pub use crate::auth::ClientCert;
@@ -219,7 +221,9 @@ pub fn explain(
     };
     match route.auth {
         Auth::None | Auth::IdentifyOnly => Verdict::NoCheck { route: route.path },
-        Auth::Verify => Verdict::Policy(policies.decide(identity, path)),
+        Auth::Verify => {
+            Verdict::Policy(policies.decide(identity, &routes::canonical_path(route, path)))
+        }
     }
 }
 
@@ -254,7 +258,7 @@ pub fn handle(
     let result = if audited && state.obs.audit_refusing() {
         Err(ApiError::AuditUnavailable)
     } else {
-        authorize(state, route, &head.path, cert, &ctx)
+        authorize(state, route, &routes::canonical_path(route, &head.path), cert, &ctx)
             .and_then(|auth| (route.handler)(&ctx, &auth))
     };
     let mut response = match result {

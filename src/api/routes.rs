@@ -92,7 +92,9 @@ const fn route(
     }
 }
 
-/// Upstream's 22 routes with upstream's defaults, plus our extension `/v1/policy/check`.
+/// Upstream's 22 routes with upstream's defaults, plus our extensions: `/v1/policy/check`,
+/// and the rotation routes (`rotate`, `rewrap`, issue 12) with the limits of their
+/// neighbours.
 pub fn default_routes() -> Vec<Route> {
     use Auth::*;
     use RouteMethod::*;
@@ -111,6 +113,8 @@ pub fn default_routes() -> Vec<Route> {
         route(Put, "/v1/key/encrypt/", MAX_KEY_BODY, 15, Verify, true, key::handle_encrypt_key),
         route(Put, "/v1/key/decrypt/", MAX_KEY_BODY, 15, Verify, true, key::handle_decrypt_key),
         route(Put, "/v1/key/hmac/", MAX_KEY_BODY, 15, Verify, true, key::handle_hmac_key),
+        route(Put, "/v1/key/rotate/", MAX_KEY_BODY, 15, Verify, true, key::handle_rotate_key),
+        route(Put, "/v1/key/rewrap/", MAX_KEY_BODY, 15, Verify, true, key::handle_rewrap_key),
         route(Get, "/v1/policy/describe/", 0, 15, Verify, true, policy::handle_describe_policy),
         route(Get, "/v1/policy/read/", 0, 15, Verify, true, policy::handle_read_policy),
         route(Get, "/v1/policy/list/", 0, 15, Verify, true, policy::handle_list_policies),
@@ -186,6 +190,17 @@ pub fn find<'a>(routes: &'a [Route], path: &str) -> Option<&'a Route> {
     best
 }
 
+/// The path a request is authorized against: a subtree root asked for without its slash
+/// (`GET /v1/key/list`, as MinIO's client does) is the route's own path (`/v1/key/list/`),
+/// which is where upstream checks the policy after its 301. Every other path is itself.
+pub fn canonical_path<'a>(route: &Route, path: &'a str) -> std::borrow::Cow<'a, str> {
+    if route.path.ends_with('/') && path.len() + 1 == route.path.len() {
+        std::borrow::Cow::Owned(route.path.to_string())
+    } else {
+        std::borrow::Cow::Borrowed(path)
+    }
+}
+
 /// The part of `path` after the route prefix (empty for a subtree root without slash).
 pub fn resource<'a>(route: &Route, path: &'a str) -> &'a str {
     path.strip_prefix(route.path).unwrap_or("")
@@ -198,7 +213,13 @@ mod tests {
     #[test]
     fn upstreams_routes_with_upstreams_limits() {
         let routes = default_routes();
-        assert_eq!(routes.len(), 23);
+        assert_eq!(routes.len(), 25);
+        let rotate = find(&routes, "/v1/key/rotate/k").unwrap();
+        assert_eq!(
+            (rotate.method, rotate.auth, rotate.timeout.as_secs()),
+            (RouteMethod::Put, Auth::Verify, 15)
+        );
+        assert_eq!(find(&routes, "/v1/key/rewrap/k").unwrap().max_body, MAX_KEY_BODY);
         let import = find(&routes, "/v1/key/import/k").unwrap();
         assert_eq!(
             (import.method, import.max_body, import.timeout.as_secs()),
@@ -214,6 +235,11 @@ mod tests {
         let routes = default_routes();
         assert_eq!(find(&routes, "/v1/key/list").unwrap().path, "/v1/key/list/");
         assert_eq!(find(&routes, "/v1/key/list/a*").unwrap().path, "/v1/key/list/");
+        let list = find(&routes, "/v1/key/list").unwrap();
+        assert_eq!(canonical_path(list, "/v1/key/list"), "/v1/key/list/");
+        assert_eq!(canonical_path(list, "/v1/key/list/a*"), "/v1/key/list/a*");
+        let version = find(&routes, "/version").unwrap();
+        assert_eq!(canonical_path(version, "/version"), "/version");
         assert_eq!(
             find(&routes, "/v1/identity/self/describe").unwrap().path,
             "/v1/identity/self/describe"

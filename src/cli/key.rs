@@ -1,5 +1,8 @@
 //! `kes key create|import|info|ls|rm|encrypt|decrypt|dek` (`kes-config-cli.md` §4.3): the
-//! key API of `kes-api.md` §9.6–9.13, with upstream's messages and output shapes.
+//! key API of `kes-api.md` §9.6–9.13, with upstream's messages and output shapes; and our
+//! `kes key rotate|rewrap` (issue 12) over `/v1/key/rotate` and `/v1/key/rewrap`. `info`
+//! shows a key's versions once it has more than one, so a key never rotated prints exactly
+//! what upstream's CLI prints.
 
 use super::client::{Client, ClientError, ConnFlags, escape};
 use super::{CmdResult, ColorMode, Fail, Style, flag_bool, flag_error, flag_value, out, text};
@@ -22,6 +25,9 @@ Commands:
     decrypt                  Decrypt an encrypted message.
     dek                      Generate a new data encryption key.
 
+    rotate                   Add a new version of a key, or retire / re-enable one.
+    rewrap                   Re-encrypt a file of ciphertexts under the newest version.
+
 Options:
     -h, --help               Print command line options.
 ";
@@ -40,6 +46,8 @@ pub fn run(args: Vec<OsString>) -> CmdResult {
             ("encrypt", encrypt),
             ("decrypt", decrypt),
             ("dek", dek),
+            ("rotate", rotate),
+            ("rewrap", rewrap),
         ],
     )
 }
@@ -230,6 +238,39 @@ struct KeyInfo {
     created_at: String,
     #[serde(default)]
     created_by: String,
+    /// Our field: every version, oldest first (absent from upstream servers).
+    #[serde(default)]
+    versions: Vec<VersionInfo>,
+}
+
+/// One entry of `versions` in a describe or rotate answer.
+#[derive(Deserialize, Serialize)]
+struct VersionInfo {
+    id: String,
+    state: String,
+    #[serde(default)]
+    created_at: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    created_by: String,
+}
+
+/// The `Versions` block of `kes key info` and `kes key rotate`: one line per version, id,
+/// state and creation date, oldest first.
+fn versions_text(style: &Style, versions: &[VersionInfo]) -> String {
+    let width = versions.iter().map(|v| v.id.len()).max().unwrap_or(0);
+    let mut s = String::new();
+    for (i, v) in versions.iter().enumerate() {
+        let label = if i == 0 { "Versions" } else { "" };
+        let state = if v.state == "live" { style.green(&v.state) } else { style.red(&v.state) };
+        let pad = " ".repeat(7usize.saturating_sub(v.state.len()));
+        s.push_str(&format!(
+            "\n{} {:<width$}  {state}{pad}  {}",
+            style.bold(&style.faint(&format!("{label:<11}"))),
+            v.id,
+            date_of(&v.created_at),
+        ));
+    }
+    s
 }
 
 fn info(args: Vec<OsString>) -> CmdResult {
@@ -256,6 +297,8 @@ fn info(args: Vec<OsString>) -> CmdResult {
             created_at: &'a str,
             #[serde(skip_serializing_if = "str::is_empty")]
             created_by: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            versions: Option<&'a [VersionInfo]>,
         }
         let chacha = matches!(info.algorithm.as_str(), "ChaCha20" | "XCHACHA20-POLY1305");
         let json = Json {
@@ -267,6 +310,7 @@ fn info(args: Vec<OsString>) -> CmdResult {
                 &info.created_at
             },
             created_by: &info.created_by,
+            versions: (info.versions.len() > 1).then_some(info.versions.as_slice()),
         };
         let mut bytes = crate::gojson::to_go_json(&json);
         if bytes.last() != Some(&b'\n') {
@@ -285,6 +329,9 @@ fn info(args: Vec<OsString>) -> CmdResult {
     s.push_str(&format!("{} {algorithm}\n", label("Algorithm")));
     s.push_str(&format!("{} {}\n", label("Date"), date_of(&info.created_at)));
     s.push_str(&format!("{} {}", label("Owner"), info.created_by));
+    if info.versions.len() > 1 {
+        s.push_str(&versions_text(&style, &info.versions));
+    }
     // Upstream ends without a newline; a terminal gets one so the prompt starts clean.
     if super::stdout_is_tty() {
         s.push('\n');
@@ -508,6 +555,183 @@ fn dek(args: Vec<OsString>) -> CmdResult {
             plaintext.as_str()
         ))
     }
+}
+
+const ROTATE_USAGE: &str = "Usage:
+    kes key rotate [options] <name>
+
+    Adds a new version of the key <name>: from now on it encrypts (generate, encrypt),
+    while every older live version still decrypts. HMAC keeps using the first version.
+    With --retire, the version <id> is put out of use: its ciphertexts fail to decrypt
+    until it is re-enabled with --enable. The only live version cannot be retired.
+
+Options:
+    --retire <id>            Retire version <id> instead of adding one.
+    --enable <id>            Re-enable the retired version <id>.
+    --json                   Print the answer as JSON.
+    --color <when>           When to use colours: auto, never, always.
+    -k, --insecure           Skip server certificate verification.
+
+    -h, --help               Print command line options.
+
+Examples:
+    $ kes key rotate my-key
+    $ kes key rotate my-key --retire 3f9a0c2d1e4b5a69
+";
+
+fn rotate(args: Vec<OsString>) -> CmdResult {
+    let (mut retire, mut enable) = (None, None);
+    let c = parse_with(args, "key rotate", ROTATE_USAGE, true, &mut |flag, p| {
+        match flag {
+            "--retire" => retire = Some(flag_value(p, "key rotate")?),
+            "--enable" => enable = Some(flag_value(p, "key rotate")?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    match c.args.len() {
+        0 => return Err(Fail::Error("no key name specified. See 'kes key rotate --help'".into())),
+        1 => {}
+        _ => return Err(Fail::Error("too many arguments. See 'kes key rotate --help'".into())),
+    }
+    let body = match (&retire, &enable) {
+        (Some(_), Some(_)) => {
+            return Err(Fail::Usage(format!(
+                "Error: --retire and --enable cannot be used together\n\n{ROTATE_USAGE}"
+            )));
+        }
+        (Some(id), None) => serde_json::json!({ "retire": id }),
+        (None, Some(id)) => serde_json::json!({ "enable": id }),
+        (None, None) => serde_json::json!({}),
+    };
+    let name = &c.args[0];
+    let what = match (&retire, &enable) {
+        (Some(id), _) => format!("failed to retire version {id:?} of key {name:?}"),
+        (_, Some(id)) => format!("failed to enable version {id:?} of key {name:?}"),
+        _ => format!("failed to rotate key {name:?}"),
+    };
+    let client = super::connect(&c.conn)?;
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let reply = client
+        .call("PUT", &format!("/v1/key/rotate/{}", escape(name)), Some(&bytes))
+        .map_err(|e| failed(&what, e))?;
+    let info: KeyInfo = serde_json::from_slice(&reply.body)
+        .map_err(|e| Fail::Error(format!("{what}: invalid response: {e}")))?;
+    if c.json || !super::stdout_is_tty() {
+        #[derive(Serialize)]
+        struct Json<'a> {
+            name: &'a str,
+            versions: &'a [VersionInfo],
+        }
+        let mut bytes =
+            crate::gojson::to_go_json(&Json { name: &info.name, versions: &info.versions });
+        if bytes.last() != Some(&b'\n') {
+            bytes.push(b'\n');
+        }
+        return out(&String::from_utf8_lossy(&bytes));
+    }
+    let style = Style(c.color.enabled());
+    let label = |l: &str| style.bold(&style.faint(&format!("{l:<11}")));
+    let mut s = format!("{} {}", label("Name"), style.blue(&info.name));
+    s.push_str(&versions_text(&style, &info.versions));
+    s.push('\n');
+    out(&s)
+}
+
+const REWRAP_USAGE: &str = "Usage:
+    kes key rewrap [options] <name> <file>
+
+    Re-encrypts every ciphertext in <file> (one per line, standard base64, optionally
+    followed by a space and its context in standard base64) under the newest version of
+    the key <name>, and prints the new ciphertexts one per line, in the same order. The
+    plaintexts never leave the server. <file> '-' reads standard input. Empty lines stay
+    empty. On a terminal, the progress is shown on standard error.
+
+Options:
+    -k, --insecure           Skip server certificate verification.
+
+    -h, --help               Print command line options.
+
+Examples:
+    $ kes key rewrap my-key ciphertexts.txt > rewrapped.txt
+";
+
+/// Longest line `kes key rewrap` reads: a ciphertext and a context within the server's
+/// 1 MB body limit, base64 (4/3) plus the JSON around them.
+pub const MAX_REWRAP_LINE: usize = 1_400_000;
+
+fn rewrap(args: Vec<OsString>) -> CmdResult {
+    use std::io::{BufRead, IsTerminal, Write};
+    let c = parse(args, "key rewrap", REWRAP_USAGE, false)?;
+    match c.args.len() {
+        0 => return Err(Fail::Error("no key name specified. See 'kes key rewrap --help'".into())),
+        1 => return Err(Fail::Error("no file specified. See 'kes key rewrap --help'".into())),
+        2 => {}
+        _ => return Err(Fail::Error("too many arguments. See 'kes key rewrap --help'".into())),
+    }
+    let (name, path) = (&c.args[0], &c.args[1]);
+    let open_err = |e: std::io::Error| Fail::Error(format!("failed to read {path:?}: {e}"));
+    // A first pass counts the lines for the progress display (files only).
+    let total = if path == "-" {
+        None
+    } else {
+        let file = std::fs::File::open(path).map_err(open_err)?;
+        Some(std::io::BufReader::new(file).split(b'\n').count())
+    };
+    let input: Box<dyn BufRead> = if path == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(std::fs::File::open(path).map_err(open_err)?))
+    };
+    let progress = std::io::stderr().is_terminal();
+    let client = super::connect(&c.conn)?;
+    let mut stdout = std::io::stdout().lock();
+    let mut done = 0usize;
+    for (i, line) in input.split(b'\n').enumerate() {
+        let n = i + 1;
+        let line = line.map_err(open_err)?;
+        if line.len() > MAX_REWRAP_LINE {
+            return Err(Fail::Error(format!(
+                "line {n}: longer than {MAX_REWRAP_LINE} bytes, not a ciphertext"
+            )));
+        }
+        let line = String::from_utf8_lossy(&line);
+        let line = line.trim_end_matches('\r').trim();
+        let new = if line.is_empty() {
+            String::new()
+        } else {
+            let mut parts = line.split_whitespace();
+            let ct = parts.next().unwrap_or_default();
+            let ctx = parts.next();
+            if parts.next().is_some() {
+                return Err(Fail::Error(format!(
+                    "line {n}: expected '<ciphertext> [<context>]', found more fields"
+                )));
+            }
+            let bad = |what: &str| Fail::Error(format!("line {n}: {what} is not standard base64"));
+            let ct = decode_base64(ct).ok_or_else(|| bad("the ciphertext"))?;
+            let mut body = serde_json::json!({ "ciphertext": encode_base64(&ct) });
+            if let Some(ctx) = ctx {
+                let ctx = decode_base64(ctx).ok_or_else(|| bad("the context"))?;
+                body["context"] = encode_base64(&ctx).into();
+            }
+            let answer = crypto_call(&client, "rewrap", name, &body)
+                .map_err(|e| failed(format_args!("line {n}: failed to rewrap ciphertext"), e))?;
+            field(&answer, "ciphertext")
+        };
+        writeln!(stdout, "{new}")
+            .and_then(|()| stdout.flush())
+            .map_err(|e| Fail::Error(format!("failed to write output: {e}")))?;
+        done += 1;
+        if progress {
+            let of = total.map(|t| format!("/{t}")).unwrap_or_default();
+            eprint!("\r\x1b[KRewrapping with key {name:?}: {done}{of}");
+        }
+    }
+    if progress {
+        eprintln!("\r\x1b[KRewrapped {done} lines with key {name:?}");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

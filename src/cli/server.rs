@@ -23,7 +23,8 @@ Options:
     --mlock                  Fail unless all memory can be locked (no swapping).
     --no-mlock               Do not lock memory, even when permitted.
     --no-seccomp             Do not confine system calls (for debugging only).
-    --max-connections <N>    Refuse connections beyond N (default 1024).
+    --max-connections <N>    Serve at most N connections (default 1024); at the cap, idle
+                             and slow ones are evicted for newcomers.
     --log-format <FMT>       'text' or 'json' (default: json unless stdout is a terminal).
     --signal-reload <PID>    Check the config file as a reload would, then tell the
                              server PID to reload (SIGHUP); a bad file fails here with

@@ -218,6 +218,134 @@ impl KeyVersion {
     }
 }
 
+/// Whether a key version may be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VersionState {
+    /// Encrypts (when newest) and decrypts.
+    Live,
+    /// Out of use: its ciphertexts fail like a wrong key's until it is re-enabled.
+    Retired,
+}
+
+impl VersionState {
+    /// The name the API and the CLI show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionState::Live => "live",
+            VersionState::Retired => "retired",
+        }
+    }
+}
+
+/// One version of a key: its facts always, its material only while it is live (a retired
+/// version's secret is never kept in memory).
+pub struct Version {
+    pub id: String,
+    pub state: VersionState,
+    /// `None` when unknown (legacy keys, or a retired version the store cannot read).
+    pub created_at: Option<OffsetDateTime>,
+    pub created_by: String,
+    /// `Some` exactly when `state` is `Live`.
+    pub key: Option<KeyVersion>,
+}
+
+impl Version {
+    /// A live version holding `key`.
+    pub fn live(id: String, key: KeyVersion) -> Version {
+        Version {
+            id,
+            state: VersionState::Live,
+            created_at: key.created_at,
+            created_by: key.created_by.clone(),
+            key: Some(key),
+        }
+    }
+
+    /// A retired version: `key` (when the store could read it) gives the facts and is then
+    /// dropped, so its material is wiped.
+    pub fn retired(id: String, key: Option<KeyVersion>) -> Version {
+        let (created_at, created_by) =
+            key.map(|k| (k.created_at, k.created_by.clone())).unwrap_or((None, String::new()));
+        Version { id, state: VersionState::Retired, created_at, created_by, key: None }
+    }
+}
+
+/// A key with all its versions, the first (what upstream reads) first, newest last.
+pub struct VersionedKey {
+    versions: Vec<Version>,
+}
+
+impl VersionedKey {
+    pub fn new(versions: Vec<Version>) -> VersionedKey {
+        VersionedKey { versions }
+    }
+
+    /// A key of one live version (what every key is before its first rotation).
+    pub fn single(id: String, key: KeyVersion) -> VersionedKey {
+        VersionedKey { versions: vec![Version::live(id, key)] }
+    }
+
+    pub fn versions(&self) -> &[Version] {
+        &self.versions
+    }
+
+    /// The first version, which holds the key's HMAC secret and its creation facts.
+    pub fn first(&self) -> Option<&Version> {
+        self.versions.first()
+    }
+
+    /// The HMAC key: always the first version's, so HMAC output never changes across
+    /// rotations. `None` for JSON-era keys and while the first version is retired.
+    pub fn hmac(&self) -> Option<&HmacKey> {
+        self.first()?.key.as_ref()?.hmac.as_ref()
+    }
+
+    /// The newest live version, which encrypts. `None` when every version is retired.
+    pub fn newest(&self) -> Option<(&str, &KeyVersion)> {
+        self.versions.iter().rev().find_map(|v| Some((v.id.as_str(), v.key.as_ref()?)))
+    }
+
+    /// The version `id`, live or retired.
+    pub fn version(&self, id: &str) -> Option<&Version> {
+        self.versions.iter().find(|v| v.id == id)
+    }
+
+    /// How many versions are live.
+    pub fn live_count(&self) -> usize {
+        self.versions.iter().filter(|v| v.key.is_some()).count()
+    }
+
+    /// Opens `ciphertext` with version `id` only; a retired or unknown version fails like a
+    /// wrong key.
+    pub fn decrypt_with(
+        &self,
+        id: &str,
+        ciphertext: &[u8],
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, DecryptError> {
+        let key = self.version(id).and_then(|v| v.key.as_ref()).ok_or(DecryptError)?;
+        key.key.decrypt(ciphertext, aad)
+    }
+
+    /// Opens `ciphertext` with each live version, newest first, at most `max_tries` of them;
+    /// the AEAD tag decides. Returns the plaintext and the id of the version that opened it.
+    pub fn decrypt_any(
+        &self,
+        ciphertext: &[u8],
+        aad: &[u8],
+        max_tries: usize,
+    ) -> Result<(Zeroizing<Vec<u8>>, &str), DecryptError> {
+        let live =
+            self.versions.iter().rev().filter_map(|v| Some((v.id.as_str(), v.key.as_ref()?)));
+        for (id, key) in live.take(max_tries) {
+            if let Ok(plaintext) = key.key.decrypt(ciphertext, aad) {
+                return Ok((plaintext, id));
+            }
+        }
+        Err(DecryptError)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Known-answer tests for every vector of `kes-crypto.md` §8.1 and §8.4, tamper checks,

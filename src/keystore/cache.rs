@@ -1,13 +1,15 @@
 //! The key cache in front of every store (`kes-azure-keystore.md` §7).
 //!
-//! Owns: parsed keys by name ([`KeyVersion`] zeroizes itself), the single-flight miss path,
+//! Owns: parsed keys by name, each with all its versions ([`VersionedKey`]; key material
+//! zeroizes itself, retired versions keep none), the single-flight miss path,
 //! the offline flag, and one background thread (`kes-cache`) that runs the four periodic
 //! tasks of §7: full flush (`any`), unused sweep (`unused / 2`), offline flush (`offline`)
 //! and the offline probe. Must not: cache errors, call the store on a miss while offline,
 //! or keep raw stored values (they are dropped, and so wiped, right after parsing).
 //!
 //! Miss path, in order: look up; if offline fail at once; join the in-flight load of that
-//! name or start one; the starter re-checks the cache, reads the store, parses, inserts with
+//! name or start one; the starter re-checks the cache, reads every version from the store
+//! ([`KeyStore::versions`], one call), parses, inserts with
 //! `used = true`, then hands its result (value or error) to every thread that joined.
 //! Hits set `used = true` under a read lock only.
 //!
@@ -25,9 +27,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::sealed::{SealedCache, SealedInfo};
-use super::{KeyStore, StoreError};
+use super::{KeyStore, MAX_VERSIONS, StoreError, StoredVersion};
 use crate::config::{CacheConfig, Level};
-use crate::crypto::{FormatError, KeyVersion};
+use crate::crypto::{FormatError, KeyVersion, Version, VersionedKey};
 
 /// Decodes a stored value; [`KeyVersion::parse`] in production, a stand-in in tests.
 pub type ParseFn = fn(&[u8]) -> Result<KeyVersion, FormatError>;
@@ -112,7 +114,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 struct Entry {
-    key: Arc<KeyVersion>,
+    key: Arc<VersionedKey>,
+    /// When the store was read for this entry (see [`KeyCache::refresh`]).
+    loaded: Instant,
     /// Set by every hit, cleared by every unused sweep.
     used: AtomicBool,
 }
@@ -127,7 +131,7 @@ struct Entries {
     enabled: bool,
 }
 
-type LoadResult = Result<Arc<KeyVersion>, CacheError>;
+type LoadResult = Result<Arc<VersionedKey>, CacheError>;
 
 /// One in-progress load of a name, shared by the thread doing it and those waiting for it.
 struct Flight {
@@ -238,7 +242,7 @@ impl Shared {
         self.entries.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn lookup(&self, name: &str) -> Option<Arc<KeyVersion>> {
+    fn lookup(&self, name: &str) -> Option<Arc<VersionedKey>> {
         let entries = self.read_entries();
         let entry = entries.map.get(name)?;
         entry.used.store(true, Ordering::Relaxed);
@@ -257,12 +261,12 @@ impl Shared {
         };
         self.backend_reads.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        // `value` is a `Zeroizing` buffer, wiped when it drops at the end of this function.
-        let value = self.store.get(name, deadline);
+        // The values are `Zeroizing` buffers, wiped when they drop at the end of this function.
+        let stored = self.store.versions(name, deadline);
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.backend_read_micros.fetch_add(micros, Ordering::Relaxed);
-        let value = match (value, &self.sealed) {
-            (Ok(value), _) => value,
+        let stored = match (stored, &self.sealed) {
+            (Ok(stored), _) => stored,
             (Err(StoreError::NotFound), Some(sealed)) => {
                 sealed.remove(name);
                 return Err(StoreError::NotFound.into());
@@ -272,23 +276,28 @@ impl Shared {
             }
             (Err(e), _) => return Err(e.into()),
         };
-        let key = Arc::new((self.parse)(&value).map_err(CacheError::Format)?);
+        let key = Arc::new(parse_versions(self.parse, &stored)?);
         if let Some(sealed) = &self.sealed {
-            sealed.save(name, &value);
+            // Every live version, in one sealed copy (retired ones without material).
+            sealed.save(name, &StoredVersion::encode_all(&stored));
         }
         let mut entries = self.write_entries();
         if entries.enabled && entries.removals == removals {
-            let entry = Entry { key: Arc::clone(&key), used: AtomicBool::new(true) };
+            let entry =
+                Entry { key: Arc::clone(&key), loaded: started, used: AtomicBool::new(true) };
             entries.map.insert(name.to_string(), entry);
         }
         Ok(key)
     }
 
     /// The sealed copy of `name`, parsed and cached, if there is a fresh authentic one.
-    fn load_sealed(&self, name: &str) -> Option<Arc<KeyVersion>> {
+    fn load_sealed(&self, name: &str) -> Option<Arc<VersionedKey>> {
         let sealed = self.sealed.as_ref()?;
         let copy = sealed.load(name).ok()?;
-        let key = match (self.parse)(&copy.value) {
+        let parsed = StoredVersion::decode_all(&copy.value)
+            .map_err(|e| e.to_string())
+            .and_then(|stored| parse_versions(self.parse, &stored).map_err(|e| e.to_string()));
+        let key = match parsed {
             Ok(key) => Arc::new(key),
             Err(e) => {
                 sealed.log_line(Level::ERROR, &format!("sealed cache: '{name}': {e}"));
@@ -297,7 +306,11 @@ impl Shared {
         };
         let mut entries = self.write_entries();
         if entries.enabled {
-            let entry = Entry { key: Arc::clone(&key), used: AtomicBool::new(true) };
+            let entry = Entry {
+                key: Arc::clone(&key),
+                loaded: Instant::now(),
+                used: AtomicBool::new(true),
+            };
             entries.map.insert(name.to_string(), entry);
         }
         Some(key)
@@ -320,10 +333,10 @@ impl Shared {
             if lock(&self.control).stop {
                 return;
             }
-            match self.store.get(name, Instant::now() + RECHECK_TIMEOUT) {
-                Ok(value) => match (self.parse)(&value) {
+            match self.store.versions(name, Instant::now() + RECHECK_TIMEOUT) {
+                Ok(stored) => match parse_versions(self.parse, &stored) {
                     Ok(key) => {
-                        sealed.save(name, &value);
+                        sealed.save(name, &StoredVersion::encode_all(&stored));
                         let mut entries = self.write_entries();
                         if let Some(entry) = entries.map.get_mut(name) {
                             entry.key = Arc::new(key);
@@ -419,6 +432,34 @@ impl Shared {
             _ => {}
         }
     }
+}
+
+/// Turns a store's versions into a cached key: live versions are parsed (a malformed one
+/// fails the key, as a malformed value always did); retired ones keep only their facts.
+fn parse_versions(parse: ParseFn, stored: &[StoredVersion]) -> Result<VersionedKey, CacheError> {
+    if stored.len() > MAX_VERSIONS {
+        return Err(CacheError::Store(StoreError::Failed(format!(
+            "key has {} versions, more than the {MAX_VERSIONS} this server reads",
+            stored.len()
+        ))));
+    }
+    if stored.is_empty() {
+        return Err(CacheError::Store(StoreError::NotFound));
+    }
+    let mut versions = Vec::with_capacity(stored.len());
+    for v in stored {
+        let parsed = v.value.as_deref().map(|b| parse(b));
+        versions.push(if v.enabled {
+            match parsed {
+                Some(Ok(key)) => Version::live(v.id.clone(), key),
+                Some(Err(e)) => return Err(CacheError::Format(e)),
+                None => return Err(CacheError::Format(FormatError("live version without value"))),
+            }
+        } else {
+            Version::retired(v.id.clone(), parsed.and_then(Result::ok))
+        });
+    }
+    Ok(VersionedKey::new(versions))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -618,7 +659,7 @@ impl KeyCache {
 
     /// The parsed key `name`, from the cache or (once for all concurrent callers) from the
     /// store. While offline, a key not in the cache fails at once with `Unreachable`.
-    pub fn get(&self, name: &str, deadline: Instant) -> Result<Arc<KeyVersion>, CacheError> {
+    pub fn get(&self, name: &str, deadline: Instant) -> Result<Arc<VersionedKey>, CacheError> {
         let shared = &*self.shared;
         if let Some(key) = shared.lookup(name) {
             shared.hits.fetch_add(1, Ordering::Relaxed);
@@ -649,6 +690,42 @@ impl KeyCache {
                 result
             }
         }
+    }
+
+    /// Reads `name` from the store again when `seen` is still what the cache holds for it
+    /// and was read at least `min_age` ago; otherwise returns what the cache holds now (or
+    /// loads it). For a decrypt that no cached version could open: the ciphertext may come
+    /// from a version another server added since. `min_age` bounds how often failing
+    /// requests can make this node read the store for one key.
+    pub fn refresh(
+        &self,
+        name: &str,
+        seen: &Arc<VersionedKey>,
+        min_age: Duration,
+        deadline: Instant,
+    ) -> Result<Arc<VersionedKey>, CacheError> {
+        let stale = {
+            let entries = self.shared.read_entries();
+            match entries.map.get(name) {
+                Some(e) => Arc::ptr_eq(&e.key, seen) && e.loaded.elapsed() >= min_age,
+                // Not cached (e.g. the cache is a pass-through): a plain load reads the store.
+                None => true,
+            }
+        };
+        if stale {
+            if self.is_offline() {
+                return Ok(Arc::clone(seen));
+            }
+            self.forget(name);
+        }
+        self.get(name, deadline)
+    }
+
+    /// Drops the cached entry of `name` (its sealed copy stays) so that the next lookup
+    /// reads the store: after this node changed the key's versions, or to re-read them. A
+    /// load of `name` already in progress will not re-insert what it read.
+    pub fn forget(&self, name: &str) {
+        self.shared.forget(name);
     }
 
     /// Forgets `name` (after it was deleted from the store through this node). A load of
@@ -781,7 +858,7 @@ impl Drop for KeyCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{Algorithm, KEY_LEN, SecretKey};
+    use crate::crypto::{Algorithm, KEY_LEN, SecretKey, VersionState};
     use crate::keystore::mem::MemStore;
     use crate::keystore::{Listing, StoredValue};
     use std::sync::Barrier;
@@ -906,7 +983,7 @@ mod tests {
         let a = cache.get("k", later()).unwrap();
         let b = cache.get("k", later()).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
-        assert_eq!(a.created_by, "v1");
+        assert_eq!(a.first().unwrap().created_by, "v1");
         let stats = cache.stats();
         assert_eq!((stats.hits, stats.misses, stats.backend_reads), (1, 1, 1));
         assert_eq!(store.reads(), 1);
@@ -932,10 +1009,10 @@ mod tests {
                     .unwrap()
             })
             .collect();
-        let keys: Vec<Arc<KeyVersion>> =
+        let keys: Vec<Arc<VersionedKey>> =
             handles.into_iter().map(|h| h.join().unwrap().ok().unwrap()).collect();
         assert!(keys.iter().all(|k| Arc::ptr_eq(k, &keys[0])));
-        assert_eq!(keys[0].created_by, "cold");
+        assert_eq!(keys[0].first().unwrap().created_by, "cold");
         let stats = cache.stats();
         assert_eq!(stats.backend_reads, 1);
         assert_eq!(store.mem.reads(), 1);
@@ -971,7 +1048,7 @@ mod tests {
         // Not cached: the next lookup asks again, and sees the key once it exists.
         assert_eq!(cache.get("missing", later()).err(), want);
         store.mem.create("missing", &value("now"), later()).unwrap();
-        assert_eq!(cache.get("missing", later()).unwrap().created_by, "now");
+        assert_eq!(cache.get("missing", later()).unwrap().first().unwrap().created_by, "now");
         assert_eq!(store.mem.reads(), 3);
     }
 
@@ -1004,7 +1081,9 @@ mod tests {
         store.set_gate(true);
         let loader = {
             let cache = Arc::clone(&cache);
-            thread::spawn(move || cache.get("k", later()).map(|k| k.created_by.clone()))
+            thread::spawn(move || {
+                cache.get("k", later()).map(|k| k.first().unwrap().created_by.clone())
+            })
         };
         assert!(eventually(Duration::from_secs(5), || store.entered.load(Ordering::SeqCst) == 2));
         cache.remove("k");
@@ -1094,7 +1173,7 @@ mod tests {
         store.set_unreachable(false);
         assert!(eventually(Duration::from_secs(3), || !cache.is_offline()));
         assert!(cache.status(later()).is_ok());
-        assert_eq!(cache.get("cold", later()).unwrap().created_by, "c");
+        assert_eq!(cache.get("cold", later()).unwrap().first().unwrap().created_by, "c");
     }
 
     #[test]
@@ -1224,7 +1303,7 @@ mod tests {
         store.create("warm", &value("w"), later()).unwrap();
         store.create("cold", &value("c"), later()).unwrap();
         let first = sealed_cache_over(store.clone(), config(0, 0, 0), 0, &sealed);
-        assert_eq!(first.get("warm", later()).unwrap().created_by, "w");
+        assert_eq!(first.get("warm", later()).unwrap().first().unwrap().created_by, "w");
         assert_eq!(sealed.names(), vec!["warm"]);
         drop(first);
 
@@ -1234,14 +1313,46 @@ mod tests {
         assert_eq!(second.start_from_sealed(), 1);
         assert!(second.is_offline());
         let reads = store.reads();
-        assert_eq!(second.get("warm", later()).unwrap().created_by, "w");
+        assert_eq!(second.get("warm", later()).unwrap().first().unwrap().created_by, "w");
         assert_eq!(second.get("cold", later()).err(), Some(CacheError::Store(offline_error())));
         assert_eq!(store.reads(), reads, "offline lookups must not reach the store");
         let (info, _) = second.serving_sealed().unwrap();
         assert_eq!(info.path, dir);
         // Flushed from memory, it is still served from disk.
         second.shared.flush_all();
-        assert_eq!(second.get("warm", later()).unwrap().created_by, "w");
+        assert_eq!(second.get("warm", later()).unwrap().first().unwrap().created_by, "w");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_sealed_copy_holds_every_live_version_and_no_retired_material() {
+        let (dir, sealed) = sealed_dir("versions");
+        let store = Arc::new(MemStore::new());
+        store.create("k", &value("v1"), later()).unwrap();
+        let v2 = store.add_version("k", &value("v2"), later()).unwrap();
+        let v3 = store.add_version("k", &value("v3"), later()).unwrap();
+        store.set_version_enabled("k", &v2, false, later()).unwrap();
+        let first = sealed_cache_over(store.clone(), config(0, 0, 0), 0, &sealed);
+        assert_eq!(first.get("k", later()).unwrap().versions().len(), 3);
+        drop(first);
+        store.set_unreachable(true);
+        let second = sealed_cache_over(store.clone(), config(0, 0, 0), 0, &sealed);
+        assert_eq!(second.start_from_sealed(), 1);
+        let key = second.get("k", later()).unwrap();
+        let got: Vec<_> = key
+            .versions()
+            .iter()
+            .map(|v| (v.id.clone(), v.state, v.key.as_ref().map(|k| k.created_by.clone())))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("0".to_string(), VersionState::Live, Some("v1".to_string())),
+                (v2, VersionState::Retired, None),
+                (v3.clone(), VersionState::Live, Some("v3".to_string())),
+            ]
+        );
+        assert_eq!(key.newest().unwrap().0, v3);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -1276,7 +1387,7 @@ mod tests {
         cache.shared.flush_all();
         store.set_unreachable(true);
         // Not offline yet (no probe), but the read fails: the copy answers.
-        assert_eq!(cache.get("k", later()).unwrap().created_by, "k");
+        assert_eq!(cache.get("k", later()).unwrap().first().unwrap().created_by, "k");
         let err = cache.get("never", later()).err().unwrap();
         assert!(matches!(err, CacheError::Store(StoreError::Unreachable(_))), "{err:?}");
         let _ = std::fs::remove_dir_all(&dir);
@@ -1305,12 +1416,16 @@ mod tests {
         assert!(eventually(Duration::from_secs(5), || !cache.is_offline()));
         assert!(eventually(Duration::from_secs(5), || sealed.names() == vec!["changed", "same"]));
         assert!(eventually(Duration::from_secs(5), || {
-            cache.get("changed", later()).unwrap().created_by == "new"
+            cache.get("changed", later()).unwrap().first().unwrap().created_by == "new"
         }));
         assert!(!cache.cached("gone"));
         assert_eq!(cache.get("gone", later()).err(), Some(CacheError::Store(StoreError::NotFound)));
         assert!(eventually(Duration::from_secs(5), || {
-            sealed.load("changed").map(|c| c.value[KEY_LEN..].to_vec()).ok()
+            sealed
+                .load("changed")
+                .ok()
+                .and_then(|c| StoredVersion::decode_all(&c.value).ok())
+                .and_then(|v| v[0].value.as_ref().map(|x| x[KEY_LEN..].to_vec()))
                 == Some(b"new".to_vec())
         }));
         let _ = std::fs::remove_dir_all(&dir);

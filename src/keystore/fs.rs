@@ -6,6 +6,25 @@
 //! replaces an existing name) and the directory is fsynced, so a crash leaves either no key
 //! or a complete one, never a truncated file.
 //!
+//! Versions (key rotation): the key file stays the first version, byte for byte what
+//! upstream reads. Later versions live in a sibling directory `<dir>.versions/` (the key
+//! directory's name plus `.versions`), because upstream lists *every* entry of the key
+//! directory as a key name. Layout, all modes 0700/0600:
+//!
+//! ```text
+//! <dir>/<name>                                  first version (version id "0")
+//! <dir>.versions/<name>/<fp>/<nanos>-<id>.key   a later version's stored value
+//! <dir>.versions/<name>/<fp>/<id>.retired       marker: version <id> is retired
+//! ```
+//!
+//! `<fp>` is a fingerprint of the key file (SHA-256 of its bytes, 32 hex digits): versions
+//! belong to one incarnation of the key, so a key deleted by a server that does not know
+//! versions (leaving `<dir>.versions/<name>` behind) and created again never inherits them.
+//! `<nanos>` is the creation time in nanoseconds, zero-padded to 20 digits, and `<id>` 16
+//! random hex digits: every server sharing the directory sorts the file names the same way.
+//! Version files are written like key files (temp file, fsync, link, fsync the directory);
+//! a marker is an empty file created or removed, then the directory is fsynced.
+//!
 //! Owns: the mapping from names to paths and every filesystem call on the key directory.
 //! Must not: touch a path built from a name that failed `safe_file_name`, follow a
 //! symlink for a key file, or parse the values it keeps.
@@ -18,7 +37,10 @@ use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
-use super::{KeyStore, Listing, StoreError, StoredValue, list_page};
+use super::{
+    FIRST_VERSION_ID, KeyStore, Listing, StoreError, StoredValue, StoredVersion, list_page,
+    new_version_id, valid_version_id,
+};
 
 /// Largest stored value read or written. A stored key is a few hundred bytes (base64
 /// protobuf or one JSON object, `kes-crypto.md` §2); anything near this bound is not a key,
@@ -41,6 +63,20 @@ const TEMP_PREFIX: &str = ".tmp-";
 /// A listing checks its deadline after every this many directory entries, so a huge
 /// directory cannot hold a request thread past its route timeout by much.
 const LIST_DEADLINE_EVERY: usize = 1024;
+
+/// Suffix of the sibling directory that holds later versions.
+const VERSIONS_SUFFIX: &str = ".versions";
+
+/// Mode of the version directories: only the server's user may list them.
+const VERSIONS_DIR_MODE: u32 = 0o700;
+
+/// File name suffixes in a version directory.
+const VERSION_FILE_SUFFIX: &str = ".key";
+const RETIRED_SUFFIX: &str = ".retired";
+
+/// Most entries read from one key's version directory: the key's versions and markers are
+/// at most `2 * MAX_VERSIONS`; a directory holding far more is not ours to trust.
+const MAX_VERSION_ENTRIES: usize = 4 * super::MAX_VERSIONS;
 
 /// `open(2)` flags for key files: never follow a symlink out of the directory, and never
 /// block on a FIFO someone placed under a key's name (the type is checked after opening).
@@ -67,6 +103,8 @@ pub(super) fn safe_file_name(name: &str) -> bool {
 #[derive(Debug)]
 pub struct FsStore {
     dir: PathBuf,
+    /// `<dir>.versions`; `None` when the key directory has no name to derive it from (`/`).
+    versions_root: Option<PathBuf>,
 }
 
 impl FsStore {
@@ -89,7 +127,84 @@ impl FsStore {
         if !meta.is_dir() {
             return Err(StoreError::Failed(format!("fs: '{}' is not a directory", dir.display())));
         }
-        Ok(FsStore { dir })
+        let versions_root = match (dir.parent(), dir.file_name()) {
+            (Some(parent), Some(base)) => {
+                // A relative `keys` has the parent "", which is the working directory.
+                let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+                let mut name = base.to_os_string();
+                name.push(VERSIONS_SUFFIX);
+                Some(parent.join(name))
+            }
+            _ => None,
+        };
+        Ok(FsStore { dir, versions_root })
+    }
+
+    /// Where later versions of the current incarnation of `name` live (see the module doc).
+    fn version_dir(&self, name: &str, first: &[u8]) -> Result<PathBuf, StoreError> {
+        let root = self.versions_root.as_ref().ok_or_else(|| {
+            StoreError::Failed("fs: the key directory has no name to keep versions beside".into())
+        })?;
+        let digest = ring::digest::digest(&ring::digest::SHA256, first);
+        let fp: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+        Ok(root.join(name).join(fp))
+    }
+
+    /// Version files and markers of one version directory, bounded; empty when missing.
+    fn version_entries(dir: &Path) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        let fail = |e: io::Error| StoreError::Failed(format!("fs: failed to list versions: {e}"));
+        let entries = match fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
+            Err(e) => return Err(fail(e)),
+        };
+        let (mut files, mut retired) = (Vec::new(), Vec::new());
+        for (i, entry) in entries.enumerate() {
+            if i >= MAX_VERSION_ENTRIES {
+                return Err(StoreError::Failed(format!(
+                    "fs: version directory holds more than {MAX_VERSION_ENTRIES} entries"
+                )));
+            }
+            let entry = entry.map_err(fail)?;
+            let Ok(file) = entry.file_name().into_string() else { continue };
+            if !entry.file_type().map_err(fail)?.is_file() {
+                continue;
+            }
+            if let Some(stem) = file.strip_suffix(VERSION_FILE_SUFFIX) {
+                if parse_version_stem(stem).is_some() {
+                    files.push(file);
+                }
+            } else if let Some(id) = file.strip_suffix(RETIRED_SUFFIX)
+                && valid_version_id(id)
+            {
+                retired.push(id.to_string());
+            }
+        }
+        files.sort_unstable();
+        Ok((files, retired))
+    }
+
+    /// Creates `dir` and its missing parents with mode 0700, fsyncing each new parent entry.
+    fn make_version_dir(dir: &Path) -> Result<(), StoreError> {
+        let fail =
+            |e: io::Error| StoreError::Failed(format!("fs: cannot create version directory: {e}"));
+        let mut missing = Vec::new();
+        let mut at = dir;
+        while !at.is_dir() {
+            missing.push(at.to_path_buf());
+            at = at.parent().ok_or_else(|| fail(io::Error::from(io::ErrorKind::NotFound)))?;
+        }
+        for d in missing.iter().rev() {
+            match DirBuilder::new().mode(VERSIONS_DIR_MODE).create(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(fail(e)),
+            }
+            if let Some(parent) = d.parent() {
+                sync_path(parent)?;
+            }
+        }
+        Ok(())
     }
 
     /// The key directory as configured.
@@ -113,6 +228,64 @@ impl FsStore {
             .and_then(|d| d.sync_all())
             .map_err(|e| StoreError::Failed(format!("fs: failed to sync key directory: {e}")))
     }
+}
+
+/// Makes the entries of directory `dir` durable.
+fn sync_path(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::Failed(format!("fs: failed to sync a directory: {e}")))
+}
+
+/// `<nanos:20>-<id>` → the id, when the stem has that shape.
+fn parse_version_stem(stem: &str) -> Option<&str> {
+    let (nanos, id) = stem.split_once('-')?;
+    (nanos.len() == 20 && nanos.bytes().all(|b| b.is_ascii_digit()) && valid_version_id(id))
+        .then_some(id)
+}
+
+/// Writes `value` under a temporary name in `dir`, fsyncs it and links it to `target`
+/// (never replacing an existing name), then fsyncs `dir`.
+fn write_new_file(
+    dir: &Path,
+    tmp_tag: &str,
+    target: &Path,
+    value: &[u8],
+) -> Result<(), StoreError> {
+    let mut tmp = TempFile::create(dir, tmp_tag)?;
+    tmp.file
+        .write_all(value)
+        .and_then(|()| tmp.file.sync_all())
+        .map_err(|e| StoreError::Failed(format!("fs: failed to write key: {e}")))?;
+    // link(2) fails with EEXIST instead of replacing, which makes this create-if-absent
+    // even against concurrent creators in other threads or processes.
+    match fs::hard_link(&tmp.path, target) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(StoreError::Exists),
+        Err(e) => return Err(StoreError::Failed(format!("fs: failed to create key: {e}"))),
+    }
+    drop(tmp);
+    sync_path(dir)
+}
+
+/// Reads one regular file (no symlink, no FIFO) of at most [`MAX_VALUE_LEN`] bytes.
+fn read_value(path: &Path) -> Result<StoredValue, StoreError> {
+    let mut file = match OpenOptions::new().read(true).custom_flags(OPEN_FLAGS).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotFound),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_regular()),
+        Err(e) => return Err(StoreError::Failed(format!("fs: failed to read key: {e}"))),
+    };
+    let read_err = |e: io::Error| StoreError::Failed(format!("fs: failed to read key: {e}"));
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(not_regular());
+    }
+    let len = usize::try_from(meta.len()).map_err(|_| too_large())?;
+    if len > MAX_VALUE_LEN {
+        return Err(too_large());
+    }
+    read_bounded(&mut file, len, MAX_VALUE_LEN).map_err(read_err)?.ok_or_else(too_large)
 }
 
 /// A temporary file in the key directory, removed when dropped (after it was linked into
@@ -208,44 +381,128 @@ impl KeyStore for FsStore {
             // Never write what `get` would refuse to read.
             return Err(too_large());
         }
-        let mut tmp = TempFile::create(&self.dir, name)?;
-        tmp.file
-            .write_all(value)
-            .and_then(|()| tmp.file.sync_all())
-            .map_err(|e| StoreError::Failed(format!("fs: failed to write key: {e}")))?;
-        // link(2) fails with EEXIST instead of replacing, which makes this create-if-absent
-        // even against concurrent creators in other threads or processes.
-        match fs::hard_link(&tmp.path, &path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(StoreError::Exists),
-            Err(e) => return Err(StoreError::Failed(format!("fs: failed to create key: {e}"))),
-        }
-        drop(tmp);
-        self.sync_dir()
+        write_new_file(&self.dir, name, &path, value)
     }
 
     fn get(&self, name: &str, _deadline: Instant) -> Result<StoredValue, StoreError> {
-        let path = self.key_path(name)?;
-        let mut file = match OpenOptions::new().read(true).custom_flags(OPEN_FLAGS).open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotFound),
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_regular()),
-            Err(e) => return Err(StoreError::Failed(format!("fs: failed to read key: {e}"))),
+        read_value(&self.key_path(name)?)
+    }
+
+    fn versions(&self, name: &str, deadline: Instant) -> Result<Vec<StoredVersion>, StoreError> {
+        let first = self.get(name, deadline)?;
+        let dir = match self.version_dir(name, &first) {
+            Ok(d) => d,
+            // No place for versions: the key has only its first.
+            Err(_) => {
+                let v = StoredVersion {
+                    id: FIRST_VERSION_ID.into(),
+                    enabled: true,
+                    value: Some(first),
+                };
+                return Ok(vec![v]);
+            }
         };
-        let read_err = |e: io::Error| StoreError::Failed(format!("fs: failed to read key: {e}"));
-        let meta = file.metadata().map_err(read_err)?;
-        if !meta.is_file() {
-            return Err(not_regular());
+        let (files, retired) = Self::version_entries(&dir)?;
+        let enabled = |id: &str| !retired.iter().any(|r| r == id);
+        let mut out = Vec::with_capacity(files.len() + 1);
+        out.push(StoredVersion {
+            id: FIRST_VERSION_ID.into(),
+            enabled: enabled(FIRST_VERSION_ID),
+            value: Some(first),
+        });
+        for file in files {
+            let stem = &file[..file.len() - VERSION_FILE_SUFFIX.len()];
+            let Some(id) = parse_version_stem(stem) else { continue };
+            let value = read_value(&dir.join(&file))?;
+            out.push(StoredVersion {
+                id: id.to_string(),
+                enabled: enabled(id),
+                value: Some(value),
+            });
         }
-        let len = usize::try_from(meta.len()).map_err(|_| too_large())?;
-        if len > MAX_VALUE_LEN {
+        Ok(out)
+    }
+
+    fn add_version(
+        &self,
+        name: &str,
+        value: &[u8],
+        deadline: Instant,
+    ) -> Result<String, StoreError> {
+        if value.len() > MAX_VALUE_LEN {
             return Err(too_large());
         }
-        read_bounded(&mut file, len, MAX_VALUE_LEN).map_err(read_err)?.ok_or_else(too_large)
+        let first = self.get(name, deadline)?;
+        let dir = self.version_dir(name, &first)?;
+        Self::make_version_dir(&dir)?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let id = new_version_id()?;
+        let target = dir.join(format!("{nanos:020}-{id}{VERSION_FILE_SUFFIX}"));
+        write_new_file(&dir, &id, &target, value)?;
+        Ok(id)
+    }
+
+    fn set_version_enabled(
+        &self,
+        name: &str,
+        id: &str,
+        enabled: bool,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        if !valid_version_id(id) {
+            return Err(StoreError::NotFound);
+        }
+        let first = self.get(name, deadline)?;
+        let dir = self.version_dir(name, &first)?;
+        let (files, _) = Self::version_entries(&dir)?;
+        let known = id == FIRST_VERSION_ID
+            || files
+                .iter()
+                .any(|f| parse_version_stem(&f[..f.len() - VERSION_FILE_SUFFIX.len()]) == Some(id));
+        if !known {
+            return Err(StoreError::NotFound);
+        }
+        let marker = dir.join(format!("{id}{RETIRED_SUFFIX}"));
+        let fail = |e: io::Error| StoreError::Failed(format!("fs: failed to update version: {e}"));
+        if enabled {
+            match fs::remove_file(&marker) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(fail(e)),
+            }
+        } else {
+            Self::make_version_dir(&dir)?;
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(FILE_MODE)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&marker)
+            {
+                Ok(f) => f.sync_all().map_err(fail)?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        sync_path(&dir)
     }
 
     fn delete(&self, name: &str, _deadline: Instant) -> Result<(), StoreError> {
         let path = self.key_path(name)?;
+        // Versions first: a crash in between leaves the key with its first version only,
+        // never versions without a key (and a deleted key's versions are gone for good).
+        if let Some(root) = &self.versions_root {
+            match fs::remove_dir_all(root.join(name)) {
+                Ok(()) => sync_path(root)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(StoreError::Failed(format!("fs: failed to delete versions: {e}")));
+                }
+            }
+        }
         match fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotFound),
@@ -515,6 +772,68 @@ mod tests {
         assert!(read_bounded(&mut File::open(&p).unwrap(), 3, 4999).unwrap().is_none());
         let exact = read_bounded(&mut File::open(&p).unwrap(), 0, 5000).unwrap().unwrap();
         assert_eq!(exact.len(), 5000);
+    }
+
+    #[test]
+    fn versions_live_beside_the_key_directory_and_stay_with_their_key() {
+        let t = TestDir::new();
+        let dir = t.0.join("keys");
+        let s = FsStore::open(&dir).unwrap();
+        assert_eq!(s.add_version("k", b"v2", later()), Err(StoreError::NotFound));
+        s.create("k", b"v1", later()).unwrap();
+        let one = s.versions("k", later()).unwrap();
+        assert_eq!((one.len(), one[0].id.as_str(), one[0].enabled), (1, "0", true));
+        let id2 = s.add_version("k", b"v2", later()).unwrap();
+        let id3 = s.add_version("k", b"v3", later()).unwrap();
+        // Upstream lists every entry of the key directory: nothing but the key is there.
+        assert_eq!(entries(&dir), ["k"]);
+        assert_eq!(s.get("k", later()).unwrap().as_slice(), b"v1");
+        s.set_version_enabled("k", &id2, false, later()).unwrap();
+        s.set_version_enabled("k", &id2, false, later()).unwrap();
+        s.set_version_enabled("k", "0", false, later()).unwrap();
+        s.set_version_enabled("k", "0", true, later()).unwrap();
+        assert_eq!(s.set_version_enabled("k", "ffff", false, later()), Err(StoreError::NotFound));
+        assert_eq!(s.set_version_enabled("k", "../x", false, later()), Err(StoreError::NotFound));
+        let v = s.versions("k", later()).unwrap();
+        let got: Vec<_> = v
+            .iter()
+            .map(|v| (v.id.clone(), v.enabled, v.value.as_ref().unwrap().to_vec()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("0".to_string(), true, b"v1".to_vec()),
+                (id2.clone(), false, b"v2".to_vec()),
+                (id3.clone(), true, b"v3".to_vec())
+            ]
+        );
+        let vdir = t.0.join("keys.versions").join("k");
+        let mode = fs::metadata(&vdir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & !VERSIONS_DIR_MODE, 0, "{mode:o}");
+        // A second store on the same directory (another server) sees the same order.
+        let other = FsStore::open(&dir).unwrap();
+        let ids: Vec<_> = other.versions("k", later()).unwrap().into_iter().map(|v| v.id).collect();
+        assert_eq!(ids, ["0".to_string(), id2, id3]);
+        // Deleting the key deletes its versions.
+        s.delete("k", later()).unwrap();
+        assert!(!vdir.exists());
+        s.create("k", b"new", later()).unwrap();
+        assert_eq!(s.versions("k", later()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn versions_left_by_a_foreign_delete_are_not_inherited() {
+        let t = TestDir::new();
+        let dir = t.0.join("keys");
+        let s = FsStore::open(&dir).unwrap();
+        s.create("k", b"old", later()).unwrap();
+        s.add_version("k", b"old-2", later()).unwrap();
+        // Upstream deletes only the key file and later creates the name again.
+        fs::remove_file(dir.join("k")).unwrap();
+        s.create("k", b"new", later()).unwrap();
+        let v = s.versions("k", later()).unwrap();
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].value.as_ref().unwrap().as_slice(), b"new");
     }
 
     #[test]

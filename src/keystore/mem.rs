@@ -1,22 +1,33 @@
 //! In-memory store for `kes server --dev` and tests. Values are zeroized when dropped.
 //!
-//! Owns: a sorted map of names to stored values behind one mutex, a read counter and a
-//! fault switch for tests. Must not: persist anything or parse the values it keeps.
+//! Owns: a sorted map of names to their versions (the first is the key's value) behind one
+//! mutex, a read counter and a fault switch for tests. Must not: persist anything or parse the values it keeps.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::{KeyStore, Listing, StoreError, StoredValue, list_page};
+use super::{
+    FIRST_VERSION_ID, KeyStore, Listing, StoreError, StoredValue, StoredVersion, list_page,
+    new_version_id,
+};
 
 /// What a call returns while [`MemStore::set_unreachable`] is on.
 const UNREACHABLE: &str = "in-memory store switched to unreachable";
 
+/// One version in memory.
+struct MemVersion {
+    id: String,
+    enabled: bool,
+    value: StoredValue,
+}
+
 /// A volatile key store. `Default` is the same as [`MemStore::new`].
 #[derive(Default)]
 pub struct MemStore {
-    keys: Mutex<BTreeMap<String, StoredValue>>,
+    /// Each key's versions in the order they were added; never empty.
+    keys: Mutex<BTreeMap<String, Vec<MemVersion>>>,
     reads: AtomicU64,
     unreachable: AtomicBool,
 }
@@ -26,7 +37,7 @@ impl MemStore {
         MemStore::default()
     }
 
-    /// How many times `get` was called, including calls that failed. Lets tests prove
+    /// How many times `get` or `versions` was called, including calls that failed. Lets tests prove
     /// that a cache did (or did not) reach the backend.
     pub fn reads(&self) -> u64 {
         self.reads.load(Ordering::SeqCst)
@@ -47,7 +58,7 @@ impl MemStore {
 
     /// The map is never left half-updated (every mutation is one `BTreeMap` call), so a
     /// panic in another thread holding the lock leaves it consistent: ignore poisoning.
-    fn keys(&self) -> MutexGuard<'_, BTreeMap<String, StoredValue>> {
+    fn keys(&self) -> MutexGuard<'_, BTreeMap<String, Vec<MemVersion>>> {
         self.keys.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -70,22 +81,75 @@ impl KeyStore for MemStore {
         if keys.contains_key(name) {
             return Err(StoreError::Exists);
         }
-        keys.insert(name.to_string(), StoredValue::new(value.to_vec()));
+        let first = MemVersion {
+            id: FIRST_VERSION_ID.to_string(),
+            enabled: true,
+            value: StoredValue::new(value.to_vec()),
+        };
+        keys.insert(name.to_string(), vec![first]);
         Ok(())
     }
 
     fn get(&self, name: &str, _deadline: Instant) -> Result<StoredValue, StoreError> {
         self.reads.fetch_add(1, Ordering::SeqCst);
         self.check_reachable()?;
-        match self.keys().get(name) {
-            Some(value) => Ok(StoredValue::new(value.to_vec())),
+        match self.keys().get(name).and_then(|v| v.first()) {
+            Some(first) => Ok(StoredValue::new(first.value.to_vec())),
             None => Err(StoreError::NotFound),
         }
     }
 
+    fn versions(&self, name: &str, _deadline: Instant) -> Result<Vec<StoredVersion>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.check_reachable()?;
+        let keys = self.keys();
+        let versions = keys.get(name).ok_or(StoreError::NotFound)?;
+        Ok(versions
+            .iter()
+            .map(|v| StoredVersion {
+                id: v.id.clone(),
+                enabled: v.enabled,
+                value: Some(StoredValue::new(v.value.to_vec())),
+            })
+            .collect())
+    }
+
+    fn add_version(
+        &self,
+        name: &str,
+        value: &[u8],
+        _deadline: Instant,
+    ) -> Result<String, StoreError> {
+        self.check_reachable()?;
+        let id = new_version_id()?;
+        let mut keys = self.keys();
+        let versions = keys.get_mut(name).ok_or(StoreError::NotFound)?;
+        versions.push(MemVersion {
+            id: id.clone(),
+            enabled: true,
+            value: StoredValue::new(value.to_vec()),
+        });
+        Ok(id)
+    }
+
+    fn set_version_enabled(
+        &self,
+        name: &str,
+        id: &str,
+        enabled: bool,
+        _deadline: Instant,
+    ) -> Result<(), StoreError> {
+        self.check_reachable()?;
+        let mut keys = self.keys();
+        let versions = keys.get_mut(name).ok_or(StoreError::NotFound)?;
+        let version = versions.iter_mut().find(|v| v.id == id).ok_or(StoreError::NotFound)?;
+        version.enabled = enabled;
+        Ok(())
+    }
+
     fn delete(&self, name: &str, _deadline: Instant) -> Result<(), StoreError> {
         self.check_reachable()?;
-        // The removed value is a `Zeroizing` and is wiped as it drops here.
+        // The removed values are `Zeroizing` and are wiped as they drop here.
         match self.keys().remove(name) {
             Some(_) => Ok(()),
             None => Err(StoreError::NotFound),
@@ -120,6 +184,27 @@ mod tests {
         assert_eq!(s.get("k1", later()), Err(StoreError::NotFound));
         assert_eq!(s.delete("k1", later()), Err(StoreError::NotFound));
         assert_eq!(s.reads(), 3);
+    }
+
+    #[test]
+    fn versions_are_added_retired_and_listed_in_order() {
+        let s = MemStore::new();
+        assert_eq!(s.add_version("k", b"v2", later()), Err(StoreError::NotFound));
+        s.create("k", b"v1", later()).unwrap();
+        let id2 = s.add_version("k", b"v2", later()).unwrap();
+        let id3 = s.add_version("k", b"v3", later()).unwrap();
+        s.set_version_enabled("k", &id2, false, later()).unwrap();
+        assert_eq!(s.set_version_enabled("k", "nope", false, later()), Err(StoreError::NotFound));
+        let v = s.versions("k", later()).unwrap();
+        let got: Vec<_> = v
+            .iter()
+            .map(|v| (v.id.as_str(), v.enabled, v.value.as_ref().unwrap().as_slice()))
+            .collect();
+        assert_eq!(got, [("0", true, &b"v1"[..]), (&id2, false, b"v2"), (&id3, true, b"v3")]);
+        // `get` still reads the first version, as a store without versions would.
+        assert_eq!(s.get("k", later()).unwrap().as_slice(), b"v1");
+        s.delete("k", later()).unwrap();
+        assert_eq!(s.versions("k", later()).unwrap_err(), StoreError::NotFound);
     }
 
     #[test]

@@ -1,31 +1,44 @@
 //! One connection: TLS handshake under a deadline, then HTTP/1.1 requests with hard limits,
 //! each handed to `api::handle`. Runs on its own named thread; a panic while serving is
 //! caught here, logged without secrets, and ends only this connection.
+//!
+//! Every phase has an *absolute* deadline (handshake, head, body, response write), checked
+//! between single socket reads and writes: rustls is driven one `read_tls` /
+//! `process_new_packets` at a time with the time left as the socket timeout, so a client
+//! trickling one byte at a time gains nothing. The phase is published to the connection's
+//! admission [`Slot`] at each change, so that the accept thread can evict unproductive
+//! connections at the cap (`admission`).
 
 use super::Shared;
+use super::admission::{Phase, Slot};
 use crate::api::{self, ClientCert, Routed};
 use crate::auth::{Identity, x509};
 use crate::config::Level;
 use crate::http::{
     self, Body, BodyFraming, ChunkError, ChunkedDecoder, HeadError, Method, Response,
 };
-use rustls::{ServerConnection, StreamOwned};
+use rustls::ServerConnection;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, TcpStream};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A client must finish the TLS handshake within this (Go's server uses its
-/// ReadHeaderTimeout, 5 s, for the handshake too).
+/// A client must finish the TLS handshake within this, counted from the accept (Go's server
+/// uses its ReadHeaderTimeout, 5 s, for the handshake too).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Once a request has started, its head must arrive within this (upstream: 5 s).
+/// A request head must be complete within this, counted from the end of the handshake for
+/// the first request and from the first byte after an idle wait for later ones (as Go's
+/// ReadHeaderTimeout, upstream: 5 s).
 pub const READ_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// A kept-alive connection may wait this long for its next request (upstream: 90 s).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Bound on reading a body for routes without a timeout.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(15);
-/// Bound on one write to a log-stream subscriber; a reader that stalls longer is dropped.
+/// Bound on writing one response (or one event to a log-stream subscriber) for routes
+/// without a timeout; a reader that stalls longer is dropped. Routes with a timeout use it.
 pub const STREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bound on writing an error answer (400, 408, 431…) or the TLS close_notify before the
+/// connection closes: a client that does not read must not keep the thread.
+pub const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often an idle log stream checks whether its client went away.
 pub const STREAM_POLL: Duration = Duration::from_millis(500);
 /// Bodies of refused requests (404, 405) up to this size are drained to keep the
@@ -42,24 +55,147 @@ pub const LINGER_MAX_BYTES: u64 = 8 * 1024 * 1024;
 /// Read buffer size.
 const READ_CHUNK: usize = 8 * 1024;
 
-type Tls = StreamOwned<ServerConnection, TcpStream>;
+/// The TLS session over the connection's socket, driven by hand (never `complete_io`,
+/// whose internal read loop would let a trickle outlive any deadline).
+struct Tls<'a> {
+    conn: ServerConnection,
+    sock: &'a TcpStream,
+    slot: &'a Slot,
+    shared: &'a Shared,
+}
 
-/// Serves one accepted TCP connection to completion.
-pub fn serve(stream: TcpStream, shared: Arc<Shared>) {
+/// Why a deadline-bound read or write stopped.
+fn timed_out(what: &str) -> std::io::Error {
+    std::io::Error::new(ErrorKind::TimedOut, format!("{what} deadline exceeded"))
+}
+
+fn left(deadline: Instant, what: &str) -> std::io::Result<Duration> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() { Err(timed_out(what)) } else { Ok(left) }
+}
+
+impl Tls<'_> {
+    /// One socket read into rustls, then its processing. `Ok(0)` at end of stream.
+    fn fill(&mut self, deadline: Instant) -> std::io::Result<usize> {
+        self.sock.set_read_timeout(Some(left(deadline, "read")?))?;
+        let mut sock = self.sock;
+        let n = match self.conn.read_tls(&mut sock) {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(timed_out("read"));
+            }
+            Err(e) => return Err(e),
+        };
+        if let Err(e) = self.conn.process_new_packets() {
+            // Send the alert rustls queued, briefly, then give up.
+            let _ = self.flush(Instant::now() + CLOSE_WRITE_TIMEOUT);
+            return Err(std::io::Error::new(ErrorKind::InvalidData, e));
+        }
+        Ok(n)
+    }
+
+    /// Writes everything rustls has queued, one socket write at a time, before `deadline`.
+    fn flush(&mut self, deadline: Instant) -> std::io::Result<()> {
+        let mut sock = self.sock;
+        while self.conn.wants_write() {
+            self.sock.set_write_timeout(Some(left(deadline, "write")?))?;
+            match self.conn.write_tls(&mut sock) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return Err(timed_out("write"));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Completes the handshake before `deadline`.
+    fn handshake(&mut self, deadline: Instant) -> std::io::Result<()> {
+        while self.conn.is_handshaking() {
+            self.flush(deadline)?;
+            if !self.conn.is_handshaking() {
+                break;
+            }
+            if self.fill(deadline)? == 0 {
+                return Err(ErrorKind::UnexpectedEof.into());
+            }
+        }
+        // TLS 1.3 session tickets and the last flight.
+        self.flush(deadline)
+    }
+
+    /// Plaintext into `out`, reading the socket as needed before `deadline`. `Ok(0)` when
+    /// the client closed. `on_bytes` runs once when the first bytes arrive on the wire.
+    fn read_plain(
+        &mut self,
+        out: &mut [u8],
+        deadline: Instant,
+        on_bytes: &mut dyn FnMut() -> Option<Instant>,
+    ) -> std::io::Result<usize> {
+        let mut deadline = deadline;
+        loop {
+            match self.conn.reader().read(out) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            // Key updates and alerts rustls wants to send.
+            self.flush(deadline)?;
+            if self.fill(deadline)? == 0 {
+                return Ok(0);
+            }
+            if let Some(d) = on_bytes() {
+                deadline = d;
+            }
+        }
+    }
+
+    /// Queues and writes `bytes` before `deadline`.
+    fn write_all(&mut self, mut bytes: &[u8], deadline: Instant) -> std::io::Result<()> {
+        while !bytes.is_empty() {
+            let n = self.conn.writer().write(bytes)?;
+            bytes = &bytes[n..];
+            self.flush(deadline)?;
+        }
+        self.flush(deadline)
+    }
+
+    /// Counts a deadline that ended the connection.
+    fn count_deadline(&self, e: &std::io::Error, phase: usize) {
+        if e.kind() == ErrorKind::TimedOut {
+            self.shared.conns.deadline[phase].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// [`crate::obs::DEADLINE_PHASES`] indices.
+const DL_HANDSHAKE: usize = 0;
+const DL_HEAD: usize = 1;
+const DL_BODY: usize = 2;
+const DL_WRITE: usize = 3;
+
+/// Serves one admitted TCP connection to completion. `accepted` starts the handshake
+/// deadline.
+pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
+    let stream = slot.sock();
     let peer_ip = stream.peer_addr().ok().map(|a| a.ip());
     let _ = stream.set_nodelay(true);
     let config = shared.tls();
     let Ok(conn) = ServerConnection::new(config) else { return };
-    let mut tls = StreamOwned::new(conn, stream);
-    match handshake(&mut tls) {
-        Ok(()) => {}
-        Err(e) => {
+    let mut tls = Tls { conn, sock: stream, slot, shared };
+    if let Err(e) = tls.handshake(accepted + HANDSHAKE_TIMEOUT) {
+        tls.count_deadline(&e, DL_HANDSHAKE);
+        if slot.phase() != Phase::Evicted {
             shared.state().obs.log(
                 Level::INFO,
                 &format!("http: TLS handshake error from {}: {e}", ip_text(peer_ip)),
             );
-            return;
         }
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        return;
     }
     let chain = tls.conn.peer_certificates().unwrap_or_default();
     let cert = ClientCert::from_chain(chain);
@@ -78,21 +214,24 @@ pub fn serve(stream: TcpStream, shared: Arc<Shared>) {
         );
     }
     if let (ClientCert::One(id), Some(first)) = (&cert, chain.first()) {
-        note_flaws(&shared, first.as_ref(), id, peer_ip);
+        note_flaws(shared, first.as_ref(), id, peer_ip);
     }
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    // The first head is due READ_HEADER_TIMEOUT after the handshake, not after its first
+    // byte: a client that completes the handshake and then sends nothing gains nothing.
+    let mut wait = Wait::Head(Instant::now() + READ_HEADER_TIMEOUT);
     let mut unread = false;
     loop {
         let state = shared.state();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            one_request(&mut tls, &mut buf, &state, &cert, peer_ip)
+            one_request(&mut tls, &mut buf, &state, &cert, peer_ip, wait)
         }));
         match outcome {
             Ok(Next::KeepAlive) => {
                 // The previous request's bytes past the buffer's length go now, not when
                 // the connection ends.
                 crate::sys::wipe::wipe_spare(&mut buf);
-                continue;
+                wait = Wait::Idle;
             }
             Ok(Next::Close) => break,
             Ok(Next::CloseUnread) => {
@@ -110,23 +249,30 @@ pub fn serve(stream: TcpStream, shared: Arc<Shared>) {
                     &format!("http: panic serving {}: {what}", ip_text(peer_ip)),
                 );
                 let r = crate::api::error::error_response(500, "internal server error");
-                let _ = write_response(&mut tls, &r, false, 1, Method::Get);
+                let _ = write_response(&mut tls, &r, false, 1, Method::Get, close_deadline());
                 break;
             }
         }
     }
-    tls.conn.send_close_notify();
-    let _ = tls.conn.complete_io(&mut tls.sock);
-    if unread {
-        linger(&mut tls.sock);
+    if slot.phase() != Phase::Evicted {
+        tls.conn.send_close_notify();
+        let _ = tls.flush(close_deadline());
+        // Lingering produces nothing: evictable like a trickling head.
+        if unread && slot.enter(Phase::Head) {
+            linger(stream);
+        }
     }
-    let _ = tls.sock.shutdown(std::net::Shutdown::Both);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+fn close_deadline() -> Instant {
+    Instant::now() + CLOSE_WRITE_TIMEOUT
 }
 
 /// Graceful close after an early refusal: end the write side (the client sees the response,
 /// close_notify and FIN), then discard what the client still sends, bounded by
 /// [`LINGER_TIMEOUT`] and [`LINGER_MAX_BYTES`], so that closing sends no reset.
-fn linger(sock: &mut TcpStream) {
+fn linger(sock: &TcpStream) {
     if sock.shutdown(std::net::Shutdown::Write).is_err() {
         return;
     }
@@ -138,7 +284,7 @@ fn linger(sock: &mut TcpStream) {
         if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
             return;
         }
-        match sock.read(&mut scratch) {
+        match (&*sock).read(&mut scratch) {
             Ok(0) | Err(_) => return,
             Ok(n) => discarded += n as u64,
         }
@@ -175,18 +321,13 @@ fn ip_text(ip: Option<IpAddr>) -> String {
     ip.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into())
 }
 
-fn handshake(tls: &mut Tls) -> std::io::Result<()> {
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    while tls.conn.is_handshaking() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::Error::new(ErrorKind::TimedOut, "handshake timed out"));
-        }
-        tls.sock.set_read_timeout(Some(left))?;
-        tls.sock.set_write_timeout(Some(left))?;
-        tls.conn.complete_io(&mut tls.sock)?;
-    }
-    Ok(())
+/// How the next request is awaited.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// The head is due by this instant (first request).
+    Head(Instant),
+    /// Kept alive: up to [`IDLE_TIMEOUT`] for the first byte, then [`READ_HEADER_TIMEOUT`].
+    Idle,
 }
 
 enum Next {
@@ -196,16 +337,16 @@ enum Next {
     CloseUnread,
 }
 
-/// Reads into `buf` until `f(buf)` is satisfied, with a deadline.
-fn read_more(tls: &mut Tls, buf: &mut Vec<u8>, deadline: Instant) -> std::io::Result<usize> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(std::io::Error::new(ErrorKind::TimedOut, "read deadline exceeded"));
-    }
-    tls.sock.set_read_timeout(Some(left))?;
+/// Reads more plaintext into `buf` before `deadline`; `on_bytes` as in [`Tls::read_plain`].
+fn read_more(
+    tls: &mut Tls<'_>,
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+    on_bytes: &mut dyn FnMut() -> Option<Instant>,
+) -> std::io::Result<usize> {
     let start = buf.len();
     buf.resize(start + READ_CHUNK, 0);
-    let r = tls.read(&mut buf[start..]);
+    let r = tls.read_plain(&mut buf[start..], deadline, on_bytes);
     match r {
         Ok(n) => {
             buf.truncate(start + n);
@@ -218,24 +359,39 @@ fn read_more(tls: &mut Tls, buf: &mut Vec<u8>, deadline: Instant) -> std::io::Re
     }
 }
 
+fn no_change() -> Option<Instant> {
+    None
+}
+
 fn plain(status: u16) -> Response {
     let text = format!("{status} {}", http::reason(status));
     Response::with_body(status, "text/plain; charset=utf-8", text.into_bytes())
 }
 
 fn one_request(
-    tls: &mut Tls,
+    tls: &mut Tls<'_>,
     buf: &mut Vec<u8>,
     state: &api::State,
     cert: &ClientCert,
     peer_ip: Option<IpAddr>,
+    wait: Wait,
 ) -> Next {
-    // Wait for the first byte of the next request (idle keep-alive), then the whole head.
-    let mut deadline = Instant::now() + IDLE_TIMEOUT;
-    let mut started = !buf.is_empty();
-    if started {
-        deadline = Instant::now() + READ_HEADER_TIMEOUT;
+    // Idle keep-alive until the first byte arrives on the wire (even a partial TLS record),
+    // then the head under its own absolute deadline.
+    let slot = tls.slot;
+    let mut started = !buf.is_empty() || matches!(wait, Wait::Head(_));
+    let mut deadline = match wait {
+        Wait::Head(d) => d,
+        Wait::Idle if started => Instant::now() + READ_HEADER_TIMEOUT,
+        Wait::Idle => Instant::now() + IDLE_TIMEOUT,
+    };
+    if !slot.enter(if started { Phase::Head } else { Phase::Idle }) {
+        return Next::Close;
     }
+    let mut evicted = false;
+    // Whether any of this request reached us: a head deadline without a single byte ends
+    // in a silent close, as Go does; a partial head gets 408.
+    let mut got_bytes = !buf.is_empty();
     let (head, used) = loop {
         match http::parse_head(buf) {
             Ok(Some(parsed)) => break parsed,
@@ -251,21 +407,45 @@ fn one_request(
                         Response::with_body(400, "text/plain; charset=utf-8", text.into_bytes())
                     }
                 };
-                let _ = write_response(tls, &response, false, 1, Method::Get);
+                let _ = write_response(tls, &response, false, 1, Method::Get, close_deadline());
                 return Next::CloseUnread;
             }
         }
-        match read_more(tls, buf, deadline) {
-            Ok(0) => return Next::Close,
-            Ok(_) => {
-                if !started {
-                    started = true;
-                    deadline = Instant::now() + READ_HEADER_TIMEOUT;
-                }
+        let mut first_byte = None;
+        let mut on_bytes = || {
+            got_bytes = true;
+            if started {
+                return None;
             }
-            Err(_) => {
+            started = true;
+            evicted = !slot.enter(Phase::Head);
+            let d = Instant::now() + READ_HEADER_TIMEOUT;
+            first_byte = Some(d);
+            Some(d)
+        };
+        let r = read_more(tls, buf, deadline, &mut on_bytes);
+        if evicted {
+            return Next::Close;
+        }
+        if let Some(d) = first_byte {
+            deadline = d;
+        }
+        match r {
+            Ok(0) => return Next::Close,
+            Ok(_) => {}
+            Err(e) => {
                 if started {
-                    let _ = write_response(tls, &plain(408), false, 1, Method::Get);
+                    tls.count_deadline(&e, DL_HEAD);
+                    if e.kind() == ErrorKind::TimedOut && got_bytes {
+                        let _ = write_response(
+                            tls,
+                            &plain(408),
+                            false,
+                            1,
+                            Method::Get,
+                            close_deadline(),
+                        );
+                    }
                 }
                 return Next::Close;
             }
@@ -278,7 +458,14 @@ fn one_request(
         Routed::Respond(response) => {
             let drained = discard_body(tls, buf, head.framing);
             let keep = head.keep_alive && drained;
-            let _ = write_response(tls, &response, keep, head.minor_version, head.method.clone());
+            let _ = write_response(
+                tls,
+                &response,
+                keep,
+                head.minor_version,
+                head.method.clone(),
+                close_deadline(),
+            );
             return match (keep, drained) {
                 (true, _) => Next::KeepAlive,
                 (false, true) => Next::Close,
@@ -289,23 +476,43 @@ fn one_request(
 
     let body_deadline =
         Instant::now() + if route.timeout.is_zero() { BODY_TIMEOUT } else { route.timeout };
-    if head.framing != BodyFraming::None
-        && route.max_body > 0
-        && head.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
-        && buf.is_empty()
-    {
-        let _ = tls.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").and_then(|_| tls.flush());
+    if head.framing != BodyFraming::None {
+        if !slot.enter(Phase::Body) {
+            return Next::Close;
+        }
+        if route.max_body > 0
+            && head.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"))
+            && buf.is_empty()
+        {
+            let _ = tls.write_all(b"HTTP/1.1 100 Continue\r\n\r\n", body_deadline);
+        }
     }
     let (body, complete) = match read_body(tls, buf, head.framing, route.max_body, body_deadline) {
         Ok(b) => b,
-        Err(_) => return Next::Close,
+        Err(e) => {
+            tls.count_deadline(&e, DL_BODY);
+            return Next::Close;
+        }
     };
 
-    let write_timeout = if route.timeout.is_zero() { STREAM_WRITE_TIMEOUT } else { route.timeout };
-    let _ = tls.sock.set_write_timeout(Some(write_timeout));
+    // From here the request is being handled: the accept thread can no longer evict it,
+    // and it is answered whatever happens at the cap.
+    if !slot.enter(Phase::Busy) {
+        return Next::Close;
+    }
     let response = api::handle(state, route, &head, &body, cert, peer_ip);
+    let write_timeout = if route.timeout.is_zero() { STREAM_WRITE_TIMEOUT } else { route.timeout };
     let keep = head.keep_alive && complete && !matches!(response.body, Body::Stream(_));
-    if write_response(tls, &response, keep, head.minor_version, head.method.clone()).is_err() {
+    let written = write_response(
+        tls,
+        &response,
+        keep,
+        head.minor_version,
+        head.method.clone(),
+        Instant::now() + write_timeout,
+    );
+    if let Err(e) = written {
+        tls.count_deadline(&e, DL_WRITE);
         return Next::Close;
     }
     if let Body::Stream(stream) = response.body {
@@ -323,7 +530,7 @@ fn one_request(
 /// completely (an over-limit body is truncated, the handler then fails to decode it as
 /// upstream's limited reader makes it fail, and the connection is closed afterwards).
 fn read_body(
-    tls: &mut Tls,
+    tls: &mut Tls<'_>,
     buf: &mut Vec<u8>,
     framing: BodyFraming,
     max_body: usize,
@@ -335,7 +542,7 @@ fn read_body(
             let want = usize::try_from(n).unwrap_or(usize::MAX);
             let limit = want.min(max_body);
             while buf.len() < limit {
-                if read_more(tls, buf, deadline)? == 0 {
+                if read_more(tls, buf, deadline, &mut no_change)? == 0 {
                     return Err(ErrorKind::UnexpectedEof.into());
                 }
             }
@@ -366,7 +573,7 @@ fn read_body(
                 if dec.is_done() {
                     return Ok((dec.data, true));
                 }
-                if read_more(tls, buf, deadline)? == 0 {
+                if read_more(tls, buf, deadline, &mut no_change)? == 0 {
                     return Err(ErrorKind::UnexpectedEof.into());
                 }
             }
@@ -375,10 +582,13 @@ fn read_body(
 }
 
 /// Drains a small body of a refused request so the connection can be reused.
-fn discard_body(tls: &mut Tls, buf: &mut Vec<u8>, framing: BodyFraming) -> bool {
+fn discard_body(tls: &mut Tls<'_>, buf: &mut Vec<u8>, framing: BodyFraming) -> bool {
     match framing {
         BodyFraming::None => true,
         BodyFraming::Length(n) if n <= DISCARD_LIMIT => {
+            if !tls.slot.enter(Phase::Body) {
+                return false;
+            }
             let deadline = Instant::now() + READ_HEADER_TIMEOUT;
             read_body(tls, buf, framing, DISCARD_LIMIT as usize, deadline)
                 .is_ok_and(|(_, complete)| complete)
@@ -388,11 +598,12 @@ fn discard_body(tls: &mut Tls, buf: &mut Vec<u8>, framing: BodyFraming) -> bool 
 }
 
 fn write_response(
-    tls: &mut Tls,
+    tls: &mut Tls<'_>,
     r: &Response,
     keep: bool,
     minor: u8,
     method: Method,
+    deadline: Instant,
 ) -> std::io::Result<()> {
     let date = http::http_date(time::OffsetDateTime::now_utc());
     let mut bytes = r.head_bytes(keep, minor, &date);
@@ -401,17 +612,16 @@ fn write_response(
     {
         bytes.truncate(bytes.len() - b.len());
     }
-    tls.write_all(&bytes)?;
-    tls.flush()
+    tls.write_all(&bytes, deadline)
 }
 
 /// Writes streamed events as chunks until the client goes away or stalls.
-fn pump(tls: &mut Tls, mut stream: Box<dyn http::EventStream>) {
-    let _ = tls.sock.set_write_timeout(Some(STREAM_WRITE_TIMEOUT));
+fn pump(tls: &mut Tls<'_>, mut stream: Box<dyn http::EventStream>) {
     loop {
         match stream.next(STREAM_POLL) {
             Some(event) => {
-                if tls.write_all(&http::chunk(&event)).and_then(|_| tls.flush()).is_err() {
+                let deadline = Instant::now() + STREAM_WRITE_TIMEOUT;
+                if tls.write_all(&http::chunk(&event), deadline).is_err() {
                     return;
                 }
             }
@@ -424,16 +634,15 @@ fn pump(tls: &mut Tls, mut stream: Box<dyn http::EventStream>) {
     }
 }
 
-/// Whether the client closed its side: a read with a tiny timeout returning EOF or an
-/// error other than "would block".
-fn client_gone(tls: &mut Tls) -> bool {
-    if tls.sock.set_read_timeout(Some(Duration::from_millis(1))).is_err() {
-        return true;
-    }
-    let mut scratch = [0u8; 512];
-    match tls.read(&mut scratch) {
+/// Whether the client closed its side: one read with a tiny timeout returning EOF, a
+/// close_notify, or an error other than "nothing yet".
+fn client_gone(tls: &mut Tls<'_>) -> bool {
+    match tls.fill(Instant::now() + Duration::from_millis(1)) {
         Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        Ok(_) => {
+            let mut scratch = [0u8; 512];
+            matches!(tls.conn.reader().read(&mut scratch), Ok(0))
+        }
+        Err(e) => e.kind() != ErrorKind::TimedOut,
     }
 }

@@ -7,6 +7,7 @@
 //! harden -> accept. Reload (SIGHUP) swaps the state and TLS config atomically. [`load`] is
 //! the one loader of a config file, shared with `kes server --check` ([`check`]).
 
+pub mod admission;
 pub mod check;
 pub mod conn;
 pub mod tls;
@@ -19,18 +20,23 @@ use crate::keystore::cache::KeyCache;
 use crate::keystore::mem::MemStore;
 use crate::keystore::{KeyStore, StoreError};
 use crate::obs::audit_file::AuditFile;
-use crate::obs::{Obs, ProcReader, SharedWriter};
+use crate::obs::{ConnStats, Obs, ProcReader, SharedWriter};
 use crate::sys::{self, MlockPolicy};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 /// Default cap on concurrent connections. Each holds one thread; with [`CONN_STACK_SIZE`]
-/// this bounds locked stack memory under mlockall to about 256 MiB worst case.
+/// this bounds locked stack memory under mlockall to about 256 MiB worst case. At the cap,
+/// unproductive connections are evicted for newcomers ([`admission`]).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// At most one log line about evictions and refusals per this period: an attack must not
+/// flood the error log, and the line still says how many there were.
+pub const ADMISSION_LOG_PERIOD: Duration = Duration::from_secs(10);
 
 /// What a connection thread leaves unwiped at the top of its stack when it wipes the
 /// rest as it ends (`sys::wipe::wipe_stack`): the thread's own outer frames, which hold no
@@ -132,7 +138,9 @@ pub struct Banner {
 pub struct Shared {
     state: RwLock<Arc<State>>,
     tls: RwLock<Arc<rustls::ServerConfig>>,
-    active: AtomicUsize,
+    registry: admission::Registry,
+    /// Admission counters, also in every [`State`] for `/v1/metrics`.
+    conns: Arc<ConnStats>,
     stopping: AtomicBool,
 }
 
@@ -145,8 +153,9 @@ impl Shared {
         self.tls.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Connections holding a slot.
     pub fn active_connections(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
+        self.registry.open()
     }
 }
 
@@ -345,7 +354,7 @@ fn open_cache(
     }
 }
 
-fn build_state(cfg: &Config, keys: Arc<KeyCache>, obs: Arc<Obs>) -> State {
+fn build_state(cfg: &Config, keys: Arc<KeyCache>, obs: Arc<Obs>, conns: Arc<ConnStats>) -> State {
     let started = time::OffsetDateTime::now_utc();
     let (policies, routes) = authorization(cfg);
     State {
@@ -358,6 +367,7 @@ fn build_state(cfg: &Config, keys: Arc<KeyCache>, obs: Arc<Obs>) -> State {
         obs,
         proc: Arc::new(ProcReader::open()),
         cpus: (sys::online_cpus(), sys::usable_cpus()),
+        conns,
     }
 }
 
@@ -497,8 +507,9 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
     inputs.audit_file = open_audit_file(&cfg)?;
     let obs = make_obs(&cfg, &inputs);
     let keystore_desc = store.describe();
+    let conns = Arc::new(ConnStats::default());
     let (keys, sealed_line) = open_cache(&cfg, store, &obs)?;
-    let state = build_state(&cfg, keys, obs);
+    let state = build_state(&cfg, keys, obs, conns.clone());
 
     let listener = TcpListener::bind(addr).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AddrInUse {
@@ -527,15 +538,15 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
     let shared = Arc::new(Shared {
         state: RwLock::new(Arc::new(state)),
         tls: RwLock::new(tls),
-        active: AtomicUsize::new(0),
+        registry: admission::Registry::new(opts.max_connections.max(1)),
+        conns,
         stopping: AtomicBool::new(false),
     });
-    let max = opts.max_connections.max(1);
     let accept_shared = shared.clone();
     let accept = std::thread::Builder::new()
         .name("kes-accept".into())
         .stack_size(CONN_STACK_SIZE)
-        .spawn(move || accept_loop(listener, accept_shared, max))
+        .spawn(move || accept_loop(listener, accept_shared))
         .map_err(|e| StartError(format!("cannot start the accept thread: {e}")))?;
     let rotation = match &inputs.config {
         Some(path) => {
@@ -582,34 +593,89 @@ fn spawn_tls_rotation(
     Ok(handle.thread().clone())
 }
 
-/// Decrements the connection count when a connection thread ends.
-struct ConnGuard(Arc<Shared>);
+/// Gives the slot back when a connection thread ends, however it ends.
+struct SlotGuard(Arc<Shared>, Arc<admission::Slot>);
 
-impl Drop for ConnGuard {
+impl Drop for SlotGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
+        self.0.registry.release(&self.1);
+        self.0.conns.open.store(self.0.registry.open() as u64, Ordering::Relaxed);
     }
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>, max: usize) {
+/// Evictions and refusals since the last admission log line.
+#[derive(Default)]
+struct AdmissionLog {
+    next: Option<Instant>,
+    evicted: u64,
+    refused: u64,
+}
+
+impl AdmissionLog {
+    fn record(&mut self, shared: &Shared, outcome: admission::Admit) {
+        match outcome {
+            admission::Admit::Free => return,
+            admission::Admit::Evicted(_) => self.evicted += 1,
+            admission::Admit::Refused(_) => self.refused += 1,
+        }
+        let now = Instant::now();
+        if self.next.is_some_and(|t| now < t) {
+            return;
+        }
+        self.next = Some(now + ADMISSION_LOG_PERIOD);
+        shared.state().obs.log(
+            Level::WARN,
+            &format!(
+                "http: connection limit reached: evicted {} unproductive connection(s), refused {} (at most one line per {}s; see kes_http_connections_* in /v1/metrics)",
+                self.evicted,
+                self.refused,
+                ADMISSION_LOG_PERIOD.as_secs()
+            ),
+        );
+        self.evicted = 0;
+        self.refused = 0;
+    }
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut log = AdmissionLog::default();
     for stream in listener.incoming() {
         if shared.stopping.load(Ordering::Acquire) {
             break;
         }
         let Ok(stream) = stream else { continue };
-        if shared.active.fetch_add(1, Ordering::AcqRel) >= max {
-            shared.active.fetch_sub(1, Ordering::AcqRel);
-            let _ = stream.shutdown(std::net::Shutdown::Both);
-            continue;
+        let accepted = Instant::now();
+        let Ok(peer) = stream.peer_addr() else { continue };
+        let (outcome, slot) = shared.registry.admit(stream, peer.ip());
+        let counters = &shared.conns;
+        match outcome {
+            admission::Admit::Free => {}
+            admission::Admit::Evicted(phase) => {
+                let i = match phase {
+                    admission::Phase::Handshake => 0,
+                    admission::Phase::Head => 1,
+                    admission::Phase::Body => 2,
+                    _ => 3,
+                };
+                counters.evicted[i].fetch_add(1, Ordering::Relaxed);
+            }
+            admission::Admit::Refused(reason) => {
+                let i = admission::Refusal::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+                counters.refused[i].fetch_add(1, Ordering::Relaxed);
+            }
         }
-        let guard = ConnGuard(shared.clone());
-        let conn_shared = shared.clone();
+        log.record(&shared, outcome);
+        // A refused stream was dropped (closed) by the registry.
+        let Some(slot) = slot else { continue };
+        counters.accepted.fetch_add(1, Ordering::Relaxed);
+        counters.open.store(shared.registry.open() as u64, Ordering::Relaxed);
+        let guard = SlotGuard(shared.clone(), slot);
         let spawned = std::thread::Builder::new()
             .name("kes-conn".into())
             .stack_size(CONN_STACK_SIZE)
             .spawn(move || {
-                let _guard = guard;
-                conn::serve(stream, conn_shared);
+                let guard = guard;
+                conn::serve(&guard.1, &guard.0, accepted);
                 sys::wipe::wipe_stack::<{ CONN_STACK_SIZE - STACK_WIPE_MARGIN }>();
             });
         if let Err(e) = spawned {
@@ -668,7 +734,7 @@ impl Server {
         }
         let obs = make_obs(&cfg, &self.options);
         let (keys, _) = open_cache(&cfg, store, &obs)?;
-        let state = build_state(&cfg, keys, obs);
+        let state = build_state(&cfg, keys, obs, self.shared.conns.clone());
         let changes = policy_changes(&self.shared.state().policies, &state.policies);
         let old = std::mem::replace(
             &mut *self.shared.state.write().unwrap_or_else(|e| e.into_inner()),

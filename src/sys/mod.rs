@@ -62,6 +62,19 @@ pub fn mlock_obstacle() -> Option<String> {
 pub const MLOCK_FIX: &str = "grant the capability with 'sudo setcap cap_ipc_lock=+ep $(readlink -f $(which kes))', \
 or run under systemd with AmbientCapabilities=CAP_IPC_LOCK and LimitMEMLOCK=infinity";
 
+/// Locks every page of the process, now and in the future, *as it is touched*
+/// (`MCL_ONFAULT`, Linux >= 4.4): nothing that was ever resident can be swapped out, yet an
+/// idle connection thread costs the stack pages it used rather than its whole stack.
+/// Kernels that refuse the flag (EINVAL) get today's `MCL_CURRENT | MCL_FUTURE`, which
+/// faults in and locks every mapping in full.
+fn lock_all() -> nix::Result<()> {
+    let classic = MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE;
+    match mlockall(classic | MlockAllFlags::from_bits_retain(libc::MCL_ONFAULT)) {
+        Err(nix::errno::Errno::EINVAL) => mlockall(classic),
+        other => other,
+    }
+}
+
 /// Hardens the process. Runs once, before the first accept: mlockall, non-dumpable, no
 /// core files, then (when `seccomp`) the system-call filter on every thread.
 pub fn harden(policy: MlockPolicy, seccomp: bool) -> Result<Hardened, String> {
@@ -71,7 +84,7 @@ pub fn harden(policy: MlockPolicy, seccomp: bool) -> Result<Hardened, String> {
         mlock_off = Some("--no-mlock".to_string());
     } else {
         match mlock_obstacle() {
-            None => match mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE) {
+            None => match lock_all() {
                 Ok(()) => locked = true,
                 Err(e) if policy == MlockPolicy::Require => {
                     return Err(format!("failed to lock memory (mlockall): {e}; {MLOCK_FIX}"));

@@ -168,3 +168,99 @@ fn listings_follow_continue_at_past_a_full_page() {
     assert_eq!(text.ok().lines().count(), 1 + expected.len());
     assert!(text.stdout.ends_with("a1023\nb\nb1\nb2\n"));
 }
+
+#[test]
+fn rotate_retire_enable_rewrap_and_info_with_versions() {
+    let fx = Fixture::start();
+    fx.admin(&["key", "create", "rot"]).run().ok();
+    let dek = fx.admin(&["key", "dek", "rot"]).run();
+    let (pt, ct) = (json_field(dek.ok(), "plaintext"), json_field(&dek.stdout, "ciphertext"));
+    let context = b64(b"my-bucket/my-object");
+    let dek = fx.admin(&["key", "dek", "rot", &context]).run();
+    let (pt2, ct2) = (json_field(dek.ok(), "plaintext"), json_field(&dek.stdout, "ciphertext"));
+
+    // Pipe: the answer as one JSON line, the versions oldest first.
+    let out = fx.admin(&["key", "rotate", "rot"]).run();
+    let v: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
+    assert!(out.stdout.ends_with("}\n") && out.stdout.lines().count() == 1, "{}", out.stdout);
+    assert_eq!(v["name"], "rot");
+    let versions = v["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2);
+    assert_eq!(
+        (versions[0]["id"].as_str(), versions[0]["state"].as_str()),
+        (Some("0"), Some("live"))
+    );
+    let new = versions[1]["id"].as_str().unwrap().to_string();
+    assert_eq!(versions[1]["created_by"], fx.admin_id.as_str());
+
+    // `kes key info` adds the versions block once there is more than one version.
+    let info = fx.admin(&["key", "info", "rot"]).run();
+    let date = |i: usize| {
+        let c = versions[i]["created_at"].as_str().unwrap();
+        format!("{} {}", &c[..10], &c[11..19])
+    };
+    let tail = format!(
+        "\nVersions    {:<16}  live     {}\n            {new}  live     {}",
+        "0",
+        date(0),
+        date(1)
+    );
+    assert!(info.ok().ends_with(&tail), "{:?}", info.stdout);
+    let json = fx.admin(&["key", "info", "--json", "rot"]).run();
+    let j: serde_json::Value = serde_json::from_str(json.ok()).unwrap();
+    assert_eq!(j["versions"].as_array().unwrap().len(), 2);
+
+    // Rewrap a file: blank lines stay blank, a context follows its ciphertext.
+    let file = fx.dir.join("cts.txt");
+    std::fs::write(&file, format!("{ct}\n\n{ct2} {context}\n")).unwrap();
+    let out = fx.admin(&["key", "rewrap", "rot", file.to_str().unwrap()]).run();
+    let lines: Vec<&str> = out.ok().lines().collect();
+    assert_eq!(lines.len(), 3, "{:?}", out.stdout);
+    assert_eq!(lines[1], "");
+    assert_ne!(lines[0], ct);
+    assert_eq!(
+        fx.admin(&["key", "decrypt", "rot", lines[0]]).run().ok(),
+        format!("{{\"plaintext\":\"{pt}\"}}")
+    );
+    assert_eq!(
+        fx.admin(&["key", "decrypt", "rot", lines[2], &context]).run().ok(),
+        format!("{{\"plaintext\":\"{pt2}\"}}")
+    );
+    // On a terminal the progress is shown; the output lines are the same shape.
+    let t = fx.admin(&["key", "rewrap", "rot", file.to_str().unwrap()]).tty();
+    assert_eq!(t.code, 0, "{}", t.stdout);
+    assert!(t.stdout.contains("Rewrapped 3 lines with key \"rot\"\n"), "{:?}", t.stdout);
+    // A bad line names its number.
+    std::fs::write(&file, format!("{ct}\nnot-base64!\n")).unwrap();
+    let out = fx.admin(&["key", "rewrap", "rot", file.to_str().unwrap()]).run();
+    assert_eq!(out.code, 1);
+    assert_eq!(out.stderr, "Error: line 2: the ciphertext is not standard base64\n");
+
+    // Retire the first version: its ciphertexts fail; re-enable: they decrypt again.
+    let out = fx.admin(&["key", "rotate", "rot", "--retire", "0"]).run();
+    let v: serde_json::Value = serde_json::from_str(out.ok()).unwrap();
+    assert_eq!(v["versions"][0]["state"], "retired");
+    fx.admin(&["key", "decrypt", "rot", &ct])
+        .run()
+        .fails_with("failed to decrypt ciphertext: decryption failed: ciphertext is not authentic");
+    fx.admin(&["key", "rotate", "rot", "--enable", "0"]).run().ok();
+    assert_eq!(
+        fx.admin(&["key", "decrypt", "rot", &ct]).run().ok(),
+        format!("{{\"plaintext\":\"{pt}\"}}")
+    );
+    // Terminal: the versions table.
+    let t = fx.admin(&["key", "rotate", "--color", "never", "rot"]).tty();
+    assert_eq!(t.code, 0);
+    assert!(t.stdout.starts_with("Name        rot\nVersions    0 "), "{:?}", t.stdout);
+    assert_eq!(t.stdout.lines().count(), 4, "{:?}", t.stdout);
+
+    // Errors.
+    fx.admin(&["key", "rotate", "missing"])
+        .run()
+        .fails_with("failed to rotate key \"missing\": key does not exist");
+    fx.admin(&["key", "rotate", "rot", "--retire", "ffff"]).run().fails_with(
+        "failed to retire version \"ffff\" of key \"rot\": key version 'ffff' does not exist",
+    );
+    let both = fx.admin(&["key", "rotate", "rot", "--retire", "0", "--enable", "0"]).run();
+    assert_eq!(both.code, 2, "{both:?}");
+}

@@ -54,8 +54,8 @@ fn status_for_pipes_terminals_and_json() {
 
     let api = fx.admin(&["status", "--api", "--json"]).run();
     let list: Vec<serde_json::Value> = serde_json::from_str(api.ok()).unwrap();
-    // Upstream's 22 and our /v1/policy/check.
-    assert_eq!(list.len(), 23);
+    // Upstream's 22, our /v1/policy/check, and rotate, rewrap.
+    assert_eq!(list.len(), 25);
     let table = fx.admin(&["status", "-s", "--api"]).run();
     let lines: Vec<&str> = table.ok().lines().collect();
     assert_eq!(lines[1], "");

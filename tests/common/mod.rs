@@ -177,6 +177,16 @@ impl TestServer {
         )
     }
 
+    /// A server over any key store with a connection cap.
+    pub fn start_store_capped(
+        extra: &str,
+        store: Arc<dyn kes::keystore::KeyStore>,
+        max_connections: usize,
+    ) -> TestServer {
+        let unused = Arc::new(kes::keystore::mem::MemStore::new());
+        Self::start_full(extra, max_connections, Some(store), unused, None)
+    }
+
     /// A server over any key store.
     pub fn start_store(extra: &str, store: Arc<dyn kes::keystore::KeyStore>) -> TestServer {
         let unused = Arc::new(kes::keystore::mem::MemStore::new());
@@ -357,6 +367,19 @@ impl Client {
         Client { tls: rustls::StreamOwned::new(conn, sock), buf: Vec::new() }
     }
 
+    /// A client over a TLS stream made elsewhere (e.g. from a chosen source address).
+    pub fn from_parts(tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>) -> Client {
+        Client { tls, buf: Vec::new() }
+    }
+
+    /// Completes the TLS handshake now rather than with the first request.
+    pub fn handshake(&mut self) -> std::io::Result<()> {
+        while self.tls.conn.is_handshaking() {
+            self.tls.conn.complete_io(&mut self.tls.sock)?;
+        }
+        Ok(())
+    }
+
     pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.tls.write_all(bytes)?;
         self.tls.flush()
@@ -486,6 +509,15 @@ impl Binary {
 
     /// As [`Binary::start`], with `admin` as the admin identity.
     pub fn start_as(admin: ClientId, tls_extra: &str, extra: &str) -> Binary {
+        Self::start_full(admin, tls_extra, extra, &[])
+    }
+
+    /// As [`Binary::start`], with extra `kes server` flags (e.g. `--max-connections`).
+    pub fn start_flags(flags: &[&str]) -> Binary {
+        Self::start_full(client_id(), "", "", flags)
+    }
+
+    fn start_full(admin: ClientId, tls_extra: &str, extra: &str, flags: &[&str]) -> Binary {
         use std::io::BufRead;
         let dir = TempDir::new("bin");
         let (cert, key, server_cert) = server_cert(dir.path());
@@ -506,6 +538,7 @@ impl Binary {
             &["server", "--config", cfg.to_str().unwrap(), "--no-mlock"],
             &[],
         )
+        .args(flags)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -1322,13 +1322,16 @@ fn vault(st: &mut State, req: &Req, op: Op, base: &str) -> Resp {
                     vs.sort_by(|a, b| a.id.cmp(&b.id));
                     vs.into_iter()
                         .map(|v| {
-                            (
-                                v.id.clone(),
-                                obj(&[
-                                    ("id", js(&format!("{base}/secrets/{}/{}", e.name, v.id))),
-                                    ("attributes", attributes(v)),
-                                ]),
-                            )
+                            let mut p = vec![
+                                ("id", js(&format!("{base}/secrets/{}/{}", e.name, v.id))),
+                                ("attributes", attributes(v)),
+                            ];
+                            // `SecretItem.tags` (secrets.json 7.5): versions are listed
+                            // with their tags, which key rotation relies on.
+                            if let Some(t) = tags(v) {
+                                p.push(("tags", t));
+                            }
+                            (v.id.clone(), obj(&p))
                         })
                         .collect()
                 }

@@ -39,6 +39,7 @@ pub fn system_figures(ctx: &Ctx<'_>) -> SystemFigures {
         num_cpu: ctx.state.cpus.0,
         num_cpu_used: ctx.state.cpus.1,
         proc: ctx.state.proc.read(),
+        conns: ctx.state.conns.figures(),
     }
 }
 

@@ -48,9 +48,10 @@ use self::credentials::{
 };
 use self::error::{Class, api_error, classify, parse_challenge, redact, resource_matches_host};
 use self::wire::{
-    BadBody, VersionEntry, check_attributes, oldest_version, parse_bundle, parse_page,
+    BadBody, Bundle, ROTATION_TAG, SEQUENCE_TAG, VersionItem, check_attributes, key_versions,
+    oldest_version, parse_bundle, parse_page,
 };
-use super::{KeyStore, Listing, StoreError, StoredValue, list_page};
+use super::{KeyStore, Listing, StoreError, StoredValue, StoredVersion, list_page};
 use crate::config::{AzureConfig, AzureCredentials};
 
 /// The data-plane API version upstream's SDK uses since 2024-06 (`kes-azure-keystore.md` §2).
@@ -67,6 +68,9 @@ pub const MAX_VERSION_PAGES: usize = 40;
 /// Secret-listing pages read for one listing: 25 secrets per page, so 250 000 secrets.
 /// The caller's deadline bounds the time.
 pub const MAX_LIST_PAGES: usize = 10_000;
+/// A rotation waits until this many seconds after the first version's `created` second, so
+/// that the first version stays the oldest for upstream's read (see `add_version_inner`).
+pub const FIRST_VERSION_GAP_SECS: i64 = 1;
 /// Stack of the helper thread that reads the latest version while the versions are listed.
 pub const GET_THREAD_STACK: usize = 256 << 10;
 
@@ -507,8 +511,21 @@ impl AzureStore {
         // read together; most keys have exactly one version, which is then the oldest.
         let read_latest = || v.call(Method::GET, &latest_url, None, deadline);
         let (versions, latest) = parallel(|| v.list_versions(name, deadline), &read_latest);
-        let versions = versions?;
-        let want = oldest_version(&versions);
+        self.read_oldest(name, &versions?, latest, deadline)
+    }
+
+    /// Upstream's read (§3.3): the value of the oldest of `versions`, taken from `latest`
+    /// (the answer to reading the latest version) when that is the oldest.
+    fn read_oldest(
+        &self,
+        name: &str,
+        versions: &[VersionItem],
+        latest: Result<Response, CallError>,
+        deadline: Instant,
+    ) -> Result<StoredValue, StoreError> {
+        let v = &self.vault;
+        let entries: Vec<_> = versions.iter().map(VersionItem::entry).collect();
+        let want = oldest_version(&entries);
         let bundle = match latest {
             Ok(r) if r.status == 200 => {
                 let b = parse_bundle(&r.body).map_err(|e| bad("get", name, e))?;
@@ -538,6 +555,177 @@ impl AzureStore {
         check_attributes(&bundle.attributes, SystemTime::now())
             .map_err(|m| StoreError::Failed(format!("azure: failed to get '{name}': {m}")))?;
         Ok(bundle.value)
+    }
+
+    /// The key's first version and its rotation versions (see [`wire::key_versions`]); a
+    /// key without rotation versions is read exactly as [`Self::get_inner`] reads it, so
+    /// its errors (a disabled or expired secret, say) stay what they always were.
+    fn versions_inner(
+        &self,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<Vec<StoredVersion>, StoreError> {
+        let v = &self.vault;
+        let latest_url = v.secret_url(name, "");
+        // As in `get`: the listing and the latest version together; the latest is the
+        // newest rotation version, or the first version of a key never rotated.
+        let read_latest = || v.call(Method::GET, &latest_url, None, deadline);
+        let (items, latest) = parallel(|| v.list_versions(name, deadline), &read_latest);
+        let items = items?;
+        let (first, rotations) = match key_versions(&items) {
+            Some((first, rotations)) if !rotations.is_empty() => (first, rotations),
+            // Never rotated: exactly `get`'s read, still one round trip for a cold key.
+            found => {
+                let entries: Vec<_> = items.iter().map(VersionItem::entry).collect();
+                let id = found
+                    .and_then(|(f, _)| f.version.clone())
+                    .unwrap_or_else(|| oldest_version(&entries));
+                let value = self.read_oldest(name, &items, latest, deadline)?;
+                return Ok(vec![StoredVersion { id, enabled: true, value: Some(value) }]);
+            }
+        };
+        let latest = match latest {
+            Ok(r) if r.status == 200 => parse_bundle(&r.body).ok(),
+            _ => None,
+        };
+        let mut out = Vec::with_capacity(rotations.len() + 1);
+        for item in std::iter::once(first).chain(rotations) {
+            let id = item.version.clone().unwrap_or_default();
+            let value = if item.enabled {
+                let bundle = match &latest {
+                    Some(b) if b.version() == id => None,
+                    _ => Some(self.read_version(name, &id, deadline)?),
+                };
+                let bundle = bundle.as_ref().or(latest.as_ref()).ok_or_else(|| {
+                    StoreError::Failed(format!("azure: failed to get '{name}': version vanished"))
+                })?;
+                check_attributes(&bundle.attributes, SystemTime::now()).map_err(|m| {
+                    StoreError::Failed(format!("azure: failed to get '{name}' version '{id}': {m}"))
+                })?;
+                Some(StoredValue::new(bundle.value.to_vec()))
+            } else {
+                // Key Vault refuses to return a disabled version's value (403 SecretDisabled).
+                None
+            };
+            out.push(StoredVersion { id, enabled: item.enabled, value });
+        }
+        Ok(out)
+    }
+
+    /// `GET /secrets/{name}/{id}` → the bundle; 404 → `NotFound`.
+    fn read_version(&self, name: &str, id: &str, deadline: Instant) -> Result<Bundle, StoreError> {
+        let v = &self.vault;
+        let r = v
+            .call(Method::GET, &v.secret_url(name, id), None, deadline)
+            .map_err(|e| e.store("get", name, "failed to get secret version"))?;
+        if r.status != 200 {
+            return Err(map_get_status(name, "failed to get secret version", &r));
+        }
+        parse_bundle(&r.body).map_err(|e| bad("get", name, e))
+    }
+
+    /// Sets a new version of the secret, tagged as a rotation of the first version.
+    fn add_version_inner(
+        &self,
+        name: &str,
+        value: &[u8],
+        deadline: Instant,
+    ) -> Result<String, StoreError> {
+        let v = &self.vault;
+        let items = v.list_versions(name, deadline)?;
+        let (first, rotations) = key_versions(&items).ok_or_else(|| {
+            StoreError::Failed(format!(
+                "azure: '{name}' has no version with an id and a creation time"
+            ))
+        })?;
+        let first_id = first.version.clone().unwrap_or_default();
+        // Key Vault's `created` has a resolution of one second, and upstream reads the
+        // oldest version with ties going to list order (by id): a rotation version created
+        // in the same second as the first version could be what upstream takes for the key.
+        // Wait until this host's clock is past that second (plus one for clock skew).
+        if let Some(created) = first.created {
+            loop {
+                let now = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                    .unwrap_or(0);
+                if now > created.saturating_add(FIRST_VERSION_GAP_SECS) {
+                    break;
+                }
+                let wait = Duration::from_millis(200);
+                if Instant::now() + wait >= deadline {
+                    return Err(StoreError::Failed(format!(
+                        "azure: failed to rotate '{name}': the key was created too recently; retry in a few seconds"
+                    )));
+                }
+                std::thread::sleep(wait);
+            }
+        }
+        let sequence = rotations.iter().map(|r| r.sequence).max().unwrap_or(0) + 1;
+        let text = std::str::from_utf8(value).map_err(|_| {
+            StoreError::Failed(format!(
+                "azure: failed to rotate '{name}': the value is not valid UTF-8 text"
+            ))
+        })?;
+        let body = Zeroizing::new(
+            serde_json::json!({
+                "value": text,
+                "tags": { ROTATION_TAG: first_id, SEQUENCE_TAG: sequence.to_string() }
+            })
+            .to_string()
+            .into_bytes(),
+        );
+        let hide = |m: String| redact(&m, &[text]);
+        let r = v.call(Method::PUT, &v.secret_url(name, ""), Some(&body), deadline).map_err(
+            |e| match e.store("rotate", name, "failed to set secret") {
+                StoreError::Unreachable(m) => StoreError::Unreachable(hide(m)),
+                StoreError::Failed(m) => StoreError::Failed(hide(m)),
+                other => other,
+            },
+        )?;
+        match classify(r.status, &api_error(r.status, &r.body)) {
+            Class::Success => {}
+            Class::NotFound | Class::DeletedButRecoverable | Class::BeingDeleted => {
+                return Err(StoreError::NotFound);
+            }
+            _ => {
+                let StoreError::Failed(m) = fail_http("rotate", name, "failed to set secret", &r)
+                else {
+                    unreachable!("fail_http builds Failed")
+                };
+                return Err(StoreError::Failed(hide(m)));
+            }
+        }
+        let bundle = parse_bundle(&r.body).map_err(|e| bad("rotate", name, e))?;
+        Ok(bundle.version())
+    }
+
+    /// `PATCH /secrets/{name}/{id}` with `attributes.enabled`, for the first version or a
+    /// rotation version only (never a create duplicate).
+    fn set_enabled_inner(
+        &self,
+        name: &str,
+        id: &str,
+        enabled: bool,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        let v = &self.vault;
+        let items = v.list_versions(name, deadline)?;
+        let (first, rotations) = key_versions(&items).ok_or(StoreError::NotFound)?;
+        let known =
+            std::iter::once(first).chain(rotations).any(|i| i.version.as_deref() == Some(id));
+        if !known {
+            return Err(StoreError::NotFound);
+        }
+        let body = serde_json::json!({ "attributes": { "enabled": enabled } }).to_string();
+        let r = v
+            .call(Method::PATCH, &v.secret_url(name, id), Some(body.as_bytes()), deadline)
+            .map_err(|e| e.store("update", name, "failed to update secret version"))?;
+        match r.status {
+            200 => Ok(()),
+            404 => Err(StoreError::NotFound),
+            _ => Err(fail_http("update", name, "failed to update secret version", &r)),
+        }
     }
 
     fn delete_inner(&self, name: &str, deadline: Instant) -> Result<(), StoreError> {
@@ -623,6 +811,29 @@ impl KeyStore for AzureStore {
 
     fn delete(&self, name: &str, deadline: Instant) -> Result<(), StoreError> {
         self.delete_inner(name, deadline)
+    }
+
+    fn versions(&self, name: &str, deadline: Instant) -> Result<Vec<StoredVersion>, StoreError> {
+        self.versions_inner(name, deadline)
+    }
+
+    fn add_version(
+        &self,
+        name: &str,
+        value: &[u8],
+        deadline: Instant,
+    ) -> Result<String, StoreError> {
+        self.add_version_inner(name, value, deadline)
+    }
+
+    fn set_version_enabled(
+        &self,
+        name: &str,
+        id: &str,
+        enabled: bool,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
+        self.set_enabled_inner(name, id, enabled, deadline)
     }
 
     fn list(&self, prefix: &str, deadline: Instant) -> Result<Listing, StoreError> {
@@ -825,13 +1036,9 @@ impl Vault {
         true
     }
 
-    /// Every version of `name` as `(version, created)` in list order (all pages, bounded).
-    /// An empty listing or a 404 means the key does not exist (README observed item 7).
-    fn list_versions(
-        &self,
-        name: &str,
-        deadline: Instant,
-    ) -> Result<Vec<VersionEntry>, StoreError> {
+    /// Every version of `name` in list order (all pages, bounded). An empty listing or a
+    /// 404 means the key does not exist (README observed item 7).
+    fn list_versions(&self, name: &str, deadline: Instant) -> Result<Vec<VersionItem>, StoreError> {
         let mut url = format!(
             "{}/secrets/{}/versions?api-version={API_VERSION}",
             self.base,
@@ -849,7 +1056,7 @@ impl Vault {
                 return Err(fail_http("get", name, "failed to list versions", &r));
             }
             let page = parse_page(&r.body).map_err(|e| bad("get", name, e))?;
-            out.extend(page.versions());
+            out.extend(page.version_items());
             match page.next() {
                 Some(next) => {
                     url = self.next_url(next).map_err(|m| {

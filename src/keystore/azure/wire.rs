@@ -29,6 +29,64 @@ pub type VersionEntry = (Option<String>, Option<i64>);
 pub struct Item {
     pub id: Option<String>,
     pub attributes: Option<Attributes>,
+    /// `SecretItem.tags` (OpenAPI `secrets.json`): listed with every version.
+    pub tags: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// The tag that marks a secret version as a **rotation** version of a KES key; its value is
+/// the id of the key's first version. Versions without it are the key's first version (the
+/// oldest) and the duplicates that concurrent creates leave behind, which are never used.
+pub const ROTATION_TAG: &str = "kes-rotation-of";
+
+/// The tag that holds a rotation version's sequence number: one more than the highest the
+/// rotating server saw. Key Vault's `created` has a resolution of one second, so without it
+/// two rotations within a second would be ordered by their random ids; with it, rotations
+/// one after the other keep their order, and concurrent ones (same number) are ordered by
+/// `(created, id)`, the same on every server.
+pub const SEQUENCE_TAG: &str = "kes-rotation-seq";
+
+/// One listed version with what rotation needs to know about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionItem {
+    pub version: Option<String>,
+    pub created: Option<i64>,
+    /// `attributes.enabled`; absent means enabled.
+    pub enabled: bool,
+    /// The [`ROTATION_TAG`] value, when tagged.
+    pub rotation_of: Option<String>,
+    /// The [`SEQUENCE_TAG`] value; 0 when absent or not a number.
+    pub sequence: u64,
+}
+
+impl VersionItem {
+    /// `(version, created)` for [`oldest_version`].
+    pub fn entry(&self) -> VersionEntry {
+        (self.version.clone(), self.created)
+    }
+}
+
+/// The key's versions from a listing: the first version (the oldest untagged one, by
+/// [`oldest_version`]'s rule) and the rotation versions tagged with its id, ordered by
+/// `(sequence, created, version id)` so every server sees the same order. `None` when no untagged
+/// version has an id and a creation time.
+pub fn key_versions(items: &[VersionItem]) -> Option<(&VersionItem, Vec<&VersionItem>)> {
+    let untagged: Vec<VersionEntry> =
+        items.iter().filter(|i| i.rotation_of.is_none()).map(VersionItem::entry).collect();
+    let first_id = oldest_version(&untagged);
+    if first_id.is_empty() {
+        return None;
+    }
+    let first = items
+        .iter()
+        .find(|i| i.rotation_of.is_none() && i.version.as_deref() == Some(first_id.as_str()))?;
+    let mut rotations: Vec<&VersionItem> = items
+        .iter()
+        .filter(|i| i.rotation_of.as_deref() == Some(first_id.as_str()) && i.version.is_some())
+        .collect();
+    rotations.sort_by(|a, b| {
+        (a.sequence, a.created, &a.version).cmp(&(b.sequence, b.created, &b.version))
+    });
+    Some((first, rotations))
 }
 
 /// One page of a listing.
@@ -53,6 +111,25 @@ impl Page {
             .map(|i| {
                 let version = i.id.as_deref().and_then(last_segment);
                 (version, i.attributes.as_ref().and_then(|a| a.created))
+            })
+            .collect()
+    }
+
+    /// Every listed version with its state and rotation tag, in list order.
+    pub fn version_items(&self) -> Vec<VersionItem> {
+        self.value
+            .iter()
+            .map(|i| VersionItem {
+                version: i.id.as_deref().and_then(last_segment),
+                created: i.attributes.as_ref().and_then(|a| a.created),
+                enabled: i.attributes.as_ref().and_then(|a| a.enabled).unwrap_or(true),
+                rotation_of: i.tags.as_ref().and_then(|t| t.get(ROTATION_TAG)).cloned(),
+                sequence: i
+                    .tags
+                    .as_ref()
+                    .and_then(|t| t.get(SEQUENCE_TAG))
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
             })
             .collect()
     }
@@ -165,6 +242,48 @@ pub fn check_attributes(a: &Attributes, now: SystemTime) -> Result<(), String> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    fn vi(v: &str, created: i64, tag: Option<&str>) -> VersionItem {
+        VersionItem {
+            version: Some(v.into()),
+            created: Some(created),
+            enabled: true,
+            rotation_of: tag.map(String::from),
+            sequence: 0,
+        }
+    }
+
+    #[test]
+    fn key_versions_ignore_create_duplicates_and_order_rotations() {
+        let items = vec![
+            vi("r2", 20, Some("a")),
+            vi("b", 10, None), // duplicate of a concurrent create: never used
+            vi("r1b", 15, Some("a")),
+            vi("a", 10, None),
+            vi("r1a", 15, Some("a")), // same second as r1b: the id decides
+            vi("x", 30, Some("zzz")), // tagged for another first version: ignored
+        ];
+        let (first, rot) = key_versions(&items).unwrap();
+        assert_eq!(first.version.as_deref(), Some("b"), "ties: first in list order, as upstream");
+        assert!(rot.is_empty());
+        let mut items = items;
+        items.swap(1, 3);
+        let (first, rot) = key_versions(&items).unwrap();
+        assert_eq!(first.version.as_deref(), Some("a"));
+        let ids: Vec<_> = rot.iter().map(|r| r.version.as_deref().unwrap()).collect();
+        assert_eq!(ids, ["r1a", "r1b", "r2"]);
+        assert!(key_versions(&[vi("r", 1, Some("a"))]).is_none());
+        // The sequence number orders rotations within one second.
+        let mut late = vi("r0", 15, Some("a"));
+        late.sequence = 2;
+        items.push(late);
+        let mut early = vi("r9", 15, Some("a"));
+        early.sequence = 1;
+        items.push(early);
+        let (_, rot) = key_versions(&items).unwrap();
+        let ids: Vec<_> = rot.iter().map(|r| r.version.as_deref().unwrap()).collect();
+        assert_eq!(ids, ["r1a", "r1b", "r2", "r9", "r0"]);
+    }
 
     #[test]
     fn oldest_version_rules() {
