@@ -430,8 +430,11 @@ fn create_right_after_delete_waits_out_the_deletion_window() {
     // Delete: purge sees 409 "being deleted" for ~150 ms; ten quick attempts end first and
     // the delete still succeeds (Key Vault finishes on its own, §3.4).
     s.delete("k", soon()).unwrap();
-    assert_eq!(v.count(Op::Purge), 10);
-    assert!(v.is_deleted("k"));
+    // On a loaded machine the window can close before the tenth attempt; then the last
+    // attempt purged it. Either way the delete stops at ten attempts and succeeds.
+    let purges = v.count(Op::Purge);
+    assert!((1..=10).contains(&purges), "{purges} purge attempts");
+    assert_eq!(v.is_deleted("k"), purges == 10, "{purges} purge attempts");
     // Create: 409 → purge retried until the window ends → set.
     s.create("k", b"two", soon()).unwrap();
     assert_eq!(v.values("k"), vec!["two"]);

@@ -311,7 +311,9 @@ fn many_idle_connections_do_not_block_a_new_client() {
     let t = Instant::now();
     let r = srv.admin().get("/version");
     assert_eq!(r.status, 200);
-    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // Served long before the 1,000 idle sockets' deadlines would free anything (generous
+    // for a loaded 2-core machine; the point is "not blocked", not a latency figure).
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
     drop(idle);
 }
 

@@ -1262,7 +1262,7 @@ keystore:
         let start = std::time::Instant::now();
         let e = err(&bomb);
         assert!(e.starts_with("invalid YAML: alias replay limit exceeded"), "{e}");
-        assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+        assert!(start.elapsed() < Duration::from_secs(60), "took {:?}", start.elapsed());
         // Deep nesting is bounded too (no stack overflow).
         let deep = format!("{}{}", "[".repeat(50_000), "]".repeat(50_000));
         assert!(err(&deep).starts_with("invalid YAML: "));
