@@ -581,34 +581,33 @@ pub fn render_metrics(obs: &Obs, sys: &SystemFigures, store: &StoreFigures) -> S
         "TCP connections given a slot (and a thread).",
     );
     let _ = writeln!(out, "kes_http_connections_accepted {}", c.accepted);
-    family(
-        &mut out,
-        "kes_http_connections_evicted",
-        "counter",
-        "Unproductive connections closed at the cap to admit a newcomer, by the phase they were in.",
-    );
-    for (phase, n) in CONN_PHASES.iter().zip(c.evicted) {
-        let _ = writeln!(out, "kes_http_connections_evicted{{phase=\"{phase}\"}} {n}");
+    // kms-go's parser wants exactly one sample per family, so a breakdown is one family
+    // per value (`<name>_<value>`), never a label.
+    let mut evicted: Vec<_> = CONN_PHASES.iter().zip(c.evicted).collect();
+    evicted.sort_unstable();
+    for (phase, n) in evicted {
+        let name = format!("kes_http_connections_evicted_{phase}");
+        let help = format!(
+            "Unproductive connections closed at the cap to admit a newcomer, in the {phase} phase."
+        );
+        family(&mut out, &name, "counter", &help);
+        let _ = writeln!(out, "{name} {n}");
     }
     family(&mut out, "kes_http_connections_open", "gauge", "Connections holding a slot.");
     let _ = writeln!(out, "kes_http_connections_open {}", c.open);
-    family(
-        &mut out,
-        "kes_http_connections_refused",
-        "counter",
-        "Connections closed at once at the cap, by reason.",
-    );
     for (reason, n) in REFUSAL_REASONS.iter().zip(c.refused) {
-        let _ = writeln!(out, "kes_http_connections_refused{{reason=\"{reason}\"}} {n}");
+        let name = format!("kes_http_connections_refused_{reason}");
+        let help = format!("Connections closed at once at the cap (reason: {reason}).");
+        family(&mut out, &name, "counter", &help);
+        let _ = writeln!(out, "{name} {n}");
     }
-    family(
-        &mut out,
-        "kes_http_deadline_exceeded",
-        "counter",
-        "Connections closed because a phase outlived its absolute deadline.",
-    );
-    for (phase, n) in DEADLINE_PHASES.iter().zip(c.deadline) {
-        let _ = writeln!(out, "kes_http_deadline_exceeded{{phase=\"{phase}\"}} {n}");
+    let mut deadline: Vec<_> = DEADLINE_PHASES.iter().zip(c.deadline).collect();
+    deadline.sort_unstable();
+    for (phase, n) in deadline {
+        let name = format!("kes_http_deadline_exceeded_{phase}");
+        let help = format!("Connections closed because the {phase} phase outlived its deadline.");
+        family(&mut out, &name, "counter", &help);
+        let _ = writeln!(out, "{name} {n}");
     }
 
     family(&mut out, "kes_http_request_active", "gauge", "Number of active requests.");
@@ -749,16 +748,14 @@ pub fn render_metrics(obs: &Obs, sys: &SystemFigures, store: &StoreFigures) -> S
     family(&mut out, "kes_system_up_time", "gauge", "Seconds since the server started.");
     let up = (sys.uptime.as_millis() / 10) as f64 / 100.0;
     let _ = writeln!(out, "kes_system_up_time {}", fmt_f64(up));
-    family(
-        &mut out,
-        "kes_tls_client_cert_flaws",
-        "counter",
-        "Connections accepted with a client certificate outside its validity, not for client \
-         authentication, or with a broken self-signature (tls.client_validity: log).",
-    );
-    for (name, n) in CLIENT_CERT_FLAWS.iter().zip(&obs.cert_flaws.counts) {
+    for (flaw, n) in CLIENT_CERT_FLAWS.iter().zip(&obs.cert_flaws.counts) {
         let n = n.load(Ordering::Relaxed);
-        let _ = writeln!(out, "kes_tls_client_cert_flaws{{flaw=\"{name}\"}} {n}");
+        let name = format!("kes_tls_client_cert_flaws_{flaw}");
+        let help = format!(
+            "Connections accepted with a client certificate flawed as '{flaw}' (tls.client_validity: log)."
+        );
+        family(&mut out, &name, "counter", &help);
+        let _ = writeln!(out, "{name} {n}");
     }
     out
 }
