@@ -198,7 +198,7 @@ fn healthy(t: Arc<Target>, stop: Arc<AtomicBool>, out: Arc<Mutex<(Vec<Duration>,
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        if n % 5 == 0 {
+        if n.is_multiple_of(5) {
             conn = None;
         }
         n += 1;
