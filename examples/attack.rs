@@ -16,9 +16,8 @@ mod common;
 
 use common::{Client, ClientId};
 use rustls::pki_types::{CertificateDer, ServerName};
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -222,14 +221,6 @@ fn healthy(t: Arc<Target>, stop: Arc<AtomicBool>, out: Arc<Mutex<(Vec<Duration>,
     }
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn metrics(t: &Target) -> String {
     let Ok(sock) = connect_from([127, 0, 0, 1], t.addr) else { return String::new() };
     let mut c = Client::from_parts(rustls::StreamOwned::new(tls_client(t), sock));
@@ -281,8 +272,8 @@ fn phase(
     let (mut rss, mut thr) = (0u64, 0u64);
     let end = Instant::now() + Duration::from_secs(secs);
     while Instant::now() < end {
-        rss = rss.max(status_kib(pid, "VmRSS:"));
-        thr = thr.max(status_kib(pid, "Threads:"));
+        rss = rss.max(common::proc_status(pid, "VmRSS:"));
+        thr = thr.max(common::proc_status(pid, "Threads:"));
         std::thread::sleep(Duration::from_millis(100));
     }
     healthy_stop.store(true, Ordering::Relaxed);
@@ -322,54 +313,20 @@ fn main() {
     let secs: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(15);
     let sources: u8 = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(20).clamp(1, 200);
     let flags: Vec<&str> = args.iter().skip(5).map(String::as_str).collect();
-    let dir = common::TempDir::new("attack");
-    let (cert, key, server_cert) = common::server_cert(dir.path());
-    let admin = common::client_id();
-    let cfg = dir.join("config.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "address: 127.0.0.1:0\nadmin:\n  identity: {}\ntls:\n  key: {}\n  cert: {}\nlog:\n  audit: off\nkeystore:\n  fs:\n    path: {}\n",
-            admin.identity,
-            key.display(),
-            cert.display(),
-            dir.join("keys").display()
-        ),
-    )
-    .unwrap();
-    // As the packaged systemd unit runs it.
-    let mut child = Command::new(&bin)
-        .args(["server", "--config", cfg.to_str().unwrap()])
-        .args(&flags)
-        .env("MALLOC_ARENA_MAX", "2")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut port = 0u16;
-    let mut mlock = false;
-    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        mlock |= line.starts_with("MLock");
-        if let Some(p) = line.split("https://127.0.0.1:").nth(1) {
-            port = p.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(0);
-        }
-        if line.contains("Server is up") {
-            break;
-        }
-    }
-    let pid = child.id();
+    let srv = common::PackagedServer::start(&bin, "attack", &flags);
+    let (port, mlock) = (srv.port, srv.mlock);
+    let pid = srv.child.id();
     let t = Arc::new(Target {
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        cert: server_cert,
-        id: admin,
+        cert: srv.server_cert.clone(),
+        id: srv.admin.clone(),
     });
     {
         let sock = connect_from([127, 0, 0, 1], t.addr).unwrap();
         let mut c = Client::from_parts(rustls::StreamOwned::new(tls_client(&t), sock));
         assert_eq!(c.request("PUT", "/v1/key/create/healthy", None).status, 200);
     }
-    let idle = status_kib(pid, "VmRSS:");
+    let idle = common::proc_status(pid, "VmRSS:");
     println!(
         "server {bin} {}, mlock {}, idle RSS {} MiB; {hostile} hostile connections from {sources} addresses, {secs} s per phase",
         flags.join(" "),
@@ -385,10 +342,8 @@ fn main() {
     std::thread::sleep(Duration::from_secs(2));
     println!(
         "after the attacks: RSS {} MiB (idle was {} MiB), {} threads",
-        status_kib(pid, "VmRSS:") / 1024,
+        common::proc_status(pid, "VmRSS:") / 1024,
         idle / 1024,
-        status_kib(pid, "Threads:")
+        common::proc_status(pid, "Threads:")
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }

@@ -70,6 +70,18 @@ pub struct ClientId {
     pub key_pem: String,
 }
 
+impl Clone for ClientId {
+    fn clone(&self) -> Self {
+        ClientId {
+            cert: self.cert.clone(),
+            key: self.key.clone_key(),
+            identity: self.identity.clone(),
+            cert_pem: self.cert_pem.clone(),
+            key_pem: self.key_pem.clone(),
+        }
+    }
+}
+
 /// A fresh self-signed Ed25519 client certificate (CA=false, as kms-go makes them).
 pub fn client_id() -> ClientId {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
@@ -591,4 +603,80 @@ impl Drop for Binary {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A real `kes` binary on an `fs` store with [`client_id`] as admin, started as the packaged
+/// unit runs it (`MALLOC_ARENA_MAX=2`, audit off): what the memory and attack examples
+/// measure. Killed on drop.
+pub struct PackagedServer {
+    pub child: std::process::Child,
+    pub port: u16,
+    /// The banner printed an `MLock` line.
+    pub mlock: bool,
+    pub server_cert: CertificateDer<'static>,
+    pub admin: ClientId,
+    _dir: TempDir,
+}
+
+impl PackagedServer {
+    /// Starts `bin` with extra `kes server` flags and waits for its banner.
+    pub fn start(bin: &str, tag: &str, flags: &[&str]) -> PackagedServer {
+        use std::io::BufRead;
+        let dir = TempDir::new(tag);
+        let (cert, key, server_cert) = server_cert(dir.path());
+        let admin = client_id();
+        let cfg = dir.join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "address: 127.0.0.1:0\nadmin:\n  identity: {}\ntls:\n  key: {}\n  cert: {}\nlog:\n  audit: off\nkeystore:\n  fs:\n    path: {}\n",
+                admin.identity,
+                key.display(),
+                cert.display(),
+                dir.join("keys").display()
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(bin)
+            .args(["server", "--config", cfg.to_str().unwrap()])
+            .args(flags)
+            .env("MALLOC_ARENA_MAX", "2")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let (mut port, mut mlock) = (0u16, false);
+        for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            mlock |= line.starts_with("MLock");
+            if let Some(p) = line.split("https://127.0.0.1:").nth(1) {
+                port = p.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            }
+            if line.contains("Server is up") {
+                break;
+            }
+        }
+        PackagedServer { child, port, mlock, server_cert, admin, _dir: dir }
+    }
+
+    /// A `/proc/PID/status` figure in KiB (`VmRSS:`, `Threads:` as a count), 0 when gone.
+    pub fn status_kib(&self, field: &str) -> u64 {
+        proc_status(self.child.id(), field)
+    }
+}
+
+impl Drop for PackagedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `/proc/PID/status` figure (`VmRSS:` in KiB, `Threads:`), 0 when unreadable.
+pub fn proc_status(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
