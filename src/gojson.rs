@@ -2,7 +2,8 @@
 //! `\u003c`…) and the encoder's trailing newline. KES clients compare error texts byte for
 //! byte, so the API and the log streams share these two functions. It also holds the one
 //! decoder of Go's `base64.StdEncoding`, which `encoding/json` uses for `[]byte` and which
-//! the API, the stored-key formats and API keys all need.
+//! the API, the stored-key formats and API keys all need, and the one rule by which Go
+//! matches a JSON object key to a struct field ([`key_matches`]).
 
 use base64::Engine as _;
 use base64::alphabet;
@@ -28,6 +29,42 @@ pub fn decode_base64_std(text: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
     let n = GO_STD.decode_slice(clean.as_slice(), out.as_mut_slice()).ok()?;
     out.truncate(n);
     Some(out)
+}
+
+/// Whether Go's `encoding/json` decodes the object key `key` into the struct field whose
+/// JSON name is `name` (an ASCII name, as every field name of the KES formats is).
+///
+/// Go's rule (`encoding/json`, Go 1.21 and later; older releases agree on every key below):
+/// a key selects the field whose name it spells exactly, else the field whose name it
+/// spells after case folding. Folding maps an ASCII letter to its upper case and any other
+/// character to the smallest character of its Unicode simple-fold orbit. The only
+/// non-ASCII characters whose orbit holds an ASCII letter are the Kelvin sign (U+212A,
+/// orbit `K k K`) and the long s (U+017F, orbit `S s ſ`); so against an ASCII name a key
+/// matches exactly when it equals the name ignoring ASCII case, with U+212A counting as
+/// `k` and U+017F as `s`. Dotted and dotless i (U+0130, U+0131) fold only to themselves.
+///
+/// Go assigns the field once per matching key, in document order, so when several keys
+/// match the same field the **last** one wins (`{"context":"AQID","Context":"AAAA"}`
+/// decodes to `AAAA`), and a value of the wrong type in any of them fails the decode.
+/// Callers apply that order; this function only decides whether a key matches. An exact
+/// spelling matters only to choose between two fields whose names differ in case alone,
+/// which no KES format has.
+pub fn key_matches(key: &str, name: &str) -> bool {
+    debug_assert!(name.is_ascii(), "field names are ASCII: {name}");
+    let mut expected = name.bytes();
+    for c in key.chars() {
+        let folded = match c {
+            '\u{212a}' => b'K',
+            '\u{017f}' => b'S',
+            c if c.is_ascii() => (c as u8).to_ascii_uppercase(),
+            _ => return false,
+        };
+        match expected.next() {
+            Some(e) if e.to_ascii_uppercase() == folded => {}
+            _ => return false,
+        }
+    }
+    expected.next().is_none()
 }
 
 /// A JSON string literal escaped exactly as Go's `encoding/json` escapes it.
@@ -76,6 +113,25 @@ pub fn to_go_json(value: &impl serde::Serialize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_match_fields_as_go_folds_them() {
+        assert!(key_matches("bytes", "bytes"));
+        assert!(key_matches("BYTES", "bytes"));
+        assert!(key_matches("Created_By", "created_by"));
+        assert!(key_matches("byte\u{017f}", "bytes"), "long s is an s");
+        assert!(key_matches("BYTE\u{017f}", "bytes"));
+        assert!(key_matches("\u{212a}ey", "key"), "the Kelvin sign is a k");
+        assert!(key_matches("\u{212a}EY", "key"));
+        assert!(!key_matches("byte", "bytes"));
+        assert!(!key_matches("bytess", "bytes"));
+        assert!(!key_matches("", "bytes"));
+        assert!(!key_matches("bytés", "bytes"));
+        assert!(!key_matches("\u{0130}d", "id"), "dotted I folds only to itself");
+        assert!(!key_matches("\u{0131}d", "id"), "dotless i folds only to itself");
+        assert!(!key_matches("\u{212a}", "s") && !key_matches("\u{017f}", "k"));
+        assert!(!key_matches("created-by", "created_by"), "no separator folding (v1)");
+    }
 
     #[test]
     fn go_string_escaping() {

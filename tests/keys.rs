@@ -517,3 +517,92 @@ fn a_panic_ends_only_its_connection() {
     let log = srv.error_text();
     assert!(log.contains("panic") && log.contains("store exploded reading boom"), "{log}");
 }
+
+/// One rule for JSON field names on every path (issue 11): Go's. A request body and a
+/// stored key file both take the last of several keys that name the same field, and both
+/// fold the Kelvin sign to `k` and the long s to `s`; anything else non-ASCII matches
+/// nothing.
+#[test]
+fn json_field_names_match_as_go_on_requests_and_stored_keys() {
+    let keys = TempDir::new("gofields");
+    // D5 opens with the all-zero AES key: `last` must read Z32 (the last key), `first` K2.
+    let files = [
+        (
+            "last",
+            format!(
+                "{{\"bytes\":\"{K2}\",\"Bytes\":\"{Z32}\",\"algorithm\":\"AES256-GCM_SHA256\"}}"
+            ),
+        ),
+        (
+            "first",
+            format!(
+                "{{\"BYTES\":\"{Z32}\",\"bytes\":\"{K2}\",\"algorithm\":\"AES256-GCM_SHA256\"}}"
+            ),
+        ),
+        ("longs", format!("{{\"byte\u{017f}\":\"{Z32}\",\"algorithm\":\"AES256-GCM_SHA256\"}}")),
+        (
+            "dotless",
+            format!(
+                "{{\"byte\u{0131}\":\"{Z32}\",\"bytes\":\"{K2}\",\"algorithm\":\"AES256-GCM_SHA256\"}}"
+            ),
+        ),
+    ];
+    for (name, content) in &files {
+        std::fs::write(keys.join(name), content).unwrap();
+    }
+    let d5 = "zwdDgHeRlIFRnJ7+DIhs/ka7GFK2CFSfDELqg1VCyTQzZ58o7MAdupMLk3ZjlMo2ZUDwldL2o41nAWDc";
+    let srv = TestServer::start_fs("", keys.path());
+    let mut c = srv.admin();
+    let not_authentic = b"{\"message\":\"decryption failed: ciphertext is not authentic\"\n}";
+    let decrypt = |c: &mut common::Client, key: &str, body: &str| {
+        c.post(&format!("/v1/key/decrypt/{key}"), body)
+    };
+    let d5_body = format!("{{\"ciphertext\":\"{d5}\"}}");
+    assert_eq!(decrypt(&mut c, "last", &d5_body).status, 200, "the last duplicate wins");
+    let r = decrypt(&mut c, "first", &d5_body);
+    assert_eq!((r.status, r.body.as_slice()), (400, &not_authentic[..]), "not the first one");
+    assert_eq!(decrypt(&mut c, "longs", &d5_body).status, 200, "the long s is an s");
+    let r = decrypt(&mut c, "dotless", &d5_body);
+    assert_eq!((r.status, r.body.as_slice()), (400, &not_authentic[..]), "ı is not an i");
+
+    // The request path: the issue's body, in both orders; the Kelvin sign on an import.
+    assert_eq!(c.request("POST", "/v1/key/create/k", None).status, 200);
+    let r = c.post(
+        "/v1/key/encrypt/k",
+        &format!("{{\"plaintext\":\"{}\",\"context\":\"AAAA\"}}", b64(b"hi")),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ct = r.json()["ciphertext"].as_str().unwrap().to_string();
+    let r = decrypt(
+        &mut c,
+        "k",
+        &format!("{{\"ciphertext\":\"{ct}\",\"context\":\"AQID\",\"Context\":\"AAAA\"}}"),
+    );
+    assert_eq!(r.status, 200, "the last duplicate wins: {}", r.text());
+    assert_eq!(unb64(r.json()["plaintext"].as_str().unwrap()), b"hi");
+    let r = decrypt(
+        &mut c,
+        "k",
+        &format!("{{\"ciphertext\":\"{ct}\",\"Context\":\"AAAA\",\"context\":\"AQID\"}}"),
+    );
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (400, &not_authentic[..]),
+        "an exact spelling does not win"
+    );
+    let r = c.post(
+        "/v1/key/import/kelvin",
+        &format!("{{\"\u{212a}ey\":\"{Z32}\",\"cipher\":\"AES256\"}}"),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(decrypt(&mut c, "kelvin", &d5_body).status, 200, "the Kelvin sign is a k");
+    let r = c.post(
+        "/v1/key/import/dotted",
+        &format!("{{\"\u{0130}\":\"x\",\"key\":\"{Z32}\",\"c\u{0130}pher\":\"AES256\"}}"),
+    );
+    assert_eq!(
+        (r.status, r.text()),
+        (406, "{\"message\":\"algorithm '' is not supported\"\n}".to_string()),
+        "İ is not an i, so the cipher is missing"
+    );
+}

@@ -5,16 +5,17 @@
 
 pub use crate::gojson::to_go_json;
 use base64::Engine as _;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use zeroize::Zeroizing;
 
 /// Why a body did not decode (the handler turns it into its route's 400 text).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyError;
 
-/// A decoded JSON request object.
+/// A decoded JSON request object: its members in document order, duplicates kept, because
+/// Go assigns a field once per matching key and the last one wins.
 pub struct Body {
-    map: Map<String, Value>,
+    members: Vec<(String, Value)>,
 }
 
 impl Body {
@@ -22,44 +23,83 @@ impl Body {
     /// Go decodes into an empty struct). Trailing bytes after the first value are ignored,
     /// as Go's `json.Decoder` ignores them.
     pub fn parse(bytes: &[u8]) -> Result<Body, BodyError> {
-        let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<Value>();
+        let mut stream = serde_json::Deserializer::from_slice(bytes).into_iter::<Members>();
         match stream.next() {
-            Some(Ok(Value::Object(map))) => Ok(Body { map }),
-            Some(Ok(Value::Null)) => Ok(Body { map: Map::new() }),
+            Some(Ok(Members(members))) => Ok(Body { members }),
             _ => Err(BodyError),
         }
     }
 
     /// An empty body, as when generate is called without one.
     pub fn empty() -> Body {
-        Body { map: Map::new() }
+        Body { members: Vec::new() }
     }
 
-    /// Go's field matching: an exact name wins, else any case-insensitive match.
-    fn field(&self, name: &str) -> Option<&Value> {
-        if let Some(v) = self.map.get(name) {
-            return Some(v);
-        }
-        self.map.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    /// The values of every key that Go decodes into the field `name`
+    /// ([`crate::gojson::key_matches`]), in document order.
+    fn fields<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.members
+            .iter()
+            .filter(move |(k, _)| crate::gojson::key_matches(k, name))
+            .map(|(_, v)| v)
     }
 
     /// A `[]byte` field: absent or `null` is empty; anything but a padded std base64
-    /// string is an error. The decoded bytes are zeroized on drop.
+    /// string is an error. Each matching key is decoded in turn and the last one wins; a bad
+    /// value under any of them fails, as in Go. The decoded bytes are zeroized on drop.
     pub fn bytes(&self, name: &str) -> Result<Zeroizing<Vec<u8>>, BodyError> {
-        match self.field(name) {
-            None | Some(Value::Null) => Ok(Zeroizing::new(Vec::new())),
-            Some(Value::String(s)) => decode_base64(s).ok_or(BodyError),
-            Some(_) => Err(BodyError),
+        let mut out = Zeroizing::new(Vec::new());
+        for v in self.fields(name) {
+            out = match v {
+                Value::Null => Zeroizing::new(Vec::new()),
+                Value::String(s) => decode_base64(s).ok_or(BodyError)?,
+                _ => return Err(BodyError),
+            };
         }
+        Ok(out)
     }
 
-    /// A string field: absent or `null` is empty.
+    /// A string field: absent is empty; `null` leaves it as it was (Go's rule for a string);
+    /// the last matching key wins; a non-string value under any of them is an error.
     pub fn string(&self, name: &str) -> Result<String, BodyError> {
-        match self.field(name) {
-            None | Some(Value::Null) => Ok(String::new()),
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(_) => Err(BodyError),
+        let mut out = None;
+        for v in self.fields(name) {
+            match v {
+                Value::Null => {}
+                Value::String(s) => out = Some(s),
+                _ => return Err(BodyError),
+            }
         }
+        Ok(out.cloned().unwrap_or_default())
+    }
+}
+
+/// A JSON object as its members in order (duplicates kept), or `null` as no members.
+struct Members(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Members;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object or null")
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Members, E> {
+                Ok(Members(Vec::new()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, Value>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -87,11 +127,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fields_match_case_insensitively_and_exact_wins() {
+    fn fields_match_as_go_matches_them_and_the_last_key_wins() {
         let b = Body::parse(br#"{"Context":"AAAA","context":"AQID"}"#).unwrap();
         assert_eq!(&*b.bytes("context").unwrap(), &[1, 2, 3]);
+        let b = Body::parse(br#"{"context":"AQID","Context":"AAAA"}"#).unwrap();
+        assert_eq!(&*b.bytes("context").unwrap(), &[0, 0, 0], "last key wins, as in Go");
         let b = Body::parse(br#"{"PLAINTEXT":"AQID"}"#).unwrap();
         assert_eq!(&*b.bytes("plaintext").unwrap(), &[1, 2, 3]);
+        let b =
+            Body::parse("{\"\u{212a}ey\":\"AQID\",\"cipher\u{017f}\":\"x\"}".as_bytes()).unwrap();
+        assert_eq!(&*b.bytes("key").unwrap(), &[1, 2, 3], "the Kelvin sign is a k");
+        assert!(b.string("ciphers").unwrap() == "x", "the long s is an s");
+        let b = Body::parse(br#"{"version":"v1","Version":null}"#).unwrap();
+        assert_eq!(b.string("version").unwrap(), "v1", "null leaves a string as it was");
+        let b = Body::parse(br#"{"context":"AQID","CONTEXT":null}"#).unwrap();
+        assert!(b.bytes("context").unwrap().is_empty(), "null resets a []byte");
+        let b = Body::parse(br#"{"context":5,"context":"AQID"}"#).unwrap();
+        assert!(b.bytes("context").is_err(), "a bad value under any key fails, as in Go");
+        let b = Body::parse(br#"{"version":5,"version":"v1"}"#).unwrap();
+        assert!(b.string("version").is_err());
     }
 
     #[test]
