@@ -72,8 +72,7 @@ fn main() {
         },
     };
     let mut opts = AzureOptions::new();
-    opts.system_ca_file = None;
-    opts.extra_ca_files = vec![v.ca_file().to_path_buf()];
+    opts.roots = kes::goroots::RootSources::only_file(v.ca_file());
     opts.authority_host_override = Some(v.authority());
     let store = AzureStore::new(&cfg, opts).expect("store");
 

@@ -47,7 +47,7 @@
 //! | `crypto` | secret types, stored-key codecs F0–F4, ciphertext formats, AEAD, HChaCha20, legacy PEM; a key's versions (`VersionedKey`) |
 //! | `keystore` | the `KeyStore` trait (a key is versions, the first being upstream's key); `mem`, `fs`, `azure`; the single-flight key cache and its sealed copy on disk (`cache.persist`) |
 //! | `obs` | audit trail (and the hash-chained audit file, `obs::audit_file`), error log, stream fan-out, Prometheus text, process figures |
-//! | `gojson`, `gotime`, `der` | leaf helpers: Go's JSON and time/duration text, a minimal DER walker |
+//! | `gojson`, `gotime`, `goroots`, `der` | leaf helpers: Go's JSON and time/duration text, Go's trusted roots (`SSL_CERT_FILE`/`SSL_CERT_DIR`), a minimal DER walker |
 //! | `sys` | mlockall, prctl, rlimits, the seccomp filters, sd_notify, the allocator that wipes freed memory |
 //!
 //! ## Invariants
@@ -68,6 +68,7 @@ pub mod config;
 pub mod crypto;
 pub mod der;
 pub mod gojson;
+pub mod goroots;
 pub mod gotime;
 pub mod http;
 pub mod keystore;

@@ -278,8 +278,7 @@ fn a_request_being_handled_is_never_evicted() {
             },
             {
                 let mut o = kes::keystore::azure::AzureOptions::new();
-                o.system_ca_file = None;
-                o.extra_ca_files = vec![vault.ca_file().to_path_buf()];
+                o.roots = kes::goroots::RootSources::only_file(vault.ca_file());
                 o.authority_host_override = Some(vault.authority());
                 o
             },

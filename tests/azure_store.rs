@@ -23,8 +23,7 @@ use zeroize::Zeroizing;
 /// Options pointing at the fake, with short backoffs so fault tests run quickly.
 fn opts(v: &FakeVault) -> AzureOptions {
     let mut o = AzureOptions::new();
-    o.system_ca_file = None;
-    o.extra_ca_files = vec![v.ca_file().to_path_buf()];
+    o.roots = kes::goroots::RootSources::only_file(v.ca_file());
     o.authority_host_override = Some(v.authority());
     o.imds_endpoint_override = Some(v.imds_endpoint());
     o.connect_timeout = Duration::from_secs(2);
@@ -1222,4 +1221,47 @@ fn httpdate(t: std::time::SystemTime) -> String {
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
     );
     dt.format(f).unwrap()
+}
+
+/// The Azure client trusts what every Go program trusts (`kes::goroots`, the CLI's rule
+/// too): `SSL_CERT_FILE` replaces the system bundle file, `SSL_CERT_DIR` the directories;
+/// unlike Go, a named file or directory that cannot be read fails start-up.
+#[test]
+fn ssl_cert_file_and_dir_follow_gos_rule() {
+    let v = FakeVault::start();
+    let ca = v.ca_file().display().to_string();
+    let with_env = |vars: Vec<(&'static str, String)>| {
+        let mut o = AzureOptions::from_lookup(move |k| {
+            vars.iter().find(|(name, _)| *name == k).map(|(_, value)| value.clone())
+        });
+        let base = opts(&v);
+        o.authority_host_override = base.authority_host_override;
+        o.imds_endpoint_override = base.imds_endpoint_override;
+        AzureStore::new(&secret_cfg(&v), o)
+    };
+    // The named file is the bundle: the fake vault's CA is trusted.
+    let s = with_env(vec![("SSL_CERT_FILE", ca.clone())]).unwrap();
+    s.create("via-file", b"v", soon()).unwrap();
+    assert_eq!(get_str(&s, "via-file").unwrap(), "v");
+    // A directory that holds the CA works the same way.
+    let dir = std::env::temp_dir().join(format!("kes-goroots-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(v.ca_file(), dir.join("vault.pem")).unwrap();
+    let s = with_env(vec![
+        ("SSL_CERT_FILE", "/nonexistent-bundle-for-test.pem".into()),
+        ("SSL_CERT_DIR", dir.display().to_string()),
+    ]);
+    let err = s.err().unwrap();
+    assert!(
+        err.starts_with("azure: CA: cannot read /nonexistent-bundle-for-test.pem: "),
+        "a named file that cannot be read is an error: {err}"
+    );
+    let s = with_env(vec![("SSL_CERT_DIR", dir.display().to_string())]).unwrap();
+    assert_eq!(get_str(&s, "via-file").unwrap(), "v");
+    // A named file without a certificate is refused, with its name.
+    std::fs::write(dir.join("empty.pem"), b"not a certificate\n").unwrap();
+    let empty = dir.join("empty.pem").display().to_string();
+    let err = with_env(vec![("SSL_CERT_FILE", empty.clone())]).err().unwrap();
+    assert_eq!(err, format!("azure: CA: {empty} contains no PEM certificate"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -14,10 +14,8 @@ use super::{Fail, io_msg};
 use crate::auth::{ClientCert, Identity};
 use crate::http::{ChunkError, ChunkedDecoder};
 use rustls::client::danger::ServerCertVerifier;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{CertificateError, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
-use std::collections::HashSet;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -49,19 +47,6 @@ pub const KEY_FILE_VARS: [&str; 3] =
     ["MINIO_KES_KEY_FILE", "KES_CLIENT_KEY", "MINIO_KES_CLIENT_KEY"];
 pub const CERT_FILE_VARS: [&str; 3] =
     ["MINIO_KES_CERT_FILE", "KES_CLIENT_CERT", "MINIO_KES_CLIENT_CERT"];
-
-/// Where Go looks for the system's trusted roots on Linux: the first readable file, then
-/// every file in the directories. `SSL_CERT_FILE` replaces the files, `SSL_CERT_DIR` the
-/// directories (a `:`-separated list), exactly as in every Go program.
-const SYSTEM_CERT_FILES: [&str; 6] = [
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/pki/tls/cacert.pem",
-    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-];
-const SYSTEM_CERT_DIRS: [&str; 2] = ["/etc/ssl/certs", "/etc/pki/tls/certs"];
 
 /// Reads an environment variable; a function so that tests can pass their own.
 pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -277,48 +262,12 @@ pub fn load_key_pair(
     Ok((chain, key_der))
 }
 
-/// Trusted roots the way Go builds its system pool on Linux, plus `SSL_CERT_FILE` and
-/// `SSL_CERT_DIR`. Unreadable or non-PEM files are skipped, as Go skips them.
+/// Trusted roots by Go's rule, `SSL_CERT_FILE` and `SSL_CERT_DIR` included
+/// ([`crate::goroots`]). Unreadable or non-PEM files are skipped, as Go skips them.
 pub fn trusted_roots(env: Env<'_>) -> RootCertStore {
-    let mut seen: HashSet<Vec<u8>> = HashSet::new();
     let mut roots = RootCertStore::empty();
-    let mut add = |pem: &[u8], roots: &mut RootCertStore| {
-        for cert in CertificateDer::pem_slice_iter(pem).filter_map(Result::ok) {
-            if seen.insert(cert.as_ref().to_vec()) {
-                let _ = roots.add(cert);
-            }
-        }
-    };
-    let files: Vec<String> = match env("SSL_CERT_FILE").filter(|f| !f.is_empty()) {
-        Some(f) => vec![f],
-        None => SYSTEM_CERT_FILES.iter().map(|s| s.to_string()).collect(),
-    };
-    for f in files {
-        if let Ok(pem) = std::fs::read(&f) {
-            add(&pem, &mut roots);
-            break;
-        }
-    }
-    let dirs: Vec<String> = match env("SSL_CERT_DIR").filter(|d| !d.is_empty()) {
-        Some(d) => d.split(':').filter(|s| !s.is_empty()).map(str::to_string).collect(),
-        None => SYSTEM_CERT_DIRS.iter().map(|s| s.to_string()).collect(),
-    };
-    for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        paths.sort();
-        for p in paths {
-            // Go skips symlinks that point into the same directory (the hash links).
-            if let Ok(target) = std::fs::read_link(&p)
-                && (target.parent().is_none_or(|d| d.as_os_str().is_empty())
-                    || target.parent() == Some(Path::new(&dir)))
-            {
-                continue;
-            }
-            if let Ok(pem) = std::fs::read(&p) {
-                add(&pem, &mut roots);
-            }
-        }
+    for cert in crate::goroots::RootSources::from_lookup(env).load().certs {
+        let _ = roots.add(cert);
     }
     roots
 }

@@ -17,9 +17,6 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Where the system's trusted roots live, as Go looks for them (used with `tls.auth: on`).
-pub const SYSTEM_ROOTS: &[&str] = crate::keystore::azure::client::SYSTEM_CA_BUNDLES;
-
 /// The ring provider, the one crypto provider of the program.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -135,7 +132,8 @@ pub fn check_server_certificate(cert: &CertificateDer<'_>) -> Result<(), String>
 /// Reads `tls.ca`: a PEM file, or every file of a directory (not recursive).
 pub fn load_roots(ca: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, String> {
     let mut roots = Vec::new();
-    for path in SYSTEM_ROOTS {
+    // The first system bundle Go would read (`tls.auth: on` also trusts the system's CAs).
+    for path in crate::goroots::CERT_FILES {
         if let Ok(pem) = std::fs::read(path) {
             roots.extend(CertificateDer::pem_slice_iter(&pem).filter_map(Result::ok));
             break;

@@ -110,6 +110,17 @@ fn an_untrusted_server_certificate_says_how_to_trust_it_or_skip_verification() {
     let o =
         fx.admin(&["key", "create", "k3"]).env("SSL_CERT_FILE", "").env("SSL_CERT_DIR", &dir).run();
     assert_eq!(o.ok(), "");
+    // Go's rule (one implementation with the Azure client, `kes::goroots`): SSL_CERT_FILE
+    // replaces the bundle file but leaves the directories, and an unreadable file is skipped.
+    let missing = certs.join("missing.pem").display().to_string();
+    let o =
+        fx.admin(&["key", "create", "k4"]).env("SSL_CERT_FILE", &missing).env("SSL_CERT_DIR", &dir);
+    assert_eq!(o.run().ok(), "");
+    let o = fx.admin(&["key", "create", "k5"]).env("SSL_CERT_FILE", &missing);
+    o.run().fails_with(&format!(
+        "failed to create key \"k5\": TLS: the certificate of {url} is not trusted (signed by an unknown \
+         authority, e.g. self-signed) {hint}"
+    ));
 }
 
 #[test]

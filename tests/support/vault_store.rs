@@ -12,8 +12,7 @@ use zeroize::Zeroizing;
 /// Options trusting the fake vault's CA and its token authority, with fast retries.
 pub fn opts(v: &FakeVault) -> AzureOptions {
     let mut o = AzureOptions::new();
-    o.system_ca_file = None;
-    o.extra_ca_files = vec![v.ca_file().to_path_buf()];
+    o.roots = kes::goroots::RootSources::only_file(v.ca_file());
     o.authority_host_override = Some(v.authority());
     o.retry_base_delay = Duration::from_millis(10);
     o.retry_max_delay = Duration::from_millis(40);

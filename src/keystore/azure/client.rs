@@ -14,15 +14,16 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use ureq::http::{self, Method};
-use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
+use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use zeroize::Zeroizing;
+
+use crate::goroots::RootSources;
 
 use super::error::{is_transient_status, parse_retry_after, parse_retry_after_ms};
 
@@ -47,28 +48,6 @@ pub const DNS_THREAD_STACK: usize = 256 << 10;
 pub const DNS_MAX_WAIT: Duration = Duration::from_secs(10);
 /// Sent on every request so that vault operators can tell our traffic apart.
 pub const USER_AGENT: &str = concat!("kes-rs/", env!("CARGO_PKG_VERSION"), " (azure-keyvault)");
-/// Where Debian/Ubuntu/Alpine keep the system CA bundle.
-pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-/// The bundles Go's crypto/x509 looks for, in its order: Debian/Ubuntu/Gentoo/Alpine,
-/// Fedora/RHEL 6, openSUSE, OpenELEC, CentOS/RHEL 7+, and others.
-pub const SYSTEM_CA_BUNDLES: &[&str] = &[
-    "/etc/ssl/certs/ca-certificates.crt",
-    "/etc/pki/tls/certs/ca-bundle.crt",
-    "/etc/ssl/ca-bundle.pem",
-    "/etc/pki/tls/cacert.pem",
-    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
-    "/etc/ssl/cert.pem",
-];
-
-/// The first system CA bundle that exists, as Go picks it.
-pub fn system_ca_bundle() -> &'static str {
-    SYSTEM_CA_BUNDLES
-        .iter()
-        .copied()
-        .find(|p| std::path::Path::new(p).is_file())
-        .unwrap_or(SYSTEM_CA_BUNDLE)
-}
-
 /// Retry schedule for transient failures (`azure-rest.md` §12; upstream: 7 retries, 200 ms
 /// base). Every wait is also bounded by the caller's deadline.
 #[derive(Debug, Clone)]
@@ -451,12 +430,8 @@ impl Url {
 /// What the HTTP layer needs to be built.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
-    /// PEM bundles to trust; missing files are an error except the system bundle.
-    pub ca_files: Vec<PathBuf>,
-    /// Directories whose PEM files are trusted (`SSL_CERT_DIR`).
-    pub ca_dirs: Vec<PathBuf>,
-    /// The system bundle; skipped silently when absent.
-    pub system_ca_file: Option<PathBuf>,
+    /// Where the trusted roots come from (Go's rule, [`crate::goroots`]).
+    pub roots: RootSources,
     pub proxy: Option<ProxySettings>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -649,57 +624,21 @@ impl Http {
     }
 }
 
-/// Reads every configured CA file and directory. The system bundle may be missing; an
-/// explicitly configured file that cannot be read is an error (a typo must not silently
-/// leave a private endpoint untrusted).
+/// The trusted roots by Go's rule. A file or directory named by `SSL_CERT_FILE` or
+/// `SSL_CERT_DIR` that cannot be read (or a named file without a certificate) is an error,
+/// where Go would skip it: a typo must not silently leave a private endpoint untrusted.
 fn load_roots(s: &HttpSettings) -> Result<Vec<Certificate<'static>>, String> {
-    let mut roots = Vec::new();
-    if let Some(sys) = &s.system_ca_file
-        && let Ok(pem) = std::fs::read(sys)
-    {
-        push_pem(&pem, &mut roots);
+    let roots = s.roots.load();
+    if let Some(p) = roots.problems.first() {
+        return Err(format!("CA: {p}"));
     }
-    for f in &s.ca_files {
-        let pem =
-            std::fs::read(f).map_err(|e| format!("cannot read CA file {}: {e}", f.display()))?;
-        if push_pem(&pem, &mut roots) == 0 {
-            return Err(format!("CA file {} contains no PEM certificate", f.display()));
-        }
-    }
-    for d in &s.ca_dirs {
-        push_dir(d, &mut roots);
-    }
-    if roots.is_empty() {
+    if roots.certs.is_empty() {
         return Err(format!(
             "no trusted CA certificates: no system CA bundle ({}) and no SSL_CERT_FILE/SSL_CERT_DIR is set",
-            SYSTEM_CA_BUNDLES.join(", ")
+            crate::goroots::CERT_FILES.join(", ")
         ));
     }
-    Ok(roots)
-}
-
-fn push_pem(pem: &[u8], out: &mut Vec<Certificate<'static>>) -> usize {
-    let before = out.len();
-    for item in ureq::tls::parse_pem(pem).flatten() {
-        if let PemItem::Certificate(c) = item {
-            out.push(c);
-        }
-    }
-    out.len() - before
-}
-
-/// Like Go, every regular file in an `SSL_CERT_DIR` directory is read; unreadable or
-/// non-PEM files are skipped.
-fn push_dir(dir: &Path, out: &mut Vec<Certificate<'static>>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_file()
-            && let Ok(pem) = std::fs::read(&p)
-        {
-            push_pem(&pem, out);
-        }
-    }
+    Ok(roots.certs.iter().map(|c| Certificate::from_der(c.as_ref()).to_owned()).collect())
 }
 
 /// A resolver that caches answers for [`DNS_CACHE_TTL`] and runs at most one lookup

@@ -107,9 +107,7 @@ impl AzureStore {
             None => None,
         };
         let http = Http::new(&HttpSettings {
-            ca_files: opts.extra_ca_files.clone(),
-            ca_dirs: opts.extra_ca_dirs.clone(),
-            system_ca_file: opts.system_ca_file.clone(),
+            roots: opts.roots.clone(),
             proxy,
             connect_timeout: opts.connect_timeout,
             read_timeout: opts.read_timeout,
@@ -627,8 +625,8 @@ mod tests {
         };
         let mut o = AzureOptions::new();
         // Trust something so that the test does not depend on the machine's bundle.
-        o.system_ca_file = None;
-        o.extra_ca_dirs = vec![PathBuf::from("/nonexistent")];
+        o.roots.files.clear();
+        o.roots.dirs = vec![PathBuf::from("/nonexistent")];
         let err = AzureStore::new(&cfg("http://v.vault.azure.net"), o.clone()).unwrap_err();
         assert!(err.contains("must use https"), "{err}");
         let err = AzureStore::new(&cfg("https://v.vault.azure.net/x"), o.clone()).unwrap_err();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use super::client;
+use crate::goroots::RootSources;
 
 /// The config file's `keystore.azure.keyvault` section, validated by `config`.
 #[derive(Debug, Clone)]
@@ -50,13 +50,9 @@ impl fmt::Debug for AzureCredentials {
 /// binary does) or [`AzureOptions::new`] for a hermetic setup (tests).
 #[derive(Clone)]
 pub struct AzureOptions {
-    /// Extra trusted CA bundles (PEM), e.g. from `SSL_CERT_FILE`.
-    pub extra_ca_files: Vec<PathBuf>,
-    /// Directories of trusted CA files, e.g. from `SSL_CERT_DIR`.
-    pub extra_ca_dirs: Vec<PathBuf>,
-    /// The system bundle, used when present. Default: the first of Go's bundle paths
-    /// that exists ([`client::SYSTEM_CA_BUNDLES`]).
-    pub system_ca_file: Option<PathBuf>,
+    /// Where the trusted roots come from: Go's system locations, which `SSL_CERT_FILE`
+    /// and `SSL_CERT_DIR` replace as in every Go program ([`crate::goroots`]).
+    pub roots: RootSources,
     /// HTTPS proxy URL (`HTTPS_PROXY`); `None` = connect directly.
     pub proxy: Option<String>,
     /// Hosts that bypass the proxy (`NO_PROXY`, Go syntax).
@@ -110,8 +106,7 @@ pub struct AzureOptions {
 impl fmt::Debug for AzureOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AzureOptions")
-            .field("extra_ca_files", &self.extra_ca_files)
-            .field("extra_ca_dirs", &self.extra_ca_dirs)
+            .field("roots", &self.roots)
             .field("proxy", &self.proxy.as_ref().map(|p| strip_userinfo(p)))
             .field("no_proxy", &self.no_proxy)
             .field("connect_timeout", &self.connect_timeout)
@@ -139,9 +134,7 @@ impl AzureOptions {
     /// Defaults without reading the environment.
     pub fn new() -> AzureOptions {
         AzureOptions {
-            extra_ca_files: Vec::new(),
-            extra_ca_dirs: Vec::new(),
-            system_ca_file: Some(PathBuf::from(client::system_ca_bundle())),
+            roots: RootSources::system(),
             proxy: None,
             no_proxy: None,
             connect_timeout: Duration::from_secs(5),
@@ -183,12 +176,7 @@ impl AzureOptions {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> AzureOptions {
         let var = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         let mut o = AzureOptions::new();
-        if let Some(f) = var("SSL_CERT_FILE") {
-            o.extra_ca_files.push(PathBuf::from(f));
-        }
-        if let Some(d) = var("SSL_CERT_DIR") {
-            o.extra_ca_dirs = d.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect();
-        }
+        o.roots = RootSources::from_lookup(var);
         o.proxy = var("HTTPS_PROXY").or_else(|| var("https_proxy"));
         o.no_proxy = var("NO_PROXY").or_else(|| var("no_proxy"));
         o.authority_host_override = var("AZURE_AUTHORITY_HOST");

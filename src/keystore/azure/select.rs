@@ -122,8 +122,8 @@ mod tests {
             )
         };
         let o = AzureOptions::from_lookup(env);
-        assert_eq!(o.extra_ca_files, vec![PathBuf::from("/etc/kes/ca.pem")]);
-        assert_eq!(o.extra_ca_dirs, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert_eq!(o.roots.files, vec![PathBuf::from("/etc/kes/ca.pem")]);
+        assert_eq!(o.roots.dirs, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
         assert_eq!(o.proxy.as_deref(), Some("http://proxy:3128"));
         assert_eq!(o.no_proxy.as_deref(), Some(".internal"));
         assert_eq!(o.identity_header.as_deref().map(|s| s.as_str()), Some("hdr"));
