@@ -153,6 +153,7 @@ fn dry_run_decisions_equal_the_servers_everywhere() {
             &routes,
             &policies,
             &kes::auth::Identity::new(identity.clone()),
+            &Default::default(),
             &kes::http::Method::parse(r.method),
             r.path,
         );

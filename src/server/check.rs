@@ -144,7 +144,9 @@ fn policy_rows(cfg: &Config, r: &mut Report) {
             r.warnings.push(format!("policy.{name}: no allow patterns: the policy allows nothing"));
         }
         for id in &p.identities {
-            if !crate::auth::Identity::new(id.clone()).is_hex() {
+            if !crate::auth::Identity::new(id.clone()).is_hex()
+                && !crate::auth::attr::AttrIdentity::is_attribute(id)
+            {
                 r.warnings.push(format!(
                     "policy.{name}.identities: '{id}' is not a hex identity and matches no certificate"
                 ));
