@@ -109,9 +109,10 @@ fn tls_rows(cfg: &Config, r: &mut Report) {
     r.row("TLS key", format!("{}{password}", t.key.display()));
     let ca = t.ca.as_ref().map(|c| c.display().to_string());
     let clients = match (t.verify_client_chain, &ca) {
-        (true, Some(ca)) => {
-            format!("chain verified against {ca} and the system roots (tls.auth: on)")
-        }
+        (true, Some(ca)) => format!(
+            "chain verified against {ca} and the system roots (tls.auth: on); attribute \
+             identities (ca:…) against {ca} only"
+        ),
         (true, None) => "chain verified against the system roots (tls.auth: on)".to_string(),
         (false, _) => {
             "any certificate; identity = SHA-256 of its public key (tls.auth: off)".to_string()
