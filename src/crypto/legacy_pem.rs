@@ -28,6 +28,8 @@ use super::RngError;
 use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::pem::PemObject;
 use std::fmt;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -168,6 +170,71 @@ pub fn decrypt(pem: &[u8], password: &[u8]) -> Result<(String, Zeroizing<Vec<u8>
     let key = parse(pem)?;
     let der = key.decrypt(password)?;
     Ok((key.label, der))
+}
+
+/// Why no private key came out of a PEM file ([`load_private_key`]). `Display` gives the
+/// server's texts; callers with a better hint (the Azure credential names its variable)
+/// replace the ones they know better.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    /// PKCS#8 `ENCRYPTED PRIVATE KEY`, refused as upstream refuses it.
+    Pkcs8Encrypted,
+    /// A legacy encrypted key and no (or an empty) password.
+    PasswordRequired,
+    /// A legacy encrypted key that could not be decrypted (wrong password, cipher, block).
+    Encrypted(PemError),
+    /// No private key block at all.
+    NotFound,
+    /// A private key block that is not one.
+    Invalid(String),
+}
+
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyError::Pkcs8Encrypted => write!(f, "private key is encrypted: {PKCS8_UNSUPPORTED}"),
+            KeyError::PasswordRequired => {
+                f.write_str("private key is encrypted: password required")
+            }
+            KeyError::Encrypted(e) => write!(f, "private key is encrypted: {e}"),
+            KeyError::NotFound => f.write_str("no PEM-encoded private key found"),
+            KeyError::Invalid(e) => write!(f, "invalid PEM private key: {e}"),
+        }
+    }
+}
+
+/// The one private-key loader of the program (the server's `tls.key`, the CLI's client
+/// key, the Azure certificate credential): the first private key of a PEM file as PKCS#8,
+/// SEC1 or PKCS#1 DER; a legacy encrypted one (`Proc-Type: 4,ENCRYPTED`) decrypted with
+/// `password`; PKCS#8 `ENCRYPTED PRIVATE KEY` refused. Certificates around the key are
+/// skipped.
+pub fn load_private_key(
+    pem: &[u8],
+    password: Option<&[u8]>,
+) -> Result<PrivateKeyDer<'static>, KeyError> {
+    if is_pkcs8_encrypted(pem) {
+        return Err(KeyError::Pkcs8Encrypted);
+    }
+    if is_encrypted(pem) {
+        let password = password.filter(|p| !p.is_empty()).ok_or(KeyError::PasswordRequired)?;
+        let (label, der) = decrypt(pem, password).map_err(KeyError::Encrypted)?;
+        return private_key_der(&label, &der).map_err(KeyError::Invalid);
+    }
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => KeyError::NotFound,
+        e => KeyError::Invalid(e.to_string()),
+    })
+}
+
+/// The DER of a decrypted key as the type its PEM label names.
+pub fn private_key_der(label: &str, der: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
+    use rustls_pki_types::{PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
+    match label {
+        "PRIVATE KEY" => Ok(PrivatePkcs8KeyDer::from(der.to_vec()).into()),
+        "EC PRIVATE KEY" => Ok(PrivateSec1KeyDer::from(der.to_vec()).into()),
+        "RSA PRIVATE KEY" => Ok(PrivatePkcs1KeyDer::from(der.to_vec()).into()),
+        other => Err(format!("unsupported private key type '{other}'")),
+    }
 }
 
 /// Encrypts `der` as a legacy PEM block labelled `label` with AES-256-CBC, a fresh random IV
@@ -460,37 +527,60 @@ impl<'a> RawBlock<'a> {
 }
 
 /// The first block whose label is `PRIVATE KEY` or ends with ` PRIVATE KEY` (how upstream
-/// KES finds the key in a file that may also hold certificates). Headers are the lines with
-/// a `:` right after the BEGIN line, as in Go's `pem.Decode`.
+/// KES finds the key in a file that may also hold certificates).
 fn find_key_block(text: &str) -> Option<RawBlock<'_>> {
+    raw_blocks(text).find(|b| b.label == "PRIVATE KEY" || b.label.ends_with(" PRIVATE KEY"))
+}
+
+/// Every complete PEM block of `text`. Headers are the lines with a `:` right after the
+/// BEGIN line, as in Go's `pem.Decode`; a block without its matching END line is skipped.
+fn raw_blocks(text: &str) -> impl Iterator<Item = RawBlock<'_>> {
     let mut lines = text.lines().map(str::trim_end);
-    while let Some(line) = lines.next() {
-        let Some(label) = line.strip_prefix("-----BEGIN ").and_then(|l| l.strip_suffix("-----"))
-        else {
-            continue;
-        };
-        let is_key = label == "PRIVATE KEY" || label.ends_with(" PRIVATE KEY");
-        let mut headers = Vec::new();
-        let mut body = Vec::new();
-        let mut in_headers = true;
-        let mut ended = false;
-        for line in lines.by_ref() {
-            if line.starts_with("-----END ") {
-                ended = line == format!("-----END {label}-----");
-                break;
-            }
-            if in_headers && let Some((k, v)) = line.split_once(':') {
-                headers.push((k.trim(), v.trim()));
+    std::iter::from_fn(move || {
+        while let Some(line) = lines.next() {
+            let Some(label) =
+                line.strip_prefix("-----BEGIN ").and_then(|l| l.strip_suffix("-----"))
+            else {
                 continue;
+            };
+            let mut headers = Vec::new();
+            let mut body = Vec::new();
+            let mut in_headers = true;
+            let mut ended = false;
+            for line in lines.by_ref() {
+                if line.starts_with("-----END ") {
+                    ended = line == format!("-----END {label}-----");
+                    break;
+                }
+                if in_headers && let Some((k, v)) = line.split_once(':') {
+                    headers.push((k.trim(), v.trim()));
+                    continue;
+                }
+                in_headers = false;
+                body.push(line);
             }
-            in_headers = false;
-            body.push(line);
+            if ended {
+                return Some(RawBlock { label, headers, body });
+            }
         }
-        if is_key && ended {
-            return Some(RawBlock { label, headers, body });
-        }
+        None
+    })
+}
+
+/// The DER of every `CERTIFICATE` block of a PEM file that may also hold a key, encrypted
+/// or not (the Azure certificate credential's file). Other blocks are skipped.
+pub fn certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    for b in raw_blocks(as_text(pem)).filter(|b| b.label == "CERTIFICATE") {
+        let body: String =
+            b.body.iter().flat_map(|l| l.chars()).filter(|c| !c.is_whitespace()).collect();
+        out.push(
+            STANDARD
+                .decode(body)
+                .map_err(|_| "invalid base64 in a CERTIFICATE block".to_string())?,
+        );
     }
-    None
+    Ok(out)
 }
 
 /// The text of a PEM file up to its first byte that is not UTF-8 (PEM is ASCII; a lossy
@@ -533,21 +623,7 @@ fn der_matches_label(label: &str, der: &[u8]) -> bool {
 
 /// `30 len contents` with a minimal definite length that ends exactly at the end.
 fn single_sequence(der: &[u8]) -> bool {
-    let [0x30, first, rest @ ..] = der else { return false };
-    let (len, contents) = if *first < 0x80 {
-        (usize::from(*first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n || rest[0] == 0 {
-            return false;
-        }
-        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        if len < 0x80 {
-            return false;
-        }
-        (len, &rest[n..])
-    };
-    contents.len() == len
+    matches!(crate::der::tlv_strict(der), Some((0x30, _, rest)) if rest.is_empty())
 }
 
 #[cfg(test)]
@@ -1001,6 +1077,47 @@ mod tests {
         assert!(single_sequence(&long));
         assert!(!single_sequence(&[0x30, 0x80]), "indefinite length");
         assert_eq!(PemError::IncorrectPassword.to_string(), "incorrect password");
+    }
+
+    /// The one loader reads each kind the same way for every caller, and says why not.
+    #[test]
+    fn one_loader_for_every_private_key() {
+        use rustls_pki_types::PrivateKeyDer;
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let pkcs8 = key.serialize_der();
+        let cert = rcgen::CertificateParams::new(vec!["c".into()]).unwrap().self_signed(&key);
+        // Certificates before the key are skipped.
+        let plain = format!("{}{}", cert.unwrap().pem(), key.serialize_pem());
+        let got = load_private_key(plain.as_bytes(), None).unwrap();
+        assert!(matches!(&got, PrivateKeyDer::Pkcs8(_)));
+        assert_eq!(got.secret_der(), pkcs8.as_slice());
+        let enc = encrypt("PRIVATE KEY", &pkcs8, b"pw").unwrap();
+        let got = load_private_key(enc.as_bytes(), Some(b"pw")).unwrap();
+        assert_eq!(got.secret_der(), pkcs8.as_slice());
+        let sec1 = [0x30, 0x03, 0x02, 0x01, 0x01];
+        let enc_sec1 = encrypt("EC PRIVATE KEY", &sec1, b"pw").unwrap();
+        let got = load_private_key(enc_sec1.as_bytes(), Some(b"pw")).unwrap();
+        assert!(matches!(got, PrivateKeyDer::Sec1(_)));
+
+        let err = |pem: &[u8], pw: Option<&[u8]>| load_private_key(pem, pw).unwrap_err();
+        assert_eq!(err(enc.as_bytes(), None), KeyError::PasswordRequired);
+        assert_eq!(err(enc.as_bytes(), Some(b"")), KeyError::PasswordRequired);
+        assert_eq!(
+            err(enc.as_bytes(), Some(b"nope")),
+            KeyError::Encrypted(PemError::IncorrectPassword)
+        );
+        assert_eq!(
+            err(enc.as_bytes(), Some(b"nope")).to_string(),
+            "private key is encrypted: incorrect password"
+        );
+        assert_eq!(err(b"nothing", None), KeyError::NotFound);
+        assert_eq!(err(b"nothing", None).to_string(), "no PEM-encoded private key found");
+        let p8 =
+            b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
+        assert_eq!(err(p8, Some(b"pw")), KeyError::Pkcs8Encrypted);
+        let bad = b"-----BEGIN PRIVATE KEY-----\n!!!!\n-----END PRIVATE KEY-----\n";
+        assert!(matches!(err(bad, None), KeyError::Invalid(_)), "{:?}", err(bad, None));
+        assert!(!format!("{:?}", err(enc.as_bytes(), Some(b"nope"))).contains("nope"));
     }
 
     proptest::proptest! {

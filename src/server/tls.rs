@@ -82,41 +82,15 @@ pub fn parse_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, St
     Ok(chain)
 }
 
-/// The first private key of a PEM file: PKCS#8, SEC1 or PKCS#1. A legacy encrypted key
-/// (`Proc-Type: 4,ENCRYPTED`, AES-CBC) is decrypted with `password` (`tls.password`);
-/// PKCS#8 `ENCRYPTED PRIVATE KEY` is refused, as upstream refuses it.
+/// The first private key of a PEM file, by the program's one loader
+/// ([`legacy_pem::load_private_key`]): PKCS#8, SEC1 or PKCS#1; a legacy encrypted key is
+/// decrypted with `password` (`tls.password`); PKCS#8 `ENCRYPTED PRIVATE KEY` is refused,
+/// as upstream refuses it.
 pub fn parse_private_key(
     pem: &[u8],
     password: Option<&str>,
 ) -> Result<PrivateKeyDer<'static>, String> {
-    if legacy_pem::is_pkcs8_encrypted(pem) {
-        return Err(format!("private key is encrypted: {}", legacy_pem::PKCS8_UNSUPPORTED));
-    }
-    if legacy_pem::is_encrypted(pem) {
-        let Some(password) = password.filter(|p| !p.is_empty()) else {
-            return Err("private key is encrypted: password required".into());
-        };
-        let (label, der) = legacy_pem::decrypt(pem, password.as_bytes())
-            .map_err(|e| format!("private key is encrypted: {e}"))?;
-        return private_key_der(&label, &der);
-    }
-    PrivateKeyDer::from_pem_slice(pem).map_err(|e| match e {
-        rustls_pki_types::pem::Error::NoItemsFound => {
-            "no PEM-encoded private key found".to_string()
-        }
-        e => format!("invalid PEM private key: {e}"),
-    })
-}
-
-/// The DER of a decrypted key as the type its PEM label names.
-pub fn private_key_der(label: &str, der: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
-    use rustls_pki_types::{PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
-    match label {
-        "PRIVATE KEY" => Ok(PrivatePkcs8KeyDer::from(der.to_vec()).into()),
-        "EC PRIVATE KEY" => Ok(PrivateSec1KeyDer::from(der.to_vec()).into()),
-        "RSA PRIVATE KEY" => Ok(PrivatePkcs1KeyDer::from(der.to_vec()).into()),
-        other => Err(format!("unsupported private key type '{other}'")),
-    }
+    legacy_pem::load_private_key(pem, password.map(str::as_bytes)).map_err(|e| e.to_string())
 }
 
 /// A server certificate must name at least one DNS name or IP address.
@@ -330,6 +304,7 @@ pub fn dev_identity(ips: &[std::net::IpAddr]) -> Result<(Identity, String), Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::legacy_pem::private_key_der;
 
     #[test]
     fn certificates_without_san_are_refused() {

@@ -20,7 +20,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, KeyPair as _, RsaKeyPair};
 use zeroize::Zeroizing;
 
-use crate::crypto::legacy_pem;
+use crate::crypto::legacy_pem::{self, KeyError};
 use crate::der::tlv;
 
 /// Lifetime of an assertion (`exp - nbf`), as MSAL uses.
@@ -128,17 +128,11 @@ impl ClientCertificate {
                 });
             }
         };
-        let (label, der) = private_key(text, password)?;
+        let (label, der) = private_key(text.as_bytes(), password)?;
         let (kind, key) = classify_key(&label, der)?;
         let public = public_key(kind, &key)?;
 
-        let mut certs = Vec::new();
-        for b in blocks(text).filter(|b| b.label == "CERTIFICATE") {
-            let der = STANDARD
-                .decode(b.body.as_bytes())
-                .map_err(|_| "invalid base64 in a CERTIFICATE block".to_string())?;
-            certs.push(der);
-        }
+        let mut certs = legacy_pem::certificates(pem)?;
         if certs.is_empty() {
             return Err(
                 "no CERTIFICATE found: the file must hold the certificate and its private key"
@@ -281,63 +275,28 @@ fn public_key(kind: KeyKind, der: &[u8]) -> Result<Vec<u8>, String> {
     })
 }
 
-/// One PEM block: label, whether it has RFC 1421 headers, and the base64 body without
-/// whitespace (in a zeroizing buffer: it may be a key).
-struct Block<'a> {
-    label: &'a str,
-    body: Zeroizing<String>,
-}
-
-fn blocks(text: &str) -> impl Iterator<Item = Block<'_>> {
-    let mut lines = text.lines();
-    std::iter::from_fn(move || {
-        loop {
-            let line = lines.next()?.trim();
-            let Some(label) =
-                line.strip_prefix("-----BEGIN ").and_then(|l| l.strip_suffix("-----"))
-            else {
-                continue;
-            };
-            let end = format!("-----END {label}-----");
-            let mut body = Zeroizing::new(String::new());
-            for l in lines.by_ref() {
-                let l = l.trim();
-                if l == end {
-                    return Some(Block { label, body });
-                }
-                if !l.contains(':') {
-                    body.extend(l.chars().filter(|c| !c.is_whitespace()));
-                }
+/// The first private key of the PEM file as (label, DER), by the program's one loader
+/// ([`legacy_pem::load_private_key`]), with this credential's hints.
+fn private_key(pem: &[u8], password: Option<&str>) -> Result<(String, Zeroizing<Vec<u8>>), String> {
+    use rustls_pki_types::PrivateKeyDer;
+    let key =
+        legacy_pem::load_private_key(pem, password.map(str::as_bytes)).map_err(|e| match e {
+            KeyError::PasswordRequired => {
+                "the private key is encrypted: set AZURE_CLIENT_CERTIFICATE_PASSWORD".to_string()
             }
-            return None;
-        }
-    })
-}
-
-/// The first private key of the PEM text as (label, DER), decrypting a legacy encrypted one.
-fn private_key(text: &str, password: Option<&str>) -> Result<(String, Zeroizing<Vec<u8>>), String> {
-    let pem = text.as_bytes();
-    if legacy_pem::is_pkcs8_encrypted(pem) {
-        return Err(format!("private key is encrypted: {}", legacy_pem::PKCS8_UNSUPPORTED));
-    }
-    if legacy_pem::is_encrypted(pem) {
-        let Some(pw) = password.filter(|p| !p.is_empty()) else {
-            return Err(
-                "the private key is encrypted: set AZURE_CLIENT_CERTIFICATE_PASSWORD".into()
-            );
-        };
-        return legacy_pem::decrypt(pem, pw.as_bytes())
-            .map_err(|e| format!("cannot decrypt the private key: {e}"));
-    }
-    let b = blocks(text)
-        .find(|b| b.label.ends_with("PRIVATE KEY"))
-        .ok_or("no private key found: the file must hold the certificate and its private key")?;
-    let mut der = Zeroizing::new(vec![0u8; b.body.len() * 3 / 4 + 3]);
-    let n = STANDARD
-        .decode_slice(b.body.as_bytes(), &mut der[..])
-        .map_err(|_| "invalid base64 in the private key block".to_string())?;
-    der.truncate(n);
-    Ok((b.label.to_string(), der))
+            KeyError::Encrypted(e) => format!("cannot decrypt the private key: {e}"),
+            KeyError::NotFound => {
+                "no private key found: the file must hold the certificate and its private key"
+                    .into()
+            }
+            e => e.to_string(),
+        })?;
+    let label = match &key {
+        PrivateKeyDer::Pkcs1(_) => "RSA PRIVATE KEY",
+        PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
+        _ => "PRIVATE KEY",
+    };
+    Ok((label.to_string(), Zeroizing::new(key.secret_der().to_vec())))
 }
 
 /// The key kind and the DER ring reads (SEC1 is wrapped into PKCS#8).
