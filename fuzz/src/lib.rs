@@ -135,7 +135,11 @@ fn fixture() -> &'static Fixture {
             build: kes::server::build_info(),
             policies,
             routes: kes::api::routes::default_routes(),
-            keys: kes::keystore::cache::KeyCache::new(store, kes::config::CacheConfig::default()),
+            keys: kes::keystore::cache::KeyCache::new(
+                store,
+                kes::config::CacheConfig::default(),
+                kes::api::parse_key,
+            ),
             started: time_now(),
             started_at: std::time::Instant::now(),
             obs: Arc::new(kes::obs::Obs::silent()),

@@ -23,7 +23,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
+pub use handlers::key::parse_key;
 pub use handlers::validate::{MAX_NAME_LEN, valid_name, valid_pattern};
+
+/// The key cache as the handlers use it: every version of a key, decoded by [`parse_key`].
+pub type Keys = KeyCache<crate::crypto::VersionedKey>;
 
 /// Version facts reported by `/version`, `/v1/status` and the banner.
 #[derive(Debug, Clone)]
@@ -37,7 +41,7 @@ pub struct State {
     pub build: BuildInfo,
     pub policies: PolicySet,
     pub routes: Vec<Route>,
-    pub keys: Arc<KeyCache>,
+    pub keys: Arc<Keys>,
     /// Server start, in the local zone (reported as policy/identity `created_at`).
     pub started: OffsetDateTime,
     pub started_at: Instant,

@@ -310,8 +310,10 @@ fn open_cache(
     cfg: &Config,
     store: Arc<dyn KeyStore>,
     obs: &Arc<Obs>,
-) -> Result<(Arc<KeyCache>, Option<String>), StartError> {
-    let Some(persist) = &cfg.persist else { return Ok((KeyCache::new(store, cfg.cache), None)) };
+) -> Result<(Arc<api::Keys>, Option<String>), StartError> {
+    let Some(persist) = &cfg.persist else {
+        return Ok((KeyCache::new(store, cfg.cache, api::parse_key), None));
+    };
     let sink = Arc::clone(obs);
     let sealed = crate::keystore::sealed::SealedCache::open(
         &persist.path,
@@ -327,7 +329,7 @@ fn open_cache(
         crate::gotime::format_duration(persist.max_age)
     );
     let probe = store.status(Instant::now() + STARTUP_PROBE_TIMEOUT);
-    let cache = KeyCache::with_sealed(store, cfg.cache, Arc::new(sealed));
+    let cache = KeyCache::with_sealed(store, cfg.cache, api::parse_key, Arc::new(sealed));
     match probe {
         Ok(_) => {
             cache.recheck_sealed();
@@ -354,7 +356,7 @@ fn open_cache(
     }
 }
 
-fn build_state(cfg: &Config, keys: Arc<KeyCache>, obs: Arc<Obs>, conns: Arc<ConnStats>) -> State {
+fn build_state(cfg: &Config, keys: Arc<api::Keys>, obs: Arc<Obs>, conns: Arc<ConnStats>) -> State {
     let started = time::OffsetDateTime::now_utc();
     let (policies, routes) = authorization(cfg);
     State {
