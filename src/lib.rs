@@ -71,6 +71,7 @@ pub mod gojson;
 pub mod gotime;
 pub mod http;
 pub mod keystore;
+pub mod names;
 pub mod obs;
 pub mod server;
 pub mod sys;

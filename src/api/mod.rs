@@ -12,9 +12,9 @@ pub mod routes;
 pub mod wire;
 
 use crate::auth::{Authorized, Denied, Identity, PolicySet, Rule};
-use crate::config::Level;
 use crate::http::{Head, Method, Response};
 use crate::keystore::cache::KeyCache;
+use crate::obs::Level;
 use crate::obs::{AuditEvent, Obs, ProcReader};
 use error::ApiError;
 use routes::{Auth, Route, RouteMethod};
@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
 pub use handlers::key::parse_key;
-pub use handlers::validate::{MAX_NAME_LEN, valid_name, valid_pattern};
 
 /// The key cache as the handlers use it: every version of a key, decoded by [`parse_key`].
 pub type Keys = KeyCache<crate::crypto::VersionedKey>;

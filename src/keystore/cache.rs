@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::sealed::{SealedCache, SealedInfo};
 use super::{KeyStore, MAX_VERSIONS, StoreError, StoredVersion};
-use crate::config::{CacheConfig, Level};
+use log::Level;
 
 /// Builds the value cached for one key from all its stored versions (never empty, at most
 /// [`MAX_VERSIONS`]; the first is upstream's key). Supplied by the layer that knows the
@@ -70,6 +70,29 @@ const RECHECK_THREAD_NAME: &str = "kes-recheck";
 /// nothing but its share of the cache state, so a SIGHUP reload is never held up by a
 /// hanging store.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
+
+/// How long keys stay cached (`cache.expiry.*` of the config file, with our documented
+/// defaults, spec DECISION §3.3; `config` maps the YAML onto it). Zero disables a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Every entry is dropped this often, used or not.
+    pub any: Duration,
+    /// An entry not used for this long is dropped (swept every half period).
+    pub unused: Duration,
+    /// While the store is unreachable, entries are kept this long instead (0: offline
+    /// caching off, the two expiries above keep running).
+    pub offline: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            any: Duration::from_secs(5 * 60),
+            unused: Duration::from_secs(30),
+            offline: Duration::ZERO,
+        }
+    }
+}
 
 /// Why a lookup failed. Never carries key material.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -307,7 +330,7 @@ impl<K> Shared<K> {
         let key = match parsed {
             Ok(key) => Arc::new(key),
             Err(e) => {
-                sealed.log_line(Level::ERROR, &format!("sealed cache: '{name}': {e}"));
+                sealed.log_line(Level::Error, &format!("sealed cache: '{name}': {e}"));
                 return None;
             }
         };
@@ -356,7 +379,7 @@ impl<K> Shared<K> {
                         kept += 1;
                     }
                     Err(e) => sealed.log_line(
-                        Level::ERROR,
+                        Level::Error,
                         &format!("sealed cache: re-check: stored key '{name}' is malformed: {e}"),
                     ),
                 },
@@ -365,13 +388,13 @@ impl<K> Shared<K> {
                     sealed.remove(name);
                     removed += 1;
                     sealed.log_line(
-                        Level::INFO,
+                        Level::Info,
                         &format!("sealed cache: '{name}' no longer exists in the key store: sealed copy removed"),
                     );
                 }
                 Err(e) => {
                     sealed.log_line(
-                        Level::WARN,
+                        Level::Warn,
                         &format!("sealed cache: re-check stopped after {kept} keys: {e}"),
                     );
                     self.recheck_due.store(true, Ordering::SeqCst);
@@ -380,7 +403,7 @@ impl<K> Shared<K> {
             }
         }
         sealed.log_line(
-            Level::INFO,
+            Level::Info,
             &format!(
                 "sealed cache: re-checked {} keys: {kept} current, {removed} removed",
                 names.len()
@@ -415,7 +438,7 @@ impl<K> Shared<K> {
                 log::warn!("{THREAD_NAME}: key store unreachable: {e}");
                 if let Some(sealed) = &self.sealed {
                     sealed.log_line(
-                        Level::WARN,
+                        Level::Warn,
                         &format!("key store unreachable, serving from the sealed cache: {e}"),
                     );
                 }
@@ -425,7 +448,7 @@ impl<K> Shared<K> {
                 log::info!("{THREAD_NAME}: key store reachable again");
                 if let Some(sealed) = &self.sealed {
                     sealed.log_line(
-                        Level::INFO,
+                        Level::Info,
                         "key store reachable again: re-checking the sealed cache",
                     );
                     self.recheck_due.store(true, Ordering::SeqCst);

@@ -14,11 +14,12 @@ pub mod tls;
 
 use crate::api::{self, BuildInfo, State};
 use crate::auth::{Identity, Policy, PolicySet};
-use crate::config::{self, Config, KeyStoreConfig, Level};
+use crate::config::{self, Config, KeyStoreConfig};
 use crate::crypto::{Algorithm, KeyVersion};
 use crate::keystore::cache::KeyCache;
 use crate::keystore::mem::MemStore;
 use crate::keystore::{KeyStore, StoreError};
+use crate::obs::Level;
 use crate::obs::audit_file::AuditFile;
 use crate::obs::{ConnStats, Obs, ProcReader, SharedWriter};
 use crate::sys::{self, MlockPolicy};
@@ -320,7 +321,7 @@ fn open_cache(
         &persist.seal,
         &store.describe(),
         persist.max_age,
-        Box::new(move |level, msg| sink.log(level, msg)),
+        Box::new(move |level, msg| sink.log(level.into(), msg)),
     )
     .map_err(StartError)?;
     let where_ = format!(
@@ -441,7 +442,7 @@ fn dev_setup(
             enforce_client_validity: false,
         },
         policies: Default::default(),
-        cache: config::CacheConfig::default(),
+        cache: crate::keystore::cache::CacheConfig::default(),
         // `--dev` never persists keys, sealed or not.
         persist: None,
         api: Default::default(),

@@ -7,11 +7,10 @@
 //! tries the live versions newest first; HMAC always uses the first version's secret.
 
 use super::{empty, json};
+use crate::api::Ctx;
 use crate::api::error::{ApiError, StoreOp};
 use crate::api::wire::{Body, encode_base64, to_go_json_secret};
-use crate::api::{Ctx, valid_name, valid_pattern};
 use crate::auth::Authorized;
-use crate::config::Level;
 use crate::crypto::{
     Algorithm, HmacKey, KEY_LEN, KeyVersion, SecretKey, Version, VersionState, VersionedKey,
     fill_random,
@@ -21,6 +20,8 @@ use crate::keystore::cache::CacheError;
 use crate::keystore::{
     MAX_LIVE_VERSIONS, MAX_VERSIONS, StoreError, StoredVersion, valid_version_id,
 };
+use crate::names::{valid_name, valid_pattern};
+use crate::obs::Level;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
