@@ -359,7 +359,7 @@ fn every_module_is_in_the_table_once() {
 #[test]
 fn no_import_breaks_the_layer_table() {
     let (bad, checked) = violations(&table());
-    assert!(checked > 300, "only {checked} paths found: is the scanner still working?");
+    assert!(checked > 100, "only {checked} paths found: is the scanner still working?");
     assert!(bad.is_empty(), "imports the layer table in src/lib.rs forbids:\n{}", bad.join("\n"));
 }
 
