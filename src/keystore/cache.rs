@@ -346,14 +346,19 @@ impl<K> Shared<K> {
         Some(key)
     }
 
-    /// Drops the entry of `name`, keeps a load in progress from inserting what it read, and
-    /// detaches that load: its waiters still get its result, later lookups start anew.
+    /// Drops the entry of `name` and keeps a load in progress from inserting what it read;
+    /// later lookups still join that load.
+    fn drop_entry(&self, name: &str) {
+        let mut entries = self.write_entries();
+        entries.map.remove(name);
+        entries.removals = entries.removals.wrapping_add(1);
+    }
+
+    /// [`Shared::drop_entry`], and detaches the load in progress: its waiters still get
+    /// its result, later lookups start a read of their own (after a write, a load that
+    /// began before it may hold what the write changed).
     fn forget(&self, name: &str) {
-        {
-            let mut entries = self.write_entries();
-            entries.map.remove(name);
-            entries.removals = entries.removals.wrapping_add(1);
-        }
+        self.drop_entry(name);
         lock(&self.flights).remove(name);
     }
 
@@ -728,19 +733,24 @@ impl<K: Send + Sync + 'static> KeyCache<K> {
         min_age: Duration,
         deadline: Instant,
     ) -> Result<Arc<K>, CacheError> {
-        let stale = {
+        let (stale, cached) = {
             let entries = self.shared.read_entries();
             match entries.map.get(name) {
-                Some(e) => Arc::ptr_eq(&e.key, seen) && e.loaded.elapsed() >= min_age,
-                // Not cached (e.g. the cache is a pass-through): a plain load reads the store.
-                None => true,
+                Some(e) => (Arc::ptr_eq(&e.key, seen) && e.loaded.elapsed() >= min_age, true),
+                // Not cached (e.g. the cache is a pass-through, or another refresh dropped
+                // it): a plain load reads the store, or joins the load already under way.
+                None => (true, false),
             }
         };
         if stale {
             if self.is_offline() {
                 return Ok(Arc::clone(seen));
             }
-            self.forget(name);
+            // Not `forget`: concurrent refreshes of one key (a burst of ciphertexts no
+            // version opens) must share one store read, not start one each.
+            if cached {
+                self.shared.drop_entry(name);
+            }
         }
         self.get(name, deadline)
     }
@@ -1210,6 +1220,36 @@ mod tests {
         assert_eq!(store.mem.reads(), 2);
         // The detached load did not insert; the later one did.
         assert!(cache.cached("k"));
+    }
+
+    #[test]
+    fn concurrent_refreshes_share_one_store_read() {
+        const THREADS: usize = 20;
+        let store = Arc::new(TestStore::default());
+        store.mem.create("k", &value("k"), later()).unwrap();
+        let cache = cache_over(store.clone(), config(0, 0, 0), 0);
+        let seen = cache.get("k", later()).unwrap();
+        store.set_gate(true);
+        let refresh = || {
+            let (cache, seen) = (Arc::clone(&cache), Arc::clone(&seen));
+            thread::spawn(move || cache.refresh("k", &seen, Duration::ZERO, later()))
+        };
+        // The first refresh drops the entry and reads (held at the gate) ...
+        let mut refreshes = vec![refresh()];
+        assert!(eventually(Duration::from_secs(5), || store.entered.load(Ordering::SeqCst) == 2));
+        // ... and every later one, finding nothing cached, joins that read.
+        refreshes.extend((1..THREADS).map(|_| refresh()));
+        assert!(eventually(Duration::from_secs(10), || {
+            cache.flight_waiters("k") == THREADS - 1
+        }));
+        assert_eq!(store.entered.load(Ordering::SeqCst), 2);
+        store.set_gate(false);
+        let keys: Vec<_> = refreshes.into_iter().map(|h| h.join().unwrap().unwrap()).collect();
+        assert!(keys.iter().all(|k| Arc::ptr_eq(k, &keys[0]) && !Arc::ptr_eq(k, &seen)));
+        assert_eq!(store.mem.reads(), 2);
+        // What the shared read found is cached: the next lookup is a hit.
+        assert!(cache.cached("k"));
+        assert!(Arc::ptr_eq(&cache.get("k", later()).unwrap(), &keys[0]));
     }
 
     #[test]
