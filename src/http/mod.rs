@@ -4,6 +4,8 @@
 //!
 //! Must not: see JSON, know routes, or touch a socket.
 
+pub mod client;
+
 use std::fmt::Write as _;
 
 /// Most bytes a request head may have. kms-go and MinIO send well under 1 KiB; 16 KiB leaves

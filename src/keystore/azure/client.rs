@@ -11,21 +11,21 @@
 //! (ureq spawns one DNS thread per request when timeouts are set) and §9 (ureq defaults to
 //! reading proxies from the environment and following redirects; both are turned off here).
 
-use std::collections::HashMap;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use ureq::http::{self, Method};
 use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
-use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::unversioned::transport::DefaultConnector;
 use zeroize::Zeroizing;
 
 use crate::goroots::RootSources;
 
+use super::dns::{CachingResolver, LookupFailed};
+pub use super::dns::{DNS_CACHE_TTL, DNS_MAX_WAIT, DNS_THREAD_STACK};
 use super::error::{is_transient_status, parse_retry_after, parse_retry_after_ms};
+pub use super::proxy::{NoProxy, ProxySettings};
 
 /// Largest response body we read. A list page of 25 items is ~10 KB and a secret value at
 /// most 25 KB (`azure-rest.md` §4.2); anything far bigger is a broken or hostile peer.
@@ -39,13 +39,6 @@ pub const POOL_IDLE_PER_HOST: usize = 8;
 pub const POOL_IDLE_TOTAL: usize = 16;
 /// How long an idle pooled connection is reused; below Azure's front-end idle timeout.
 pub const POOL_IDLE_AGE: Duration = Duration::from_secs(50);
-/// How long a resolved address is reused before asking the system resolver again.
-pub const DNS_CACHE_TTL: Duration = Duration::from_secs(60);
-/// Stack of the one lookup thread per host name in flight (glibc NSS lookups need more
-/// than 64 KiB; STACK.md §3.2 measured 256 KiB as safe and cheap under mlockall).
-pub const DNS_THREAD_STACK: usize = 256 << 10;
-/// Longest we wait for a name lookup even when the caller's deadline is later.
-pub const DNS_MAX_WAIT: Duration = Duration::from_secs(10);
 /// Sent on every request so that vault operators can tell our traffic apart.
 pub const USER_AGENT: &str = concat!("kes-rs/", env!("CARGO_PKG_VERSION"), " (azure-keyvault)");
 /// Retry schedule for transient failures (`azure-rest.md` §12; upstream: 7 retries, 200 ms
@@ -175,19 +168,6 @@ impl fmt::Display for TransportError {
     }
 }
 
-/// A failed name lookup of [`CachingResolver`], carried inside ureq's I/O error so that
-/// [`transport_error`] can tell it from other I/O failures by type.
-#[derive(Debug)]
-struct LookupFailed(String);
-
-impl fmt::Display for LookupFailed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for LookupFailed {}
-
 /// Maps ureq's error to our kinds; `proxied` says the request went through the HTTPS proxy,
 /// so that a connection failure is the proxy's. ureq's messages name the failure, never
 /// header values.
@@ -216,178 +196,6 @@ fn transport_error(e: ureq::Error, proxied: bool) -> TransportError {
         _ => TransportKind::Invalid,
     };
     TransportError::new(kind, e.to_string())
-}
-
-/// HTTPS proxy settings with Go's `httpproxy` semantics (`kes` README facts, observed item 9).
-#[derive(Clone)]
-pub struct ProxySettings {
-    proxy: ureq::Proxy,
-    /// The proxy URL without credentials, for messages.
-    shown: String,
-    no_proxy: NoProxy,
-}
-
-impl fmt::Debug for ProxySettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ProxySettings").field("proxy", &self.shown).finish()
-    }
-}
-
-impl ProxySettings {
-    /// `proxy` as in `HTTPS_PROXY` (a missing scheme means `http://`); `no_proxy` as in
-    /// `NO_PROXY`. Only HTTP CONNECT proxies (`http://`, `https://`) are supported.
-    pub fn parse(proxy: &str, no_proxy: &str) -> Result<ProxySettings, String> {
-        let p = proxy.trim();
-        let with_scheme = if p.contains("://") { p.to_string() } else { format!("http://{p}") };
-        let url = Url::parse(&with_scheme).map_err(|e| format!("invalid HTTPS_PROXY: {e}"))?;
-        if url.scheme != "http" && url.scheme != "https" {
-            return Err(format!(
-                "unsupported proxy scheme '{}': only http:// and https:// (CONNECT) proxies are supported",
-                url.scheme
-            ));
-        }
-        let proxy = ureq::Proxy::new(&with_scheme)
-            .map_err(|_| format!("invalid HTTPS_PROXY: {}://{}", url.scheme, url.host_port()))?;
-        Ok(ProxySettings {
-            proxy,
-            shown: format!("{}://{}", url.scheme, url.host_port()),
-            no_proxy: NoProxy::parse(no_proxy),
-        })
-    }
-
-    /// Whether a request to `url` goes through the proxy. Like Go, loopback and `localhost`
-    /// are never proxied, and only `https` targets use `HTTPS_PROXY`.
-    pub fn applies_to(&self, url: &Url) -> bool {
-        if url.scheme != "https" {
-            return false;
-        }
-        let host = url.host.to_ascii_lowercase();
-        if host == "localhost" {
-            return false;
-        }
-        if let Ok(ip) = host.parse::<IpAddr>()
-            && ip.is_loopback()
-        {
-            return false;
-        }
-        !self.no_proxy.bypass(&host, url.port)
-    }
-
-    pub fn shown(&self) -> &str {
-        &self.shown
-    }
-}
-
-/// A parsed `NO_PROXY` list (Go `golang.org/x/net/http/httpproxy` rules): `*` matches
-/// everything; `1.2.3.4` and `[::1]` match that IP; `10.0.0.0/8` matches the range;
-/// `example.com` matches it and its subdomains; `.example.com` and `*.example.com` match
-/// subdomains only; an entry may end in `:port` to match that port only.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NoProxy {
-    all: bool,
-    entries: Vec<NoProxyEntry>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum NoProxyEntry {
-    Ip(IpAddr, Option<u16>),
-    Cidr(IpAddr, u8),
-    /// `suffix` starts with '.'; `match_host` also matches the suffix without the dot.
-    Domain {
-        suffix: String,
-        match_host: bool,
-        port: Option<u16>,
-    },
-}
-
-impl NoProxy {
-    pub fn parse(s: &str) -> NoProxy {
-        let mut out = NoProxy::default();
-        for raw in s.split(',') {
-            let p = raw.trim().to_ascii_lowercase();
-            if p.is_empty() {
-                continue;
-            }
-            if p == "*" {
-                out.all = true;
-                continue;
-            }
-            if let Some((ip, len)) = p.split_once('/') {
-                if let (Ok(ip), Ok(len)) = (ip.parse::<IpAddr>(), len.parse::<u8>()) {
-                    let max = if ip.is_ipv4() { 32 } else { 128 };
-                    if len <= max {
-                        out.entries.push(NoProxyEntry::Cidr(ip, len));
-                    }
-                }
-                continue;
-            }
-            let (host, port) = split_host_port(&p);
-            if let Ok(ip) = host.parse::<IpAddr>() {
-                out.entries.push(NoProxyEntry::Ip(ip, port));
-                continue;
-            }
-            let host = host.strip_prefix('*').unwrap_or(host);
-            let (suffix, match_host) = if host.starts_with('.') {
-                (host.to_string(), false)
-            } else {
-                (format!(".{host}"), true)
-            };
-            if suffix.len() > 1 {
-                out.entries.push(NoProxyEntry::Domain { suffix, match_host, port });
-            }
-        }
-        out
-    }
-
-    /// Whether `host` (lowercase, no brackets) on `port` bypasses the proxy.
-    pub fn bypass(&self, host: &str, port: u16) -> bool {
-        if self.all {
-            return true;
-        }
-        let ip = host.parse::<IpAddr>().ok();
-        self.entries.iter().any(|e| match (e, ip) {
-            (NoProxyEntry::Ip(want, p), Some(ip)) => *want == ip && p.is_none_or(|p| p == port),
-            (NoProxyEntry::Cidr(net, len), Some(ip)) => cidr_contains(*net, *len, ip),
-            (NoProxyEntry::Domain { suffix, match_host, port: p }, None) => {
-                (host.ends_with(suffix.as_str()) || (*match_host && host == &suffix[1..]))
-                    && p.is_none_or(|p| p == port)
-            }
-            _ => false,
-        })
-    }
-}
-
-/// `host:port`, `[v6]:port`, `[v6]` or `host` → (host without brackets, port).
-fn split_host_port(s: &str) -> (&str, Option<u16>) {
-    if let Some(rest) = s.strip_prefix('[') {
-        if let Some((h, after)) = rest.split_once(']') {
-            let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
-            return (h, port);
-        }
-        return (s, None);
-    }
-    match s.rsplit_once(':') {
-        // A bare IPv6 address has several colons and no port.
-        Some((h, p)) if !h.contains(':') => match p.parse() {
-            Ok(port) => (h, Some(port)),
-            Err(_) => (s, None),
-        },
-        _ => (s, None),
-    }
-}
-
-fn cidr_contains(net: IpAddr, len: u8, ip: IpAddr) -> bool {
-    match (net, ip) {
-        (IpAddr::V4(n), IpAddr::V4(i)) => {
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
-            u32::from(n) & mask == u32::from(i) & mask
-        }
-        (IpAddr::V6(n), IpAddr::V6(i)) => {
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
-            u128::from(n) & mask == u128::from(i) & mask
-        }
-        _ => false,
-    }
 }
 
 /// The parts of an absolute `http(s)` URL that the client checks (host for proxy and
@@ -677,133 +485,6 @@ fn load_roots(s: &HttpSettings) -> Result<Vec<Certificate<'static>>, String> {
     Ok(roots.certs.iter().map(|c| Certificate::from_der(c.as_ref()).to_owned()).collect())
 }
 
-/// A resolver that caches answers for [`DNS_CACHE_TTL`] and runs at most one lookup
-/// thread per name at a time (ureq's default spawns a 2 MiB-stack thread per request when
-/// timeouts are set, STACK.md §3.1). Stale answers are served when a refresh fails or
-/// times out, so a DNS blip does not fail requests to a vault whose address is known.
-#[derive(Debug, Default)]
-struct CachingResolver {
-    state: Arc<DnsState>,
-}
-
-#[derive(Debug, Default)]
-struct DnsState {
-    map: Mutex<HashMap<String, DnsEntry>>,
-    cond: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct DnsEntry {
-    addrs: Vec<SocketAddr>,
-    fetched: Option<Instant>,
-    pending: bool,
-    last_error: Option<String>,
-    /// Incremented each time a lookup finishes.
-    generation: u64,
-}
-
-impl Resolver for CachingResolver {
-    fn resolve(
-        &self,
-        uri: &http::Uri,
-        config: &ureq::config::Config,
-        timeout: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let host = uri.host().ok_or(ureq::Error::HostNotFound)?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
-            Some("http") => 80,
-            _ => 443,
-        });
-        let addrs = if let Ok(ip) = host.parse::<IpAddr>() {
-            vec![SocketAddr::new(ip, port)]
-        } else {
-            let wait = (*timeout.after).min(DNS_MAX_WAIT);
-            self.lookup(&format!("{host}:{port}"), wait)?
-        };
-        let mut out = self.empty();
-        for a in config.ip_family().keep_wanted(addrs.into_iter()).take(16) {
-            out.push(a);
-        }
-        if out.is_empty() { Err(ureq::Error::HostNotFound) } else { Ok(out) }
-    }
-}
-
-impl CachingResolver {
-    fn lookup(&self, key: &str, wait: Duration) -> Result<Vec<SocketAddr>, ureq::Error> {
-        let give_up = Instant::now() + wait;
-        let st = &self.state;
-        let mut map = st.map.lock().unwrap_or_else(|p| p.into_inner());
-        let e = map.entry(key.to_string()).or_default();
-        if e.fetched.is_some_and(|t| t.elapsed() < DNS_CACHE_TTL) && !e.addrs.is_empty() {
-            return Ok(e.addrs.clone());
-        }
-        // Wait for the next lookup to finish: ours, or the one already in flight.
-        let asked_at = e.generation;
-        if !e.pending {
-            e.pending = true;
-            if !spawn_lookup(Arc::clone(&self.state), key.to_string()) {
-                // No thread available: resolve inline (blocking, without a timeout).
-                drop(map);
-                let r = key.to_socket_addrs().map(|i| i.collect::<Vec<_>>());
-                finish_lookup(st, key, r);
-                map = st.map.lock().unwrap_or_else(|p| p.into_inner());
-            }
-        }
-        loop {
-            let e = map.entry(key.to_string()).or_default();
-            if e.generation != asked_at {
-                // Fresh addresses, or the stale ones when the lookup failed.
-                if !e.addrs.is_empty() {
-                    return Ok(e.addrs.clone());
-                }
-                let msg = e.last_error.clone().unwrap_or_else(|| format!("no address for {key}"));
-                return Err(ureq::Error::Io(std::io::Error::other(LookupFailed(msg))));
-            }
-            let now = Instant::now();
-            if now >= give_up {
-                // Serve a stale answer rather than failing on a slow resolver.
-                if !e.addrs.is_empty() {
-                    return Ok(e.addrs.clone());
-                }
-                return Err(ureq::Error::Timeout(ureq::Timeout::Resolve));
-            }
-            map = st.cond.wait_timeout(map, give_up - now).unwrap_or_else(|p| p.into_inner()).0;
-        }
-    }
-}
-
-fn spawn_lookup(state: Arc<DnsState>, key: String) -> bool {
-    let k = key.clone();
-    let st = Arc::clone(&state);
-    std::thread::Builder::new()
-        .name("azure-dns".into())
-        .stack_size(DNS_THREAD_STACK)
-        .spawn(move || {
-            let r = k.to_socket_addrs().map(|i| i.collect::<Vec<_>>());
-            finish_lookup(&st, &k, r);
-        })
-        .is_ok()
-}
-
-fn finish_lookup(st: &DnsState, key: &str, r: std::io::Result<Vec<SocketAddr>>) {
-    let mut map = st.map.lock().unwrap_or_else(|p| p.into_inner());
-    let e = map.entry(key.to_string()).or_default();
-    e.pending = false;
-    e.generation += 1;
-    match r {
-        Ok(a) if !a.is_empty() => {
-            e.addrs = a;
-            e.fetched = Some(Instant::now());
-            e.last_error = None;
-        }
-        Ok(_) => e.last_error = Some(format!("no address for {key}")),
-        // Keep stale addresses; they are served until a lookup succeeds again.
-        Err(err) => e.last_error = Some(format!("lookup of {key} failed: {err}")),
-    }
-    st.cond.notify_all();
-}
-
 /// Percent-encodes everything except RFC 3986 unreserved characters (for path segments,
 /// query values and form bodies).
 pub fn pct_encode(s: &str) -> String {
@@ -836,54 +517,6 @@ pub fn form_body(pairs: &[(&str, &str)]) -> Zeroizing<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn no_proxy_follows_go_rules() {
-        let np = NoProxy::parse(
-            " example.com, .internal.net ,*.corp.io,10.0.0.0/8,192.168.1.5,[::1]:8443,svc:8080,*x,",
-        );
-        assert!(np.bypass("example.com", 443));
-        assert!(np.bypass("a.example.com", 443));
-        assert!(!np.bypass("notexample.com", 443));
-        assert!(!np.bypass("internal.net", 443));
-        assert!(np.bypass("v.internal.net", 443));
-        assert!(!np.bypass("corp.io", 443));
-        assert!(np.bypass("a.corp.io", 443));
-        assert!(np.bypass("10.1.2.3", 443));
-        assert!(!np.bypass("11.1.2.3", 443));
-        assert!(np.bypass("192.168.1.5", 1));
-        assert!(np.bypass("::1", 8443));
-        assert!(!np.bypass("::1", 443));
-        assert!(np.bypass("svc", 8080));
-        assert!(!np.bypass("svc", 443));
-        // `*x` is a suffix match like Go's leading-`*` handling of `*.x`.
-        assert!(np.bypass("x", 443));
-        assert!(NoProxy::parse("*").bypass("anything.example", 1));
-        assert!(!NoProxy::parse("").bypass("example.com", 443));
-        assert!(NoProxy::parse("fd00::/8").bypass("fd12::1", 443));
-        assert!(!NoProxy::parse("fd00::/8").bypass("fe80::1", 443));
-        assert!(NoProxy::parse("0.0.0.0/0").bypass("8.8.8.8", 443));
-    }
-
-    #[test]
-    fn proxy_selection() {
-        let p = ProxySettings::parse("proxy.corp:3128", "vault.azure.net,.example.com").unwrap();
-        assert_eq!(p.shown(), "http://proxy.corp:3128");
-        let url = |s: &str| Url::parse(s).unwrap();
-        assert!(p.applies_to(&url("https://kes.vault.azure.cn/secrets")));
-        assert!(!p.applies_to(&url("https://kes.vault.azure.net/secrets")));
-        assert!(!p.applies_to(&url("https://a.example.com")));
-        // Loopback and localhost are never proxied; plain http targets neither.
-        assert!(!p.applies_to(&url("https://127.0.0.1:8443")));
-        assert!(!p.applies_to(&url("https://localhost:8443")));
-        assert!(!p.applies_to(&url("https://[::1]:8443")));
-        assert!(!p.applies_to(&url("http://169.254.169.254/metadata")));
-
-        let p = ProxySettings::parse("https://user:secret@p.example:8443", "").unwrap();
-        assert_eq!(p.shown(), "https://p.example:8443");
-        assert!(!format!("{p:?}").contains("secret"));
-        assert!(ProxySettings::parse("socks5://p:1080", "").unwrap_err().contains("socks5"));
-    }
 
     #[test]
     fn url_parts() {
@@ -937,30 +570,5 @@ mod tests {
             &b[..],
             b"scope=https%3A%2F%2Fvault.azure.net%2F.default&grant_type=client_credentials"
         );
-    }
-
-    #[test]
-    fn resolver_serves_ip_literals_and_caches_names() {
-        let r = CachingResolver::default();
-        let cfg = ureq::config::Config::default();
-        let uri: http::Uri = "https://127.0.0.1:8443/x".parse().unwrap();
-        let t = NextTimeout {
-            after: ureq::unversioned::transport::time::Duration::from_secs(1),
-            ..Default::default()
-        };
-        let a = r.resolve(&uri, &cfg, t).unwrap();
-        assert_eq!(a.len(), 1);
-        assert_eq!(a[0], "127.0.0.1:8443".parse().unwrap());
-        let uri: http::Uri = "https://localhost:8443/x".parse().unwrap();
-        let a = r.resolve(&uri, &cfg, t).unwrap();
-        assert!(a.iter().all(|s| s.ip().is_loopback() && s.port() == 8443));
-        // The second lookup comes from the cache: no pending lookup, fresh entry.
-        {
-            let map = r.state.map.lock().unwrap();
-            let e = map.get("localhost:8443").unwrap();
-            assert!(!e.pending && e.fetched.is_some() && e.generation == 1);
-        }
-        r.resolve(&uri, &cfg, t).unwrap();
-        assert_eq!(r.state.map.lock().unwrap().get("localhost:8443").unwrap().generation, 1);
     }
 }

@@ -5,7 +5,8 @@
 //! soft-delete purge dance, oldest-version reads, idempotent delete, paged listing, the
 //! status probe); `options.rs` what the config file and the environment say; `select.rs`
 //! which credential a deployment uses; `vault.rs` one authenticated vault call (challenge,
-//! token, purge with retry, version listing); `client.rs` the HTTP transport and retries;
+//! token, purge with retry, version listing); `client.rs` the HTTP transport and retries, `proxy.rs` Go's proxy rules and `dns.rs` the
+//! resolver cache;
 //! `credentials.rs` token sources and the token cache; `certificate.rs` the client
 //! certificate and its signed assertions; `error.rs` and `wire.rs` the pure
 //! parsers of error bodies, challenges, `Retry-After`, secret bundles and list pages.
@@ -28,8 +29,10 @@
 pub mod certificate;
 pub mod client;
 pub mod credentials;
+mod dns;
 pub mod error;
 pub mod options;
+pub mod proxy;
 pub mod select;
 mod vault;
 pub mod wire;

@@ -7,19 +7,31 @@
 //! to do, and a response body that can be an endless NDJSON stream (`kes log`). A request is
 //! one connection (`Connection: close`): the CLI makes a handful of requests per run.
 //!
+//! Layout: `settings.rs` where the server is, who we are and whom we trust; `errors.rs` what
+//! a failure says; this file the connections, requests and event streams. The response
+//! head parser is `http::client`, next to the server's request parser.
+//!
 //! Must not: print, exit, or put key material into an error message.
 
-use super::apikey::{self, ApiKey};
+mod errors;
+mod settings;
+
+use self::errors::*;
+pub use self::errors::{ClientError, Failure, error_message};
+pub use self::settings::{
+    API_KEY_VARS, AskPassword, CERT_FILE_VARS, ConnFlags, Credentials, Endpoint, Env,
+    KEY_FILE_VARS, SERVER_VARS, Settings, load_key_pair, process_env, trusted_roots,
+};
+use super::apikey;
 use super::{Fail, io_msg};
 use crate::auth::{ClientCert, Identity};
-use crate::http::{ChunkError, ChunkedDecoder};
+use crate::http::ChunkedDecoder;
+use crate::http::client::{ResponseHead as Head, parse_response_head};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use rustls::{CertificateError, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
-use std::fmt;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use zeroize::Zeroizing;
@@ -33,248 +45,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IO_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest response head we read.
 pub const MAX_RESPONSE_HEAD: usize = 64 << 10;
-/// Most response headers we parse.
-pub const MAX_RESPONSE_HEADERS: usize = 64;
 /// Largest response body (a full key listing page is ~100 KB; metrics a few KB).
 pub const MAX_RESPONSE_BODY: usize = 16 << 20;
 /// Largest single event of a log stream.
 pub const MAX_EVENT: usize = 1 << 20;
-
-/// Endpoint variables, first *set* one wins (even when empty).
-pub const SERVER_VARS: [&str; 3] = ["MINIO_KES_SERVER", "KES_SERVER", "MINIO_KMS_KES_ENDPOINT"];
-pub const API_KEY_VARS: [&str; 3] = ["MINIO_KES_API_KEY", "KES_API_KEY", "MINIO_KMS_KES_API_KEY"];
-pub const KEY_FILE_VARS: [&str; 3] =
-    ["MINIO_KES_KEY_FILE", "KES_CLIENT_KEY", "MINIO_KES_CLIENT_KEY"];
-pub const CERT_FILE_VARS: [&str; 3] =
-    ["MINIO_KES_CERT_FILE", "KES_CLIENT_CERT", "MINIO_KES_CLIENT_CERT"];
-
-/// Reads an environment variable; a function so that tests can pass their own.
-pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
-
-/// The process environment (values that are not UTF-8 count as unset).
-pub fn process_env(name: &str) -> Option<String> {
-    std::env::var(name).ok()
-}
-
-/// The first variable of `vars` that is set, with its value.
-fn first_set(env: Env<'_>, vars: &[&'static str]) -> Option<(&'static str, String)> {
-    vars.iter().find_map(|v| env(v).map(|value| (*v, value)))
-}
-
-/// One server: `https://host:port` plus an optional base path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    /// `https://host:port[/base]`, as shown to the user.
-    pub url: String,
-    /// Host as written (IPv6 without brackets).
-    pub host: String,
-    pub port: u16,
-    /// Path prefix without a trailing slash (usually empty).
-    pub base: String,
-}
-
-impl Endpoint {
-    /// Upstream's normalisation: trim, strip `http://`, add `https://` when missing.
-    pub fn parse(text: &str) -> Result<Endpoint, String> {
-        let t = text.trim();
-        let t = t.strip_prefix("http://").unwrap_or(t);
-        let rest = t.strip_prefix("https://").unwrap_or(t);
-        let (authority, base) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-            None => (rest, ""),
-        };
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) =
-                v6.split_once(']').ok_or_else(|| format!("invalid endpoint '{t}'"))?;
-            match after.strip_prefix(':') {
-                Some(p) => (host, Some(p)),
-                None if after.is_empty() => (host, None),
-                None => return Err(format!("invalid endpoint '{t}'")),
-            }
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(format!("invalid endpoint '{t}': no host"));
-        }
-        let port = match port {
-            None => 443,
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| format!("invalid endpoint '{t}': invalid port '{p}'"))?,
-        };
-        let shown_host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
-        Ok(Endpoint {
-            url: format!("https://{shown_host}:{port}{base}"),
-            host: host.to_string(),
-            port,
-            base: base.to_string(),
-        })
-    }
-
-    /// `host:port` as the `Host` header and `kes status` show it.
-    pub fn authority(&self) -> &str {
-        self.url.trim_start_matches("https://").split('/').next().unwrap_or_default()
-    }
-}
-
-/// Who we are to the server.
-pub enum Credentials {
-    ApiKey(ApiKey),
-    Files { cert: PathBuf, key: PathBuf },
-}
-
-/// Everything needed to reach a server, resolved from flags and environment.
-pub struct Settings {
-    pub endpoints: Vec<Endpoint>,
-    /// Where the endpoints came from, for error messages (`KES_SERVER`, `--server`, …).
-    pub endpoint_source: String,
-    pub credentials: Credentials,
-    pub insecure: bool,
-}
-
-/// The connection flags a command took (`-s` and `-a` exist on `kes ls` only).
-#[derive(Debug, Default, Clone)]
-pub struct ConnFlags {
-    pub server: Option<String>,
-    pub api_key: Option<String>,
-    pub insecure: bool,
-}
-
-impl Settings {
-    /// `kes-config-cli.md` §4.1, in upstream's order of checks and with its messages.
-    pub fn resolve(flags: &ConnFlags, env: Env<'_>) -> Result<Settings, Fail> {
-        let (list, source) = match flags.server.as_deref().filter(|s| !s.is_empty()) {
-            Some(s) => (s.to_string(), "--server".to_string()),
-            None => match first_set(env, &SERVER_VARS) {
-                Some((var, value)) => (value, var.to_string()),
-                None => (DEFAULT_SERVER.to_string(), format!("the default {DEFAULT_SERVER}")),
-            },
-        };
-        let mut endpoints = Vec::new();
-        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            endpoints
-                .push(Endpoint::parse(item).map_err(|e| Fail::Error(format!("{source}: {e}")))?);
-        }
-        if endpoints.is_empty() {
-            return Err(Fail::Error(format!("'{source}' contains no hosts / IPs")));
-        }
-
-        let api_key = match flags.api_key.as_deref().filter(|s| !s.is_empty()) {
-            Some(k) => Some(k.to_string()),
-            None => first_set(env, &API_KEY_VARS).map(|(_, v)| v).filter(|v| !v.is_empty()),
-        };
-        let key_file = first_set(env, &KEY_FILE_VARS).map(|(_, v)| v).filter(|v| !v.is_empty());
-        let cert_file = first_set(env, &CERT_FILE_VARS).map(|(_, v)| v).filter(|v| !v.is_empty());
-        let credentials = match (api_key, key_file, cert_file) {
-            (None, None, None) => {
-                return Err(Fail::Error(
-                    "no API key specified. Consider setting MINIO_KES_API_KEY".into(),
-                ));
-            }
-            (Some(_), Some(_), _) => {
-                return Err(Fail::Error(
-                    "API key and private key file cannot be used at the same time".into(),
-                ));
-            }
-            (Some(_), None, Some(_)) => {
-                return Err(Fail::Error(
-                    "API key and certificate file cannot be used at the same time".into(),
-                ));
-            }
-            (None, Some(_), None) => {
-                return Err(Fail::Error(
-                    "no certificate file specified. Consider setting MINIO_KES_CERT_FILE".into(),
-                ));
-            }
-            (None, None, Some(_)) => {
-                return Err(Fail::Error(
-                    "no private key file specified. Consider setting MINIO_KES_KEY_FILE".into(),
-                ));
-            }
-            (Some(text), None, None) => Credentials::ApiKey(
-                ApiKey::parse(text.trim())
-                    .map_err(|e| Fail::Error(format!("parsing API key: {e}")))?,
-            ),
-            (None, Some(key), Some(cert)) => {
-                Credentials::Files { cert: PathBuf::from(cert), key: PathBuf::from(key) }
-            }
-        };
-        Ok(Settings { endpoints, endpoint_source: source, credentials, insecure: flags.insecure })
-    }
-}
-
-/// Asks for the password of an encrypted private key file (a prompt on the terminal in
-/// the CLI, [`super::password::for_client_key`]); passed in so that this module stays
-/// silent.
-pub type AskPassword<'a> = &'a dyn Fn(&Path) -> Result<Zeroizing<Vec<u8>>, Fail>;
-
-/// Loads a client certificate chain and its private key from PEM files with the same
-/// parsers the server uses for its own (`server::tls`): the certificate file holds only
-/// certificates, the key file one private key, and the two must belong together. A legacy
-/// encrypted key (`Proc-Type: 4,ENCRYPTED`) is decrypted with the password `ask` returns,
-/// asked only once the key is known to be one that can be decrypted.
-pub fn load_key_pair(
-    cert: &Path,
-    key: &Path,
-    ask: AskPassword<'_>,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Fail> {
-    use crate::crypto::legacy_pem::{self, KeyError, PemError};
-    use crate::server::tls::parse_certificates;
-    let cert_pem = std::fs::read(cert).map_err(|e| {
-        Fail::Error(format!("reading certificate file: open {}: {}", cert.display(), io_msg(&e)))
-    })?;
-    let chain = parse_certificates(&cert_pem)
-        .map_err(|e| Fail::Error(format!("reading certificate file: {}: {e}", cert.display())))?;
-    let key_pem = Zeroizing::new(std::fs::read(key).map_err(|e| {
-        Fail::Error(format!("reading private key file: open {}: {}", key.display(), io_msg(&e)))
-    })?);
-    let failed = |e: &dyn fmt::Display| Fail::Error(format!("failed to read TLS private key: {e}"));
-    // A key that cannot be decrypted is refused before anyone is asked for a password.
-    let password = if legacy_pem::is_encrypted(&key_pem) {
-        legacy_pem::parse(&key_pem).map_err(|e| failed(&e))?;
-        Some(ask(key)?)
-    } else {
-        None
-    };
-    let key_der = legacy_pem::load_private_key(&key_pem, password.as_ref().map(|p| p.as_slice()))
-        .map_err(|e| match e {
-        KeyError::PasswordRequired | KeyError::Encrypted(PemError::IncorrectPassword) => {
-            Fail::Error("incorrect password".into())
-        }
-        KeyError::Encrypted(e) => failed(&e),
-        KeyError::Pkcs8Encrypted => failed(&legacy_pem::PKCS8_UNSUPPORTED),
-        e => failed(&e),
-    })?;
-    let signer = rustls::crypto::ring::default_provider()
-        .key_provider
-        .load_private_key(key_der.clone_key())
-        .map_err(|e| Fail::Error(format!("failed to read TLS private key: {e}")))?;
-    let certified = rustls::sign::CertifiedKey::new(chain.clone(), signer);
-    if certified.keys_match().is_err() {
-        return Err(Fail::Error(format!(
-            "tls: private key does not match public key ('{}' does not belong to '{}')",
-            key.display(),
-            cert.display()
-        )));
-    }
-    Ok((chain, key_der))
-}
-
-/// Trusted roots by Go's rule, `SSL_CERT_FILE` and `SSL_CERT_DIR` included
-/// ([`crate::goroots`]). Unreadable or non-PEM files are skipped, as Go skips them.
-pub fn trusted_roots(env: Env<'_>) -> RootCertStore {
-    let mut roots = RootCertStore::empty();
-    for cert in crate::goroots::RootSources::from_lookup(env).load().certs {
-        let _ = roots.add(cert);
-    }
-    roots
-}
 
 /// A connected client: endpoints to try in order, and the TLS configuration.
 pub struct Client {
@@ -292,177 +66,6 @@ pub struct Reply {
     pub body: Zeroizing<Vec<u8>>,
     /// The endpoint that answered.
     pub endpoint: Endpoint,
-}
-
-/// Why one endpoint could not give an answer.
-#[derive(Debug)]
-pub enum Failure {
-    /// Name resolution or TCP connect failed.
-    Connect(io::Error),
-    /// The TLS handshake failed (or the server rejected us right after it).
-    Tls(rustls::Error),
-    /// The connection broke while sending or receiving.
-    Io(io::Error),
-    /// The server spoke something other than HTTP/1.1 as we understand it.
-    Protocol(String),
-    /// A 5xx other than 501: the next endpoint gets a chance (kms-go's rule).
-    Server { status: u16, message: String },
-}
-
-/// What a request ended with, if not a 2xx answer.
-#[derive(Debug)]
-pub enum ClientError {
-    /// The server answered with an error status.
-    Api { status: u16, message: String, path: String, identity: Identity },
-    /// No endpoint gave an answer; one entry per endpoint tried.
-    Unavailable { failures: Vec<(Endpoint, Failure)>, source: String },
-}
-
-impl ClientError {
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            ClientError::Api { status, .. } => Some(*status),
-            ClientError::Unavailable { .. } => None,
-        }
-    }
-}
-
-impl fmt::Display for ClientError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ClientError::Api { status: 403, message, path, identity } => write!(
-                f,
-                "{message} (identity {identity} is not allowed to access {path}; \
-                 its policy on the server must allow it)"
-            ),
-            ClientError::Api { message, .. } => f.write_str(message),
-            ClientError::Unavailable { failures, source } => {
-                let mut hints: Vec<&str> = Vec::new();
-                for (i, (ep, failure)) in failures.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str("; ")?;
-                    }
-                    let (text, hint) = describe(ep, failure, source);
-                    f.write_str(&text)?;
-                    if let Some(h) = hint
-                        && !hints.contains(&h)
-                    {
-                        hints.push(h);
-                    }
-                }
-                for h in hints {
-                    write!(f, " ({h})")?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-const HINT_UNTRUSTED: &str = "to trust the server, set SSL_CERT_FILE to its certificate or to the CA \
-     that issued it, e.g. SSL_CERT_FILE=public.crt; to skip verification (insecure), pass -k/--insecure";
-const HINT_NAME: &str = "connect with a name or IP the certificate carries, make the certificate \
-     with 'kes identity new --ip <IP> --dns <name>', or skip verification (insecure) with -k/--insecure";
-
-/// One endpoint's failure as text, plus a hint to print once.
-fn describe(ep: &Endpoint, failure: &Failure, source: &str) -> (String, Option<&'static str>) {
-    let url = &ep.url;
-    match failure {
-        Failure::Connect(e) => (
-            format!("cannot connect to {url} (from {source}): {}", io_msg(e)),
-            Some("is the KES server running, and is the endpoint right?"),
-        ),
-        Failure::Tls(e) => describe_tls(ep, e),
-        Failure::Io(e)
-            if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
-        {
-            (format!("no answer from {url} within {}s", IO_TIMEOUT.as_secs()), None)
-        }
-        Failure::Io(e) => (format!("connection to {url} failed: {}", io_msg(e)), None),
-        Failure::Protocol(m) => (format!("invalid response from {url}: {m}"), None),
-        Failure::Server { status, message } => {
-            (format!("{url} answered {status}: {message}"), None)
-        }
-    }
-}
-
-fn describe_tls(ep: &Endpoint, e: &rustls::Error) -> (String, Option<&'static str>) {
-    let url = &ep.url;
-    match e {
-        rustls::Error::InvalidCertificate(c) => match c {
-            CertificateError::NotValidForName => (
-                format!("TLS: the certificate of {url} is not valid for '{}'", ep.host),
-                Some(HINT_NAME),
-            ),
-            CertificateError::NotValidForNameContext { presented, .. } => (
-                format!(
-                    "TLS: the certificate of {url} is not valid for '{}' (it is valid for {})",
-                    ep.host,
-                    if presented.is_empty() {
-                        "no name at all".into()
-                    } else {
-                        presented.iter().map(|n| san_text(n)).collect::<Vec<_>>().join(", ")
-                    }
-                ),
-                Some(HINT_NAME),
-            ),
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => (
-                format!("TLS: the certificate of {url} has expired"),
-                Some(
-                    "renew the server's certificate, or skip verification (insecure) with -k/--insecure",
-                ),
-            ),
-            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                (format!("TLS: the certificate of {url} is not valid yet (check the clocks)"), None)
-            }
-            other => (
-                format!("TLS: the certificate of {url} is not trusted ({})", cert_problem(other)),
-                Some(HINT_UNTRUSTED),
-            ),
-        },
-        rustls::Error::AlertReceived(alert) => (
-            format!("TLS: {url} refused the connection (alert: {alert:?})"),
-            Some("the server did not accept our client certificate or TLS parameters"),
-        ),
-        other => (format!("TLS handshake with {url} failed: {other}"), None),
-    }
-}
-
-/// `DnsName("x")` / `IpAddress(1.2.3.4)` as rustls lists presented names -> `x`, `1.2.3.4`.
-fn san_text(name: &str) -> String {
-    let inner = match (name.find('('), name.rfind(')')) {
-        (Some(a), Some(b)) if a < b => &name[a + 1..b],
-        _ => name,
-    };
-    inner.trim_matches('"').to_string()
-}
-
-/// Why a chain did not verify, in words. webpki reports the last candidate issuer it tried,
-/// so signature-algorithm mismatches against unrelated roots also mean "unknown issuer".
-fn cert_problem(c: &CertificateError) -> String {
-    match c {
-        CertificateError::Revoked => "it has been revoked".to_string(),
-        CertificateError::BadEncoding => "it is malformed".to_string(),
-        CertificateError::UnhandledCriticalExtension => {
-            "it has an unsupported critical extension".to_string()
-        }
-        CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
-            "it is not meant for TLS servers (extended key usage)".to_string()
-        }
-        _ => "signed by an unknown authority, e.g. self-signed".to_string(),
-    }
-}
-
-/// The rustls error inside an I/O error, if any.
-fn tls_error(e: &io::Error) -> Option<&rustls::Error> {
-    e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
-}
-
-fn io_failure(e: io::Error) -> Failure {
-    match tls_error(&e) {
-        Some(t) => Failure::Tls(t.clone()),
-        None => Failure::Io(e),
-    }
 }
 
 impl Client {
@@ -603,28 +206,6 @@ impl Client {
     }
 }
 
-/// The text of an error answer: `error` or else `message` of a JSON body (as kms-go reads
-/// it), otherwise the raw body.
-pub fn error_message(status: u16, content_type: &str, body: &[u8]) -> String {
-    if content_type.starts_with("application/json")
-        && let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(body)
-    {
-        for field in ["error", "message"] {
-            if let Some(serde_json::Value::String(s)) = map.get(field)
-                && !s.is_empty()
-            {
-                return s.clone();
-            }
-        }
-    }
-    let text = String::from_utf8_lossy(body).trim().to_string();
-    if text.is_empty() {
-        format!("server answered {status} {}", crate::http::reason(status))
-    } else {
-        text
-    }
-}
-
 /// Go's `url.PathEscape` for one path segment (names, patterns).
 pub fn escape(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
@@ -636,14 +217,6 @@ pub fn escape(segment: &str) -> String {
         }
     }
     out
-}
-
-/// A parsed response head.
-struct Head {
-    status: u16,
-    content_type: String,
-    content_length: Option<usize>,
-    chunked: bool,
 }
 
 /// How the body of a response is framed, and what has been decoded.
@@ -759,37 +332,12 @@ impl Conn {
 
     fn read_head(&mut self) -> Result<Head, Failure> {
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-            let mut resp = httparse::Response::new(&mut headers);
-            match resp.parse(&self.buf) {
-                Ok(httparse::Status::Complete(n)) => {
-                    let status = resp.code.unwrap_or(0);
-                    let mut head = Head {
-                        status,
-                        content_type: String::new(),
-                        content_length: None,
-                        chunked: false,
-                    };
-                    for h in resp.headers.iter() {
-                        let value = String::from_utf8_lossy(h.value).trim().to_string();
-                        if h.name.eq_ignore_ascii_case("content-type") {
-                            head.content_type = value;
-                        } else if h.name.eq_ignore_ascii_case("content-length") {
-                            head.content_length = Some(value.parse().map_err(|_| {
-                                Failure::Protocol(format!("invalid Content-Length '{value}'"))
-                            })?);
-                        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                            head.chunked = value.to_ascii_lowercase().contains("chunked");
-                        }
-                    }
-                    self.buf.drain(..n);
-                    if (100..200).contains(&status) {
-                        continue; // interim answer; the real one follows
-                    }
-                    return Ok(head);
+            if let Some((head, n)) = parse_response_head(&self.buf).map_err(Failure::Protocol)? {
+                self.buf.drain(..n);
+                if (100..200).contains(&head.status) {
+                    continue; // interim answer; the real one follows
                 }
-                Ok(httparse::Status::Partial) => {}
-                Err(e) => return Err(Failure::Protocol(format!("bad response head: {e}"))),
+                return Ok(head);
             }
             if self.buf.len() > MAX_RESPONSE_HEAD {
                 return Err(Failure::Protocol("response head too large".into()));
@@ -845,13 +393,6 @@ impl Conn {
     /// Streams wait for events as long as it takes.
     fn stream_mode(&mut self) -> Result<(), Failure> {
         self.tls.sock.set_read_timeout(None).map_err(Failure::Io)
-    }
-}
-
-fn chunk_failure(e: ChunkError) -> Failure {
-    match e {
-        ChunkError::Malformed => Failure::Protocol("malformed chunked body".into()),
-        ChunkError::TooLarge => Failure::Protocol("event too large".into()),
     }
 }
 
@@ -974,6 +515,7 @@ mod danger {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use std::path::PathBuf;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> =
