@@ -74,6 +74,7 @@ cleanup() {
     rm -rf "$DIR"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 cd "$DIR"
 "$KES" identity new --key server.key --cert server.crt --ip 127.0.0.1 --dns localhost localhost >/dev/null
@@ -94,7 +95,9 @@ keystore:
   fs:
     path: $DIR/keys
 YAML
-    on_cpu 0 "$KES" server --config "config-$1.yml" > >(on_cpu 0 cat >/dev/null) 2>"kes-$1.err" &
+    # Not through on_cpu: $! must be the server itself (chrt and taskset exec it).
+    "${PRIO[@]}" taskset -c 0 "$KES" server --config "config-$1.yml" \
+        > >(on_cpu 0 cat >/dev/null) 2>"kes-$1.err" &
     KES_PID=$!
     PIDS+=("$KES_PID")
 }
@@ -164,7 +167,7 @@ http {
     }
 }
 NGINX
-on_cpu 0 nginx -c "$DIR/nginx.conf" -p "$DIR" &
+"${PRIO[@]}" taskset -c 0 nginx -c "$DIR/nginx.conf" -p "$DIR" &
 NGINX_PID=$!
 PIDS+=("$NGINX_PID")
 wait_up "$NGINX_PORT"

@@ -84,7 +84,8 @@ fn parse() -> Opts {
             _ => usage(&format!("unknown argument {flag}")),
         }
     }
-    let need = |v: Option<String>, name: &str| v.unwrap_or_else(|| usage(&format!("{name} missing")));
+    let need =
+        |v: Option<String>, name: &str| v.unwrap_or_else(|| usage(&format!("{name} missing")));
     let (ca, cert, key) = (need(ca, "--ca"), need(cert, "--cert"), need(key, "--key"));
     let method = method.unwrap_or_else(|| if body.is_some() { "POST" } else { "GET" }.into());
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
@@ -204,11 +205,17 @@ fn cpu(pids: &[u32]) -> Duration {
 
 fn tls_name(s: &Stream) -> String {
     let v = s.conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
-    let c = s.conn.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())).unwrap_or_default();
+    let c =
+        s.conn.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())).unwrap_or_default();
     format!("{v}/{c}")
 }
 
-fn worker(o: &Opts, phase: &AtomicU8, errors: &AtomicU64, start: &Barrier) -> (Vec<u32>, usize, String) {
+fn worker(
+    o: &Opts,
+    phase: &AtomicU8,
+    errors: &AtomicU64,
+    start: &Barrier,
+) -> (Vec<u32>, usize, String) {
     let mut lat = Vec::with_capacity(1 << 16);
     let mut buf = Vec::with_capacity(4096);
     let mut tls = String::new();
@@ -278,7 +285,8 @@ fn main() {
     let start = Arc::new(Barrier::new(o.conns + 1));
     let handles: Vec<_> = (0..o.conns)
         .map(|_| {
-            let (o, phase, errors, start) = (o.clone(), phase.clone(), errors.clone(), start.clone());
+            let (o, phase, errors, start) =
+                (o.clone(), phase.clone(), errors.clone(), start.clone());
             std::thread::spawn(move || worker(&o, &phase, &errors, &start))
         })
         .collect();
