@@ -10,12 +10,13 @@
 //! carry only paths, identities, addresses, statuses and fixed texts.
 
 pub mod audit_file;
+pub mod batch;
 
 use crate::config::Level;
 use crate::gotime;
 use std::fmt::Write as _;
 use std::io::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,6 +39,9 @@ pub type SharedWriter = Arc<Mutex<Box<dyn Write + Send>>>;
 #[derive(Default)]
 pub struct Hub {
     subscribers: Mutex<Vec<SyncSender<Arc<Vec<u8>>>>>,
+    /// `subscribers.len()`, read without the lock: with nobody listening (the common case)
+    /// a request neither takes the lock nor builds the event.
+    listening: AtomicUsize,
     /// Events written to API subscribers (`kes_log_*_events`).
     pub delivered: AtomicU64,
     /// Events dropped because a subscriber was too slow.
@@ -57,6 +61,7 @@ impl Hub {
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(SUBSCRIBER_QUEUE);
         subs.push(tx);
+        self.listening.store(subs.len(), Ordering::Release);
         Ok(rx)
     }
 
@@ -66,11 +71,21 @@ impl Hub {
 
     /// Sends `line` (one NDJSON line) to every subscriber without blocking.
     pub fn publish(&self, line: Vec<u8>) {
+        self.publish_with(|| line);
+    }
+
+    /// As [`Hub::publish`], building the line only when somebody subscribes. A subscriber
+    /// that joins while an event is being published may miss that one event, as it would
+    /// had it joined a moment later.
+    pub fn publish_with(&self, line: impl FnOnce() -> Vec<u8>) {
+        if self.listening.load(Ordering::Acquire) == 0 {
+            return;
+        }
         let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
         if subs.is_empty() {
             return;
         }
-        let line = Arc::new(line);
+        let line = Arc::new(line());
         subs.retain(|tx| match tx.try_send(line.clone()) {
             Ok(()) => {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
@@ -82,21 +97,24 @@ impl Hub {
             }
             Err(TrySendError::Disconnected(_)) => false,
         });
+        self.listening.store(subs.len(), Ordering::Release);
     }
 }
 
-/// One audited request.
-#[derive(Debug, Clone)]
-pub struct AuditEvent {
+/// One audited request, borrowing from the request (nothing is copied unless a line is
+/// written).
+#[derive(Debug, Clone, Copy)]
+pub struct AuditEvent<'a> {
     pub time: OffsetDateTime,
-    pub method: String,
-    pub path: String,
+    pub method: &'a str,
+    pub path: &'a str,
     pub ip: Option<std::net::IpAddr>,
-    pub identity: String,
+    /// Empty without a client certificate.
+    pub identity: &'a str,
     pub status: u16,
     pub latency: Duration,
     /// Upstream's fixed text, e.g. `secret key 'x' created`.
-    pub message: String,
+    pub message: &'a str,
 }
 
 /// The `flaw` labels of `kes_tls_client_cert_flaws`, one per `auth::x509::Flaw` (a server
@@ -133,11 +151,15 @@ impl CertFlaws {
     }
 }
 
-/// Request counters and the response-time histogram.
-#[derive(Default)]
+/// Status codes counted per code: 2xx, 4xx and 5xx, indexed `status - 200`.
+const COUNTED_CODES: usize = 400;
+
+/// Request counters and the response-time histogram: atomics only, so that counting a
+/// request takes no lock (every request of every connection passes here).
 pub struct Metrics {
-    /// Counts per status code, split by class when rendered.
-    codes: Mutex<std::collections::BTreeMap<u16, u64>>,
+    /// Counts per status code (index `status - 200`; 3xx unused), split by class when
+    /// rendered. Only codes with a count are rendered, in ascending order.
+    codes: Box<[AtomicU64; COUNTED_CODES]>,
     active: AtomicI64,
     buckets: [AtomicU64; RESPONSE_TIME_BUCKETS.len()],
     count: AtomicU64,
@@ -153,6 +175,18 @@ impl Drop for ActiveGuard<'_> {
     }
 }
 
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            codes: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            active: AtomicI64::new(0),
+            buckets: Default::default(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
 impl Metrics {
     pub fn begin(&self) -> ActiveGuard<'_> {
         self.active.fetch_add(1, Ordering::Relaxed);
@@ -165,7 +199,7 @@ impl Metrics {
         if !matches!(status / 100, 2 | 4 | 5) {
             return;
         }
-        *self.codes.lock().unwrap_or_else(|e| e.into_inner()).entry(status).or_insert(0) += 1;
+        self.codes[usize::from(status - 200)].fetch_add(1, Ordering::Relaxed);
         let secs = latency.as_secs_f64();
         for (i, bound) in RESPONSE_TIME_BUCKETS.iter().enumerate() {
             if secs <= *bound {
@@ -231,6 +265,8 @@ pub struct Obs {
     error_level: Level,
     json: bool,
     audit_out: Option<SharedWriter>,
+    /// Audit lines to `audit_out` in batches (the server's stdout) instead of one write each.
+    audit_batch: Option<Arc<batch::LineBatch>>,
     error_out: Option<SharedWriter>,
     /// Lines that could not be written (closed stdout/stderr).
     pub write_failures: AtomicU64,
@@ -263,6 +299,7 @@ impl Obs {
             error_level,
             json,
             audit_out,
+            audit_batch: None,
             error_out,
             write_failures: AtomicU64::new(0),
             audit_file: None,
@@ -276,6 +313,12 @@ impl Obs {
         self
     }
 
+    /// Audit lines go to `batch` (which owns the writer) instead of `audit_out`.
+    pub fn with_audit_batch(mut self, batch: Arc<batch::LineBatch>) -> Obs {
+        self.audit_batch = Some(batch);
+        self
+    }
+
     /// Whether requests must be refused before they run: the audit file is fail-closed and
     /// its last write failed.
     pub fn audit_refusing(&self) -> bool {
@@ -285,6 +328,12 @@ impl Obs {
     /// An `Obs` that writes nowhere (tests, CLI).
     pub fn silent() -> Obs {
         Obs::new(Level::INFO, Level::INFO, false, None, None)
+    }
+
+    /// Whether [`Obs::audit`] would record anything (stdout, subscribers or the audit
+    /// file): when not, a request need not build its audit event.
+    pub fn records_audit(&self) -> bool {
+        self.audit_file.is_some() || self.audit_enabled()
     }
 
     pub fn audit_enabled(&self) -> bool {
@@ -314,11 +363,13 @@ impl Obs {
         if !self.audit_enabled() {
             return result;
         }
-        if let Some(out) = &self.audit_out {
+        if let Some(batch) = &self.audit_batch {
+            batch.push(&if self.json { audit_json_line(e) } else { audit_text_line(e) });
+        } else if let Some(out) = &self.audit_out {
             let line = if self.json { audit_json_line(e) } else { audit_text_line(e) };
             self.write_line(out, &line);
         }
-        self.audit.publish(audit_ndjson(e));
+        self.audit.publish_with(|| audit_ndjson(e));
         result
     }
 
@@ -338,10 +389,12 @@ impl Obs {
             let line = if self.json { slog_json(now, level, msg, fields) } else { text.clone() };
             self.write_line(out, &line);
         }
-        let mut ndjson = String::from("{\"message\":");
-        ndjson.push_str(&crate::gojson::go_json_string(&text));
-        ndjson.push_str("}\n");
-        self.errors.publish(ndjson.into_bytes());
+        self.errors.publish_with(|| {
+            let mut ndjson = String::from("{\"message\":");
+            ndjson.push_str(&crate::gojson::go_json_string(&text));
+            ndjson.push_str("}\n");
+            ndjson.into_bytes()
+        });
     }
 
     fn write_line(&self, out: &SharedWriter, line: &str) {
@@ -404,12 +457,12 @@ pub fn audit_text_line(e: &AuditEvent) -> String {
     slog_text(
         e.time,
         Level::INFO,
-        &e.message,
+        e.message,
         &[
-            ("req.method", &e.method),
-            ("req.path", &e.path),
+            ("req.method", e.method),
+            ("req.path", e.path),
             ("req.ip", &ip),
-            ("req.identity", &e.identity),
+            ("req.identity", e.identity),
             ("res.code", &code),
             ("res.time", &latency),
         ],
@@ -456,7 +509,7 @@ pub fn audit_ndjson(e: &AuditEvent) -> Vec<u8> {
     }
     crate::gojson::to_go_json(&Event {
         time: gotime::format_rfc3339_nano(e.time),
-        request: Request { ip: e.ip.map(|i| i.to_string()), path: &e.path, identity: &e.identity },
+        request: Request { ip: e.ip.map(|i| i.to_string()), path: e.path, identity: e.identity },
         response: Response { code: e.status, time: latency_ms(e.latency) },
     })
 }
@@ -556,9 +609,13 @@ fn fmt_f64(v: f64) -> String {
 /// with at least one sample (kms-go's parser requires it).
 pub fn render_metrics(obs: &Obs, sys: &SystemFigures, store: &StoreFigures) -> String {
     let m = &obs.metrics;
-    let codes = m.codes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let codes: Vec<(u16, u64)> = (200u16..)
+        .zip(m.codes.iter())
+        .map(|(code, n)| (code, n.load(Ordering::Relaxed)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
     let mut out = String::with_capacity(4096);
-    let class = |c: u16| codes.iter().filter(move |(k, _)| **k / 100 == c);
+    let class = |c: u16| codes.iter().filter(move |(k, _)| *k / 100 == c);
 
     // Our own additions, under names upstream never used.
     family(
@@ -783,13 +840,13 @@ mod tests {
     fn audit_ndjson_shape() {
         let e = AuditEvent {
             time: time::macros::datetime!(2024-01-12 10:39:20.5 UTC),
-            method: "PUT".into(),
-            path: "/v1/key/create/k".into(),
+            method: "PUT",
+            path: "/v1/key/create/k",
             ip: Some("127.0.0.1".parse().unwrap()),
-            identity: "abc".into(),
+            identity: "abc",
             status: 200,
             latency: Duration::from_millis(12),
-            message: "secret key 'k' created".into(),
+            message: "secret key 'k' created",
         };
         assert_eq!(
             String::from_utf8(audit_ndjson(&e)).unwrap(),
@@ -833,6 +890,31 @@ mod tests {
         assert!(text.contains("kes_http_response_time_bucket{le=\"0.5\"} 3\n"));
         assert!(text.contains("kes_http_response_time_bucket{le=\"+Inf\"} 3\n"));
         assert!(text.contains("kes_http_response_time_count 3\n"));
+        // Per-code samples in ascending code order, whatever order they were counted in.
+        for code in [503, 404, 500, 400, 404, 599, 204] {
+            obs.metrics.observe(code, Duration::from_millis(1));
+        }
+        let text = render_metrics(
+            &obs,
+            &SystemFigures { num_cpu: 2, num_cpu_used: 2, ..Default::default() },
+            &StoreFigures::default(),
+        );
+        let samples: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("kes_http_request_") && l.contains("code"))
+            .collect();
+        assert_eq!(
+            samples,
+            [
+                "kes_http_request_error{code=\"400\"} 1",
+                "kes_http_request_error{code=\"404\"} 3",
+                "kes_http_request_failure{code=\"500\"} 1",
+                "kes_http_request_failure{code=\"503\"} 1",
+                "kes_http_request_failure{code=\"599\"} 1",
+                "kes_http_request_success{code=\"200\"} 2",
+                "kes_http_request_success{code=\"204\"} 1",
+            ]
+        );
         let names: Vec<&str> = text
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -9,8 +9,8 @@
 //! admission [`Slot`] at each change, so that the accept thread can evict unproductive
 //! connections at the cap (`admission`).
 
-use super::Shared;
 use super::admission::{Phase, Slot};
+use super::{Shared, StateView};
 use crate::api::{self, ClientCert, Routed};
 use crate::auth::{Identity, x509};
 use crate::config::Level;
@@ -221,11 +221,12 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
     // byte: a client that completes the handshake and then sends nothing gains nothing.
     let mut wait = Wait::Head(Instant::now() + READ_HEADER_TIMEOUT);
     let mut unread = false;
+    let mut view = shared.view();
     loop {
-        let state = shared.state();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            one_request(&mut tls, &mut buf, &state, &cert, peer_ip, wait)
+            one_request(&mut tls, &mut buf, &mut view, &cert, peer_ip, wait)
         }));
+        let state = &view.state;
         match outcome {
             Ok(Next::KeepAlive) => {
                 // The previous request's bytes past the buffer's length go now, not when
@@ -371,7 +372,7 @@ fn plain(status: u16) -> Response {
 fn one_request(
     tls: &mut Tls<'_>,
     buf: &mut Vec<u8>,
-    state: &api::State,
+    view: &mut StateView,
     cert: &ClientCert,
     peer_ip: Option<IpAddr>,
     wait: Wait,
@@ -452,6 +453,10 @@ fn one_request(
         }
     };
     buf.drain(..used);
+    // The state as of this request's arrival, not of the wait before it: a reload during
+    // a keep-alive idle reaches the next request.
+    tls.shared.refresh(view);
+    let state = &*view.state;
 
     let route = match api::lookup(state, &head) {
         Routed::Route(r) => r,
