@@ -8,6 +8,7 @@ mod raw;
 pub mod source;
 
 use crate::api::valid_name;
+use crate::keystore::azure::{AzureConfig, AzureCredentials};
 use expand::{Expander, GoDuration};
 use raw::{RawFile, RawKeyStore};
 use std::collections::BTreeMap;
@@ -211,40 +212,6 @@ pub enum KeyStoreConfig {
     Fs {
         path: PathBuf,
     },
-}
-
-#[derive(Debug, Clone)]
-pub struct AzureConfig {
-    /// `keystore.azure.keyvault.endpoint`, e.g. `https://my-vault.vault.azure.net`.
-    pub endpoint: String,
-    pub credentials: AzureCredentials,
-}
-
-#[derive(Clone)]
-pub enum AzureCredentials {
-    /// `credentials.{tenant_id,client_id,client_secret}`: Entra ID client credentials.
-    ClientSecret { tenant_id: String, client_id: String, client_secret: Zeroizing<String> },
-    /// `managed_identity.client_id`: a user-assigned managed identity.
-    ManagedIdentity { client_id: String },
-    /// Neither section: environment (client secret, workload identity), then managed identity.
-    Default,
-}
-
-impl fmt::Debug for AzureCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AzureCredentials::ClientSecret { tenant_id, client_id, .. } => f
-                .debug_struct("ClientSecret")
-                .field("tenant_id", tenant_id)
-                .field("client_id", client_id)
-                .field("client_secret", &"<redacted>")
-                .finish(),
-            AzureCredentials::ManagedIdentity { client_id } => {
-                f.debug_struct("ManagedIdentity").field("client_id", client_id).finish()
-            }
-            AzureCredentials::Default => f.write_str("Default"),
-        }
-    }
 }
 
 /// A config file that cannot be used. `Display` names the file and the field.

@@ -6,8 +6,9 @@
 //! Returns facts only; `cli::server` prints them and picks the exit code.
 
 use super::{Loaded, StartError};
-use crate::config::{AzureCredentials, Config, KeyStoreConfig};
+use crate::config::{Config, KeyStoreConfig};
 use crate::gotime::format_duration;
+use crate::keystore::azure::AzureCredentials;
 use crate::keystore::{KeyStore, StoreError};
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -304,7 +304,7 @@ pub fn open_store(cfg: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, StartError>
 
 /// Builds the Azure client from the config and the environment, without contacting Azure.
 pub fn open_azure(
-    azure: &config::AzureConfig,
+    azure: &crate::keystore::azure::AzureConfig,
 ) -> Result<crate::keystore::azure::AzureStore, StartError> {
     crate::keystore::azure::AzureStore::new(azure, crate::keystore::azure::AzureOptions::from_env())
         .map_err(|e| StartError(format!("keystore.azure.keyvault: {e}")))
