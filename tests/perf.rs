@@ -31,21 +31,8 @@ fn batched_audit_lines_arrive_while_running_and_none_is_lost_on_sigterm() {
         ),
     )
     .unwrap();
-    let mut child =
-        common::kes_command(dir.path(), &["server", "--config", "config.yml", "--no-mlock"], &[])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let child = Kill(child);
+    let mut child = common::Spawned::server(dir.path());
+    let mut out = std::io::BufReader::new(child.0.stdout.take().unwrap());
     // The whole banner.
     let mut banner = String::new();
     let mut port = 0u16;
@@ -104,7 +91,6 @@ fn batched_audit_lines_arrive_while_running_and_none_is_lost_on_sigterm() {
     // Every answer is in; stop at once (lines of the last requests are still queued).
     let pid = nix::unistd::Pid::from_raw(i32::try_from(child.0.id()).unwrap());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let mut child = child;
     let status = child.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
     let all = reader.join().unwrap();
