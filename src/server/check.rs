@@ -110,9 +110,10 @@ fn tls_rows(cfg: &Config, r: &mut Report) {
     r.row("TLS key", format!("{}{password}", t.key.display()));
     let ca = t.ca.as_ref().map(|c| c.display().to_string());
     let clients = match (t.verify_client_chain, &ca) {
-        (true, Some(ca)) => {
-            format!("chain verified against {ca} and the system roots (tls.auth: on)")
-        }
+        (true, Some(ca)) => format!(
+            "chain verified against {ca} and the system roots (tls.auth: on); attribute \
+             identities (ca:…) against {ca} only"
+        ),
         (true, None) => "chain verified against the system roots (tls.auth: on)".to_string(),
         (false, _) => {
             "any certificate; identity = SHA-256 of its public key (tls.auth: off)".to_string()
@@ -145,7 +146,9 @@ fn policy_rows(cfg: &Config, r: &mut Report) {
             r.warnings.push(format!("policy.{name}: no allow patterns: the policy allows nothing"));
         }
         for id in &p.identities {
-            if !crate::auth::Identity::new(id.clone()).is_hex() {
+            if !crate::auth::Identity::new(id.clone()).is_hex()
+                && !crate::auth::attr::AttrIdentity::is_attribute(id)
+            {
                 r.warnings.push(format!(
                     "policy.{name}.identities: '{id}' is not a hex identity and matches no certificate"
                 ));
