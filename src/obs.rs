@@ -469,20 +469,42 @@ pub fn audit_text_line(e: &AuditEvent) -> String {
     )
 }
 
+/// The JSON audit line (`--log-format json`, or stdout not a terminal): keys in sorted
+/// order as a JSON object map prints them, serialized straight from the event.
 fn audit_json_line(e: &AuditEvent) -> String {
-    serde_json::json!({
-        "time": gotime::format_rfc3339_nano(e.time),
-        "level": "INFO",
-        "msg": e.message,
-        "req": {
-            "method": e.method,
-            "path": e.path,
-            "ip": e.ip.map(|i| i.to_string()).unwrap_or_default(),
-            "identity": e.identity,
+    #[derive(serde::Serialize)]
+    struct Req<'a> {
+        identity: &'a str,
+        ip: String,
+        method: &'a str,
+        path: &'a str,
+    }
+    #[derive(serde::Serialize)]
+    struct Res {
+        code: u16,
+        time: u64,
+    }
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        level: &'static str,
+        msg: &'a str,
+        req: Req<'a>,
+        res: Res,
+        time: String,
+    }
+    let line = Line {
+        level: "INFO",
+        msg: e.message,
+        req: Req {
+            identity: e.identity,
+            ip: e.ip.map(|i| i.to_string()).unwrap_or_default(),
+            method: e.method,
+            path: e.path,
         },
-        "res": { "code": e.status, "time": latency_ms(e.latency) },
-    })
-    .to_string()
+        res: Res { code: e.status, time: latency_ms(e.latency) },
+        time: gotime::format_rfc3339_nano(e.time),
+    };
+    serde_json::to_string(&line).unwrap_or_default()
 }
 
 /// The `/v1/log/audit` line (`kes-api.md` §9.21): `ip`/`identity` omitted when empty,
@@ -852,6 +874,21 @@ mod tests {
             String::from_utf8(audit_ndjson(&e)).unwrap(),
             "{\"time\":\"2024-01-12T10:39:20.5Z\",\"request\":{\"ip\":\"127.0.0.1\",\"path\":\"/v1/key/create/k\",\"identity\":\"abc\"},\"response\":{\"code\":200,\"time\":12}}\n"
         );
+        // The JSON line has the bytes of the object-map form it replaced.
+        let map = serde_json::json!({
+            "time": gotime::format_rfc3339_nano(e.time),
+            "level": "INFO",
+            "msg": e.message,
+            "req": { "method": e.method, "path": e.path, "ip": "127.0.0.1", "identity": e.identity },
+            "res": { "code": e.status, "time": 12 },
+        })
+        .to_string();
+        assert_eq!(audit_json_line(&e), map);
+        let quoted = AuditEvent { message: "a \"b\"\n<c>", ip: None, ..e };
+        let mut map: serde_json::Value = serde_json::from_str(&map).unwrap();
+        map["msg"] = "a \"b\"\n<c>".into();
+        map["req"]["ip"] = "".into();
+        assert_eq!(audit_json_line(&quoted), map.to_string());
         let line = audit_text_line(&e);
         assert_eq!(
             line,

@@ -118,9 +118,8 @@ pub fn route_for<'a>(
     method: &Method,
     path: &str,
 ) -> Result<&'a Route, Miss<'a>> {
-    let cleaned = crate::http::clean_path(path);
-    if cleaned != path {
-        return Err(Miss::Unclean(cleaned));
+    if !crate::http::is_clean(path) {
+        return Err(Miss::Unclean(crate::http::clean_path(path)));
     }
     let route = routes::find(routes, path).ok_or(Miss::NotFound)?;
     let ok = matches!(

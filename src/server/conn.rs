@@ -514,7 +514,19 @@ fn one_request(
     if !slot.enter(Phase::Busy) {
         return Next::Close;
     }
-    let response = api::handle(state, route, &head, &body, cert, facts, peer_ip);
+    let bytes: &[u8] = match &body {
+        ReadBody::InBuf(n) => &buf[..*n],
+        ReadBody::Owned(v) => v,
+    };
+    let response = api::handle(state, route, &head, bytes, cert, facts, peer_ip);
+    if let ReadBody::InBuf(n) = body {
+        // An over-limit body's unread rest cannot be framed: the connection closes.
+        if complete {
+            buf.drain(..n)
+        } else {
+            buf.drain(..)
+        };
+    }
     let write_timeout = if route.timeout.is_zero() { STREAM_WRITE_TIMEOUT } else { route.timeout };
     let keep = head.keep_alive && complete && !matches!(response.body, Body::Stream(_));
     let written = write_response(
@@ -540,18 +552,25 @@ fn one_request(
     }
 }
 
-/// Reads a body bounded by `max_body`. Returns the bytes and whether the body was read
-/// completely (an over-limit body is truncated, the handler then fails to decode it as
-/// upstream's limited reader makes it fail, and the connection is closed afterwards).
+/// A request body: the first bytes of the connection's buffer (a `Content-Length` body is
+/// handed to the handler where it was read, not copied out), or decoded chunks.
+enum ReadBody {
+    InBuf(usize),
+    Owned(Vec<u8>),
+}
+
+/// Reads a body bounded by `max_body`. Returns the body and whether it was read completely
+/// (an over-limit body is truncated, the handler then fails to decode it as upstream's
+/// limited reader makes it fail, and the connection is closed afterwards).
 fn read_body(
     tls: &mut Tls<'_>,
     buf: &mut Vec<u8>,
     framing: BodyFraming,
     max_body: usize,
     deadline: Instant,
-) -> std::io::Result<(Vec<u8>, bool)> {
+) -> std::io::Result<(ReadBody, bool)> {
     match framing {
-        BodyFraming::None => Ok((Vec::new(), true)),
+        BodyFraming::None => Ok((ReadBody::InBuf(0), true)),
         BodyFraming::Length(n) => {
             let want = usize::try_from(n).unwrap_or(usize::MAX);
             let limit = want.min(max_body);
@@ -560,13 +579,8 @@ fn read_body(
                     return Err(ErrorKind::UnexpectedEof.into());
                 }
             }
-            let body: Vec<u8> = buf.drain(..limit).collect();
-            if want > limit {
-                // Unread rest of an oversized body: the connection cannot be reused.
-                buf.clear();
-                return Ok((body, false));
-            }
-            Ok((body, true))
+            // With `want > limit` the rest is unread: the connection cannot be reused.
+            Ok((ReadBody::InBuf(limit), want <= limit))
         }
         BodyFraming::Chunked => {
             let mut dec = ChunkedDecoder::new(max_body);
@@ -577,15 +591,15 @@ fn read_body(
                     }
                     Err(ChunkError::TooLarge) => {
                         buf.clear();
-                        return Ok((dec.data, false));
+                        return Ok((ReadBody::Owned(dec.data), false));
                     }
                     Err(ChunkError::Malformed) => {
                         buf.clear();
-                        return Ok((Vec::new(), false));
+                        return Ok((ReadBody::Owned(Vec::new()), false));
                     }
                 }
                 if dec.is_done() {
-                    return Ok((dec.data, true));
+                    return Ok((ReadBody::Owned(dec.data), true));
                 }
                 if read_more(tls, buf, deadline, &mut no_change)? == 0 {
                     return Err(ErrorKind::UnexpectedEof.into());
@@ -604,8 +618,13 @@ fn discard_body(tls: &mut Tls<'_>, buf: &mut Vec<u8>, framing: BodyFraming) -> b
                 return false;
             }
             let deadline = Instant::now() + READ_HEADER_TIMEOUT;
-            read_body(tls, buf, framing, DISCARD_LIMIT as usize, deadline)
-                .is_ok_and(|(_, complete)| complete)
+            match read_body(tls, buf, framing, DISCARD_LIMIT as usize, deadline) {
+                Ok((ReadBody::InBuf(n), true)) => {
+                    buf.drain(..n);
+                    true
+                }
+                _ => false,
+            }
         }
         _ => false,
     }
