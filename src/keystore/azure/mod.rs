@@ -44,7 +44,7 @@ use zeroize::Zeroizing;
 
 use self::client::{Http, HttpSettings, ProxySettings, Request, Response, RetryPolicy, Url};
 use self::credentials::{TokenCache, authority_for_vault_host, resource_for_vault_host};
-use self::error::{Class, api_error, classify, redact};
+use self::error::{Class, ProbeError, ProbeFailure, api_error, classify, redact};
 pub use self::options::{AzureConfig, AzureCredentials, AzureOptions};
 pub use self::select::select_source;
 use self::vault::{CallError, Purge, Vault, bad, fail_http, map_get_status};
@@ -490,6 +490,29 @@ impl AzureStore {
             }
             Purge::Stopped(r) => Err(fail_http("delete", name, "failed to purge secret", &r)),
         }
+    }
+
+    /// One listing call, as `kes server --check --keystore` probes the vault (a token and
+    /// the first page of secrets): the number of names on the page and whether more follow,
+    /// or why there is no listing, classified by type ([`ProbeFailure`]).
+    pub fn probe(&self, deadline: Instant) -> Result<(usize, bool), ProbeError> {
+        let v = &self.vault;
+        let url = format!("{}/secrets?api-version={API_VERSION}", v.base);
+        let failed = |failure, e: StoreError| ProbeError { failure, message: e.to_string() };
+        let r = v.call(Method::GET, &url, None, deadline).map_err(|e| {
+            let failure = match &e {
+                CallError::Transport(t) => ProbeFailure::of_transport(t.kind),
+                CallError::Auth(_) => ProbeFailure::Authentication,
+            };
+            failed(failure, e.store("list", "", "failed to list secrets"))
+        })?;
+        if r.status != 200 {
+            let failure = ProbeFailure::of_answer(r.status, &api_error(r.status, &r.body));
+            return Err(failed(failure, fail_http("list", "", "failed to list secrets", &r)));
+        }
+        let page =
+            parse_page(&r.body).map_err(|e| failed(ProbeFailure::Refused, bad("list", "", e)))?;
+        Ok((page.names().len(), page.next().is_some()))
     }
 
     fn list_inner(&self, prefix: &str, deadline: Instant) -> Result<Listing, StoreError> {
