@@ -11,9 +11,10 @@
 
 pub mod audit_file;
 pub mod batch;
+mod level;
 
-use crate::config::Level;
 use crate::gotime;
+pub use level::Level;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
