@@ -38,11 +38,6 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// flood the error log, and the line still says how many there were.
 pub const ADMISSION_LOG_PERIOD: Duration = Duration::from_secs(10);
 
-/// What a connection thread leaves unwiped at the top of its stack when it wipes the
-/// rest as it ends (`sys::wipe::wipe_stack`): the thread's own outer frames, which hold no
-/// request data, plus room so the wiping frame never reaches the guard page.
-const STACK_WIPE_MARGIN: usize = 16 << 10;
-
 /// Stack of a connection thread. mlockall makes every stack resident, so it is explicit
 /// and small. Measured high-water mark of a release build (resident pages of the live
 /// thread's stack in /proc/PID/smaps, `--no-mlock`): 56 KiB after an Azure create with a
@@ -478,6 +473,7 @@ pub fn load(path: &std::path::Path, addr: Option<&str>) -> Result<Loaded, StartE
 
 /// Loads everything, binds and starts serving in background threads.
 pub fn start(opts: Options) -> Result<Server, StartError> {
+    sys::one_heap();
     let mut inputs = ReloadInputs {
         config: opts.config.clone(),
         log_json: opts.log_json,
@@ -676,7 +672,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             .spawn(move || {
                 let guard = guard;
                 conn::serve(&guard.1, &guard.0, accepted);
-                sys::wipe::wipe_stack::<{ CONN_STACK_SIZE - STACK_WIPE_MARGIN }>();
+                sys::wipe::release_stack(CONN_STACK_SIZE);
             });
         if let Err(e) = spawned {
             shared
