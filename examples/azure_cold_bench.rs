@@ -12,8 +12,8 @@ mod fake_vault;
 use std::time::{Duration, Instant};
 
 use fake_vault::{FakeVault, Op};
-use kes::config::{AzureConfig, AzureCredentials};
 use kes::keystore::KeyStore;
+use kes::keystore::azure::{AzureConfig, AzureCredentials};
 use kes::keystore::azure::{AzureOptions, AzureStore};
 use zeroize::Zeroizing;
 

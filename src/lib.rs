@@ -43,7 +43,7 @@
 //! | `config` | upstream's YAML, `${VAR}` expansion, `credential:`/`file:` secret sources, validation in upstream's order |
 //! | `api` | the route table, authorization, handlers, the one status mapping |
 //! | `http` | the sans-IO HTTP/1.1 head parser, body framing, response bytes |
-//! | `auth` | identities, API keys, policies, the `Authorized` proof, minimal X.509 facts |
+//! | `auth` | identities (key hashes and `ca:…/dns:…` attributes), API keys, policies, the `Authorized` proof, minimal X.509 facts |
 //! | `crypto` | secret types, stored-key codecs F0–F4, ciphertext formats, AEAD, HChaCha20, legacy PEM; a key's versions (`VersionedKey`) |
 //! | `keystore` | the `KeyStore` trait (a key is versions, the first being upstream's key); `mem`, `fs`, `azure`; the single-flight key cache and its sealed copy on disk (`cache.persist`) |
 //! | `obs` | audit trail (and the hash-chained audit file, `obs::audit_file`), error log, stream fan-out, Prometheus text, process figures |

@@ -268,9 +268,9 @@ fn a_request_being_handled_is_never_evicted() {
     let vault = fake_vault::FakeVault::start();
     let store = std::sync::Arc::new(
         kes::keystore::azure::AzureStore::new(
-            &kes::config::AzureConfig {
+            &kes::keystore::azure::AzureConfig {
                 endpoint: vault.url(),
-                credentials: kes::config::AzureCredentials::ClientSecret {
+                credentials: kes::keystore::azure::AzureCredentials::ClientSecret {
                     tenant_id: vault.tenant_id(),
                     client_id: vault.client_id(),
                     client_secret: zeroize::Zeroizing::new(vault.client_secret()),

@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use fake_vault::{FakeVault, Fault, Op};
-use kes::config::{AzureConfig, AzureCredentials};
+use kes::keystore::azure::{AzureConfig, AzureCredentials};
 use kes::keystore::azure::{AzureOptions, AzureStore};
 use kes::keystore::{KeyStore, StoreError};
 use rustls_pki_types::pem::PemObject;

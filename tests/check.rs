@@ -207,6 +207,31 @@ fn keystore_probe_names_what_fails() {
         "{err}"
     );
     vault.clear_faults();
+    // Authentication also when the vault refuses a token it was given (401 after the
+    // retry with a fresh one).
+    vault.inject_forever(Op::List, Fault::Unauthorized);
+    let err = fails(trust());
+    assert!(err.contains(": authentication: no token for the vault"), "{err}");
+    vault.clear_faults();
+    // Any other answer: named as the vault's refusal, with its code.
+    vault.inject_forever(
+        Op::List,
+        Fault::Raw {
+            status: 400,
+            content_type: "application/json".into(),
+            body: r#"{"error":{"code":"BadParameter","message":"no"}}"#.into(),
+        },
+    );
+    let err = fails(trust());
+    assert!(err.contains(": the vault refused the listing: "), "{err}");
+    assert!(err.contains("BadParameter"), "{err}");
+    vault.clear_faults();
+    // Network: nothing listens at the endpoint (no proxy).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    write(&format!("https://{closed}"), &secret);
+    let err = fails(trust());
+    assert!(err.contains(": network: the vault cannot be reached"), "{err}");
+    write(&vault.url(), &secret);
     // Authentication: a wrong client secret.
     write(&vault.url(), "wrong-secret");
     let err = fails(trust());

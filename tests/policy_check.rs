@@ -153,6 +153,7 @@ fn dry_run_decisions_equal_the_servers_everywhere() {
             &routes,
             &policies,
             &kes::auth::Identity::new(identity.clone()),
+            &Default::default(),
             &kes::http::Method::parse(r.method),
             r.path,
         );
@@ -236,7 +237,7 @@ fn the_route_reports_pattern_fields_and_refuses_bad_input() {
     let huge = format!(
         r#"{{"identity":"{}","method":"GET","path":"/{}"}}"#,
         s.app.identity,
-        "x".repeat(5000)
+        "x".repeat(kes::api::routes::MAX_POLICY_CHECK_BODY + 1000)
     );
     let r = check(&s.srv.admin, &huge);
     assert_eq!(r.status, 400);

@@ -86,7 +86,7 @@ fn ready_and_api() {
     assert_eq!(list.len(), 25);
     assert!(list.iter().any(|e| e["method"] == "PUT"
         && e["path"] == "/v1/policy/check"
-        && e["max_body"] == 4096
+        && e["max_body"] == kes::api::routes::MAX_POLICY_CHECK_BODY
         && e["timeout"] == 15));
     assert!(list.iter().any(|e| e["method"] == "PUT" && e["path"] == "/v1/key/rotate/"));
     assert!(list.iter().any(|e| e["method"] == "PUT" && e["path"] == "/v1/key/rewrap/"));

@@ -173,7 +173,7 @@ pub fn request(data: &[u8]) {
                 return;
             }
             let body = &body[..body.len().min(route.max_body)];
-            kes::api::handle(&f.state, route, &head, body, &cert, None)
+            kes::api::handle(&f.state, route, &head, body, &cert, &Default::default(), None)
         }
     };
     assert!((200..600).contains(&response.status));

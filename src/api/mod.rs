@@ -11,6 +11,7 @@ pub mod handlers;
 pub mod routes;
 pub mod wire;
 
+use crate::auth::attr::ChainFacts;
 use crate::auth::{Authorized, Denied, Identity, PolicySet, Rule};
 use crate::config::Level;
 use crate::http::{Head, Method, Response};
@@ -61,6 +62,8 @@ pub struct Ctx<'a> {
     /// When the route's timeout expires; key stores stop retrying by then.
     pub deadline: Instant,
     pub peer_ip: Option<IpAddr>,
+    /// What the client's verified chain proves for attribute identities.
+    pub facts: &'a ChainFacts,
     /// Set by handlers that upstream audits (key create/import/delete).
     pub audit_message: std::cell::RefCell<Option<String>>,
 }
@@ -210,6 +213,7 @@ pub fn explain(
     routes: &[Route],
     policies: &PolicySet,
     identity: &Identity,
+    facts: &ChainFacts,
     method: &Method,
     path: &str,
 ) -> Verdict {
@@ -222,7 +226,7 @@ pub fn explain(
     match route.auth {
         Auth::None | Auth::IdentifyOnly => Verdict::NoCheck { route: route.path },
         Auth::Verify => {
-            Verdict::Policy(policies.decide(identity, &routes::canonical_path(route, path)))
+            Verdict::Policy(policies.decide(identity, facts, &routes::canonical_path(route, path)))
         }
     }
 }
@@ -234,6 +238,7 @@ pub fn handle(
     head: &Head,
     body: &[u8],
     cert: &ClientCert,
+    facts: &ChainFacts,
     peer_ip: Option<IpAddr>,
 ) -> Response {
     let started = Instant::now();
@@ -250,6 +255,7 @@ pub fn handle(
         resource: routes::resource(route, &head.path),
         deadline,
         peer_ip,
+        facts,
         audit_message: std::cell::RefCell::new(None),
     };
     let identity = cert.identity().cloned();
@@ -314,7 +320,7 @@ fn authorize(
                 ClientCert::TooMany => return Err(ApiError::TooManyClientCerts),
                 ClientCert::One(id) => id,
             };
-            state.policies.authorize(id, path).map_err(|denied| {
+            state.policies.authorize(id, ctx.facts, path).map_err(|denied| {
                 let msg = match &denied {
                     Denied::UnknownIdentity => "access denied: identity not found".to_string(),
                     Denied::RejectedByPolicy(p) => {

@@ -10,9 +10,10 @@ use std::time::Duration;
 /// Largest body a key route reads (upstream's 1 MB, decimal).
 pub const MAX_KEY_BODY: usize = 1_000_000;
 
-/// Largest body of a policy dry-run (`{"identity","method","path"}`): an identity, a
-/// method and one API path fit in well under 4 KiB.
-pub const MAX_POLICY_CHECK_BODY: usize = 4096;
+/// Largest body of a policy dry-run (`{"identity","method","path","certificate"}`): an
+/// identity, a method and one API path fit in well under 4 KiB, and a client's PEM chain of
+/// up to four RSA-4096 certificates (about 2 KiB of PEM each) in 12 more.
+pub const MAX_POLICY_CHECK_BODY: usize = 16 << 10;
 
 /// Route methods; `POST` is accepted wherever `PUT` is the route's method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,13 +1,16 @@
-//! Who is calling, and may they? Identities (hex SHA-256 of a certificate's SPKI), API keys,
-//! policies (allow/deny path patterns, deny wins), and the [`Authorized`] proof that handlers
-//! require. Spec: `kes-api.md` §5, `kes-config-cli.md` §2 and §3.2, `kes-crypto.md` §7.
+//! Who is calling, and may they? Identities (hex SHA-256 of a certificate's SPKI), identities
+//! by certificate attributes ([`attr`]), API keys, policies (allow/deny path patterns, deny
+//! wins), and the [`Authorized`] proof that handlers require. Spec: `kes-api.md` §5, `kes-config-cli.md` §2 and §3.2, `kes-crypto.md` §7.
 //! Must not: know about sockets, TLS sessions or HTTP beyond the request path.
 
 pub mod apikey;
+pub mod attr;
 pub mod x509;
 
+use attr::{Anchors, AttrIdentity, ChainFacts};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 /// A client identity: 64 lowercase hex characters for certificates; config may also hold
 /// placeholders such as `disabled`, which no certificate can ever match.
@@ -169,10 +172,11 @@ pub enum Rule {
     Admin,
     /// The identity is assigned to no policy.
     NoPolicy,
-    /// A pattern of the identity's policy matched.
-    Pattern { policy: String, effect: Effect, pattern: String },
-    /// No pattern of the identity's policy matches the path.
-    NoMatch { policy: String },
+    /// A pattern of the identity's policy matched. `via` names the attribute identity
+    /// (`ca:…/dns:…`) that assigned the policy, `None` for the public-key identity.
+    Pattern { policy: String, effect: Effect, pattern: String, via: Option<String> },
+    /// No pattern of the identity's policy (of any policy its attributes select) matches.
+    NoMatch { policy: String, via: Option<String> },
 }
 
 impl Rule {
@@ -186,16 +190,27 @@ impl fmt::Display for Rule {
         match self {
             Rule::Admin => f.write_str("admin identity (bypasses all policies)"),
             Rule::NoPolicy => f.write_str("no policy for this identity"),
-            Rule::Pattern { policy, effect: Effect::Allow, pattern } => {
-                write!(f, "policy '{policy}' allow pattern '{pattern}'")
+            Rule::Pattern { policy, effect: Effect::Allow, pattern, via } => {
+                write!(f, "policy '{policy}' allow pattern '{pattern}'")?;
+                write_via(f, via)
             }
-            Rule::Pattern { policy, effect: Effect::Deny, pattern } => {
-                write!(f, "policy '{policy}' deny pattern '{pattern}' (deny wins)")
+            Rule::Pattern { policy, effect: Effect::Deny, pattern, via } => {
+                write!(f, "policy '{policy}' deny pattern '{pattern}' (deny wins)")?;
+                write_via(f, via)
             }
-            Rule::NoMatch { policy } => {
-                write!(f, "policy '{policy}' has no allow pattern matching the path")
+            Rule::NoMatch { policy, via } => {
+                write!(f, "policy '{policy}' has no allow pattern matching the path")?;
+                write_via(f, via)
             }
         }
+    }
+}
+
+/// `, assigned by 'ca:…'` after a rule that an attribute identity selected.
+fn write_via(f: &mut fmt::Formatter<'_>, via: &Option<String>) -> fmt::Result {
+    match via {
+        Some(v) => write!(f, ", assigned by '{v}'"),
+        None => Ok(()),
     }
 }
 
@@ -206,6 +221,11 @@ pub struct PolicySet {
     pub policies: BTreeMap<String, Policy>,
     /// identity -> policy name (an identity has at most one policy).
     pub assignments: BTreeMap<Identity, String>,
+    /// Attribute identities and their policy, in policy-name order then config order.
+    pub attributes: Vec<(AttrIdentity, String)>,
+    /// The `tls.ca` anchors attribute identities are verified against: `None` unless
+    /// `tls.auth: on` and `tls.ca` is set, and then no attribute identity ever matches.
+    pub anchors: Option<Arc<Anchors>>,
 }
 
 /// Proof that a request passed the policy check. Only [`PolicySet::authorize`] and
@@ -240,34 +260,114 @@ pub enum Denied {
 
 impl PolicySet {
     /// Admin bypasses policies; otherwise the identity's policy must permit `path`.
-    pub fn authorize(&self, identity: &Identity, path: &str) -> Result<Authorized, Denied> {
-        let rule = self.decide(identity, path);
+    pub fn authorize(
+        &self,
+        identity: &Identity,
+        facts: &ChainFacts,
+        path: &str,
+    ) -> Result<Authorized, Denied> {
+        let rule = self.decide(identity, facts, path);
         if rule.allows() {
             return Ok(Authorized { identity: Some(identity.clone()) });
         }
         Err(match rule {
-            Rule::Pattern { policy, .. } | Rule::NoMatch { policy } => {
+            Rule::Pattern { policy, .. } | Rule::NoMatch { policy, .. } => {
                 Denied::RejectedByPolicy(policy)
             }
             Rule::Admin | Rule::NoPolicy => Denied::UnknownIdentity,
         })
     }
 
-    /// The rule that decides whether `identity` may access `path`; the one decision
-    /// behind [`PolicySet::authorize`] and the policy dry-run.
-    pub fn decide(&self, identity: &Identity, path: &str) -> Rule {
+    /// The rule that decides whether `identity` (with what its verified chain proves,
+    /// `facts`) may access `path`; the one decision behind [`PolicySet::authorize`] and the
+    /// policy dry-run.
+    ///
+    /// 1. The admin identity (public-key hash only) bypasses every policy.
+    /// 2. A public-key identity assigned to a policy: that policy alone decides; attribute
+    ///    entries are not consulted (the explicit key is the most specific name).
+    /// 3. Otherwise every policy an attribute entry matching `facts` assigns applies as one
+    ///    policy: a deny pattern of any of them wins, else an allow pattern of any of them
+    ///    allows, else no. Ties are reported in policy-name order.
+    /// 4. Nothing matches: no policy for this identity.
+    pub fn decide(&self, identity: &Identity, facts: &ChainFacts, path: &str) -> Rule {
         if *identity == self.admin {
             return Rule::Admin;
         }
-        let Some(name) = self.assignments.get(identity) else {
-            return Rule::NoPolicy;
+        let selected: Vec<(&str, Option<String>)> = match self.assignments.get(identity) {
+            Some(name) => vec![(name.as_str(), None)],
+            None => self.matching_attributes(facts),
         };
-        let decided = self.policies.get(name).and_then(|p| p.deciding_pattern(path));
-        match decided {
-            Some((effect, pattern)) => {
-                Rule::Pattern { policy: name.clone(), effect, pattern: pattern.to_string() }
+        if selected.is_empty() {
+            return Rule::NoPolicy;
+        }
+        let decided: Vec<_> = selected
+            .iter()
+            .map(|(name, via)| {
+                let d = self.policies.get(*name).and_then(|p| p.deciding_pattern(path));
+                (*name, via, d)
+            })
+            .collect();
+        let first = |effect: Effect| {
+            decided.iter().find_map(|(name, via, d)| match d {
+                Some((e, pattern)) if *e == effect => Some(Rule::Pattern {
+                    policy: name.to_string(),
+                    effect,
+                    pattern: pattern.to_string(),
+                    via: (*via).clone(),
+                }),
+                _ => None,
+            })
+        };
+        first(Effect::Deny).or_else(|| first(Effect::Allow)).unwrap_or_else(|| {
+            let (name, via) = &selected[0];
+            Rule::NoMatch { policy: name.to_string(), via: via.clone() }
+        })
+    }
+
+    /// The policies a client's attribute entries select, each with the first entry that
+    /// selected it; none without verified facts.
+    fn matching_attributes(&self, facts: &ChainFacts) -> Vec<(&str, Option<String>)> {
+        let mut out: Vec<(&str, Option<String>)> = Vec::new();
+        if facts.is_empty() {
+            return out;
+        }
+        for (attr, name) in &self.attributes {
+            if attr.matches(facts) && !out.iter().any(|(n, _)| *n == name.as_str()) {
+                out.push((name.as_str(), Some(attr.to_string())));
             }
-            None => Rule::NoMatch { policy: name.clone() },
+        }
+        out
+    }
+
+    /// The names of the policies that apply to a client, as [`PolicySet::decide`] selects
+    /// them (its public-key policy, else the policies its attributes select).
+    pub fn policies_of(&self, identity: &Identity, facts: &ChainFacts) -> Vec<&str> {
+        match self.assignments.get(identity) {
+            Some(name) => vec![name.as_str()],
+            None => self.matching_attributes(facts).into_iter().map(|(n, _)| n).collect(),
+        }
+    }
+
+    /// What a presented chain (`chain[0]` the client's certificate) proves for attribute
+    /// identities: verified against `tls.ca` at `now`, and only computed when some policy
+    /// names an attribute identity.
+    pub fn facts_of<C: AsRef<[u8]>>(
+        &self,
+        chain: &[C],
+        now: rustls_pki_types::UnixTime,
+    ) -> ChainFacts {
+        match &self.anchors {
+            Some(anchors) if !self.attributes.is_empty() => anchors.verify(chain, now),
+            _ => ChainFacts::default(),
+        }
+    }
+
+    /// What a dry-run of an attribute identity assumes: a client verified through its CA
+    /// and carrying its name, when this server verifies chains at all.
+    pub fn facts_of_claim(&self, claim: &AttrIdentity) -> ChainFacts {
+        match &self.anchors {
+            Some(_) => claim.as_facts(),
+            None => ChainFacts::default(),
         }
     }
 
@@ -332,16 +432,85 @@ mod tests {
         let mut set = PolicySet { admin: Identity::new("aa"), ..Default::default() };
         set.policies.insert("p".into(), policy(&["/v1/key/*"], &["/v1/key/delete/*"]));
         set.assignments.insert(Identity::new("bb"), "p".into());
-        assert!(set.authorize(&Identity::new("aa"), "/v1/key/delete/x").is_ok());
-        assert!(set.authorize(&Identity::new("bb"), "/v1/key/create/x").is_ok());
+        let none = ChainFacts::default();
+        assert!(set.authorize(&Identity::new("aa"), &none, "/v1/key/delete/x").is_ok());
+        assert!(set.authorize(&Identity::new("bb"), &none, "/v1/key/create/x").is_ok());
         assert_eq!(
-            set.authorize(&Identity::new("bb"), "/v1/key/delete/x").unwrap_err(),
+            set.authorize(&Identity::new("bb"), &none, "/v1/key/delete/x").unwrap_err(),
             Denied::RejectedByPolicy("p".into())
         );
         assert_eq!(
-            set.authorize(&Identity::new("cc"), "/v1/key/create/x").unwrap_err(),
+            set.authorize(&Identity::new("cc"), &none, "/v1/key/create/x").unwrap_err(),
             Denied::UnknownIdentity
         );
+    }
+
+    /// The combination rule of [`PolicySet::decide`]: the public-key entry alone when there
+    /// is one, else the union of the attribute-selected policies with deny winning.
+    #[test]
+    fn attribute_policies_combine_with_deny_winning() {
+        const H: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let attr = |s: &str| AttrIdentity::parse(&format!("ca:{H}/{s}")).unwrap();
+        let mut set = PolicySet { admin: Identity::new("aa"), ..Default::default() };
+        set.policies.insert("a-reader".into(), policy(&["/v1/key/decrypt/*"], &[]));
+        set.policies.insert("b-writer".into(), policy(&["/v1/key/*"], &["/v1/key/delete/*"]));
+        set.policies.insert("key".into(), policy(&["/v1/status"], &[]));
+        set.assignments.insert(Identity::new("bb"), "key".into());
+        set.attributes = vec![
+            (attr("dns:minio.example.com"), "a-reader".into()),
+            (attr("cn:minio"), "b-writer".into()),
+        ];
+        let mut facts = attr("dns:minio.example.com").as_facts();
+        facts.names.cns = vec!["minio".into()];
+        let cc = Identity::new("cc");
+        let via_dns = Some(format!("ca:{H}/dns:minio.example.com"));
+        let via_cn = Some(format!("ca:{H}/cn:minio"));
+        // Union: each policy's allow counts...
+        let rule = set.decide(&cc, &facts, "/v1/key/decrypt/k");
+        assert_eq!(
+            rule,
+            Rule::Pattern {
+                policy: "a-reader".into(),
+                effect: Effect::Allow,
+                pattern: "/v1/key/decrypt/*".into(),
+                via: via_dns.clone()
+            }
+        );
+        assert_eq!(
+            rule.to_string(),
+            format!(
+                "policy 'a-reader' allow pattern '/v1/key/decrypt/*', assigned by 'ca:{H}/dns:minio.example.com'"
+            )
+        );
+        assert!(set.decide(&cc, &facts, "/v1/key/create/k").allows());
+        // ...and a deny of any of them wins over an allow of another.
+        set.policies.get_mut("a-reader").unwrap().allow.push("/v1/key/delete/*".into());
+        assert_eq!(
+            set.decide(&cc, &facts, "/v1/key/delete/k"),
+            Rule::Pattern {
+                policy: "b-writer".into(),
+                effect: Effect::Deny,
+                pattern: "/v1/key/delete/*".into(),
+                via: via_cn.clone()
+            }
+        );
+        assert_eq!(
+            set.decide(&cc, &facts, "/v1/status"),
+            Rule::NoMatch { policy: "a-reader".into(), via: via_dns }
+        );
+        assert_eq!(set.policies_of(&cc, &facts), vec!["a-reader", "b-writer"]);
+        // A public-key assignment decides alone, whatever the attributes say.
+        assert_eq!(
+            set.decide(&Identity::new("bb"), &facts, "/v1/key/decrypt/k"),
+            Rule::NoMatch { policy: "key".into(), via: None }
+        );
+        assert!(set.decide(&Identity::new("bb"), &facts, "/v1/status").allows());
+        // The admin stays a public-key identity; unverified clients match nothing.
+        assert_eq!(set.decide(&Identity::new("aa"), &facts, "/x"), Rule::Admin);
+        assert_eq!(set.decide(&cc, &ChainFacts::default(), "/v1/key/decrypt/k"), Rule::NoPolicy);
+        // Without anchors a dry-run claim proves nothing either.
+        assert!(set.facts_of_claim(&attr("cn:minio")).is_empty());
+        assert!(set.facts_of(&[b"x"], rustls_pki_types::UnixTime::now()).is_empty());
     }
 
     fn cert(ca: bool) -> Vec<u8> {

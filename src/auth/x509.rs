@@ -264,6 +264,71 @@ pub fn is_ca(cert_der: &[u8]) -> bool {
     ca
 }
 
+/// The names a certificate carries, as attribute identities match them
+/// ([`super::attr`]): DNS and URI subject alternative names and the subject's common names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names {
+    /// dNSName SANs, lowercased (DNS names compare case-insensitively).
+    pub dns: Vec<String>,
+    /// uniformResourceIdentifier SANs, as written.
+    pub uris: Vec<String>,
+    /// Every commonName (2.5.4.3) of the subject, as written.
+    pub cns: Vec<String>,
+}
+
+const OID_COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
+
+/// The DNS and URI SANs and the subject CNs of a certificate. Names that are not valid
+/// text (non-UTF-8 bytes, a CN in a string type other than UTF8String, PrintableString,
+/// IA5String or BMPString) are left out: they can never equal a configured name.
+pub fn names(cert_der: &[u8]) -> Names {
+    let mut out = Names::default();
+    let _ = for_each_extension(cert_der, |oid, value| {
+        if oid != OID_SUBJECT_ALT_NAME {
+            return;
+        }
+        let Some((0x30, mut sans, _)) = tlv(value) else { return };
+        while let Some((tag, body, rest)) = tlv(sans) {
+            match (tag, std::str::from_utf8(body)) {
+                (0x82, Ok(dns)) => out.dns.push(dns.to_ascii_lowercase()),
+                (0x86, Ok(uri)) => out.uris.push(uri.to_string()),
+                _ => {}
+            }
+            sans = rest;
+        }
+    });
+    if let Some(parts) = Parts::of(cert_der) {
+        let mut rdns = parts.subject;
+        while let Some((0x31, mut set, rest)) = tlv(rdns) {
+            while let Some((0x30, atv, after)) = tlv(set) {
+                if let Some((0x06, OID_COMMON_NAME, value)) = tlv(atv)
+                    && let Some((tag, text, _)) = tlv(value)
+                    && let Some(cn) = directory_string(tag, text)
+                {
+                    out.cns.push(cn);
+                }
+                set = after;
+            }
+            rdns = rest;
+        }
+    }
+    out
+}
+
+/// The text of an X.520 DirectoryString (or IA5String) value.
+fn directory_string(tag: u8, bytes: &[u8]) -> Option<String> {
+    match tag {
+        // UTF8String, PrintableString, IA5String.
+        0x0c | 0x13 | 0x16 => std::str::from_utf8(bytes).ok().map(str::to_string),
+        // BMPString: UCS-2, big endian.
+        0x1e if bytes.len().is_multiple_of(2) => {
+            let units = bytes.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+            char::decode_utf16(units).collect::<Result<String, _>>().ok()
+        }
+        _ => None,
+    }
+}
+
 /// Number of DNS and IP subject alternative names.
 pub fn san_counts(cert_der: &[u8]) -> (usize, usize) {
     let (mut dns, mut ip) = (0, 0);
@@ -361,6 +426,32 @@ mod tests {
         assert!(is_ca(&cert(true, vec![])));
         assert!(!is_ca(&cert(false, vec![])));
         assert!(!is_ca(b"garbage"));
+    }
+
+    #[test]
+    fn names_are_read() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "KES Client 1");
+        params.subject_alt_names = vec![
+            rcgen::SanType::DnsName("MinIO.Example.com".try_into().unwrap()),
+            rcgen::SanType::URI("spiffe://example.org/ns/minio/sa/default".try_into().unwrap()),
+            rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()),
+            rcgen::SanType::DnsName("b.example.com".try_into().unwrap()),
+        ];
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        assert_eq!(
+            names(&der),
+            Names {
+                dns: vec!["minio.example.com".into(), "b.example.com".into()],
+                uris: vec!["spiffe://example.org/ns/minio/sa/default".into()],
+                cns: vec!["KES Client 1".into()],
+            }
+        );
+        assert_eq!(names(b"garbage"), Names::default());
+        assert_eq!(directory_string(0x1e, &[0, b'h', 0, b'i']), Some("hi".into()));
+        assert_eq!(directory_string(0x1e, &[0, b'h', 0]), None);
+        assert_eq!(directory_string(0x14, b"t61"), None);
     }
 
     #[test]

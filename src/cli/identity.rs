@@ -203,23 +203,32 @@ fn describe_encrypted_key(arg: &str, pem: &[u8]) -> CmdResult {
 
 const OF_USAGE: &str = "Usage:
     kes identity of <API key> | <certificate file>
+    kes identity of --ca <CA certificate file>
 
     Prints the identity of an API key or of the public key of a certificate.
 
+    With --ca, prints the hash that names a CA in an attribute identity
+    (ca:<hash>/dns:<name>): the SHA-256 of the certificate's DER, one line per
+    certificate of the file.
+
 Options:
+        --ca                 Print the CA hash of each certificate of the file.
     -h, --help               Print command line options.
 
 Examples:
     $ kes identity of kes:v1:ACQpoGqx3rHHjT938Hfu5hVVQJHZWSqVI2Xp1KlYxFVw
     $ kes identity of client.crt
+    $ kes identity of --ca ca.crt
 ";
 
 fn of(args: Vec<OsString>) -> CmdResult {
     let mut rest = Vec::new();
+    let mut ca = false;
     let mut p = lexopt::Parser::from_args(args);
     while let Some(arg) = p.next().map_err(|e| flag_error("identity of", e))? {
         match arg {
             Short('h') | Long("help") => return Err(Fail::Usage(OF_USAGE.into())),
+            Long("ca") => ca = true,
             Value(v) => rest.push(text(v)?),
             other => return Err(flag_error("identity of", other.unexpected())),
         }
@@ -233,6 +242,9 @@ fn of(args: Vec<OsString>) -> CmdResult {
         [one] => one,
         _ => return Err(Fail::Error("too many arguments. See 'kes identity of --help'".into())),
     };
+    if ca {
+        return ca_hashes(arg);
+    }
     let id = if arg.starts_with("kes:v1:") {
         ApiKey::parse(arg).map_err(|e| Fail::Error(e.to_string()))?.identity()
     } else {
@@ -240,6 +252,23 @@ fn of(args: Vec<OsString>) -> CmdResult {
     };
     // The seed tutorial's shape on a terminal; the bare identity for scripts.
     print_value("Identity:", id.as_str())
+}
+
+/// `kes identity of --ca FILE`: the attribute-identity hash of every certificate in FILE.
+fn ca_hashes(arg: &str) -> CmdResult {
+    let pem = std::fs::read(arg).map_err(|e| Fail::Error(format!("open {arg}: {}", io_msg(&e))))?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Fail::Error(format!("'{arg}' is not a valid PEM file: {e}")))?;
+    if chain.is_empty() {
+        return Err(Fail::Error(format!("'{arg}' contains no PEM-encoded certificate")));
+    }
+    let mut out = String::new();
+    for cert in &chain {
+        out.push_str(&crate::auth::attr::ca_hash(cert.as_ref()));
+        out.push('\n');
+    }
+    super::out(&out)
 }
 
 const NEW_USAGE: &str = "Usage:

@@ -182,8 +182,12 @@ matching pattern, or no policy for this identity. With --config the decision is
 made on a config file as the server loads it; otherwise the running server makes it
 (POST /v1/policy/check; the admin, or a policy that allows that path).
 
-The client is an identity (64 hex characters), a certificate file (PEM) or an API
-key (kes:v1:...). The path is the decoded API path, e.g. /v1/key/create/my-key.
+The client is an identity (64 hex characters), a certificate file (PEM, the client's
+certificate first, then its intermediates), an API key (kes:v1:...) or an attribute
+identity (ca:<hash>/dns:<name>, /uri:<uri> or /cn:<name>), which stands for a client
+whose chain verifies through that CA and carries that name. A certificate file is
+verified against tls.ca as the server would, so attribute identities match it too.
+The path is the decoded API path, e.g. /v1/key/create/my-key.
 
 Options:
         --config <PATH>      Decide on this config file instead of asking a server.
@@ -214,17 +218,24 @@ fn check(args: Vec<OsString>) -> CmdResult {
                 .into(),
         ));
     };
-    let identity = client_identity(who)?;
+    let (identity, pem) = client_identity(who)?;
     let method = method.to_ascii_uppercase();
     let verdict = match config {
         Some(file) => {
+            use crate::api::handlers::policy::{chain_facts, claimed_facts};
             let cfg = crate::config::load(std::path::Path::new(&file))
                 .map_err(|e| Fail::Error(e.to_string()))?;
             let (policies, routes) = crate::server::authorization(&cfg);
+            let facts = match &pem {
+                Some(pem) => chain_facts(&policies, identity.as_str(), pem).unwrap_or_default(),
+                None => claimed_facts(&policies, who)
+                    .map_err(|e| Fail::Error(format!("invalid attribute identity '{who}': {e}")))?,
+            };
             let v = crate::api::explain(
                 &routes,
                 &policies,
                 &identity,
+                &facts,
                 &crate::http::Method::parse(&method),
                 path,
             );
@@ -232,12 +243,15 @@ fn check(args: Vec<OsString>) -> CmdResult {
         }
         None => {
             let client = super::connect(&c.conn)?;
-            let body = serde_json::json!({
+            let mut body = serde_json::json!({
                 "identity": identity.as_str(),
                 "method": method,
                 "path": path,
-            })
-            .to_string();
+            });
+            if let Some(pem) = &pem {
+                body["certificate"] = String::from_utf8_lossy(pem).into();
+            }
+            let body = body.to_string();
             let reply = client
                 .call("POST", "/v1/policy/check", Some(body.as_bytes()))
                 .map_err(|e| failed("failed to check policy", e))?;
@@ -254,17 +268,19 @@ fn check(args: Vec<OsString>) -> CmdResult {
     out(&format!("{word}: {}\n", verdict.decision))
 }
 
-/// The identity of a policy-check subject: an API key, a certificate file, or the
-/// identity itself.
-fn client_identity(who: &str) -> Result<crate::auth::Identity, Fail> {
+/// The identity of a policy-check subject: an API key, a certificate file (with its PEM
+/// text, whose chain may prove attribute identities), or the identity itself.
+fn client_identity(who: &str) -> Result<(crate::auth::Identity, Option<Vec<u8>>), Fail> {
     if who.starts_with("kes:v1:") {
         return crate::auth::apikey::ApiKey::parse(who)
-            .map(|k| k.identity())
+            .map(|k| (k.identity(), None))
             .map_err(|e| Fail::Error(e.to_string()));
     }
     let path = std::path::Path::new(who);
     if path.is_file() {
-        return super::identity::identity_of_cert_file(who);
+        let id = super::identity::identity_of_cert_file(who)?;
+        let pem = std::fs::read(path).map_err(|e| Fail::Error(format!("open {who}: {e}")))?;
+        return Ok((id, Some(pem)));
     }
-    Ok(crate::auth::Identity::new(who))
+    Ok((crate::auth::Identity::new(who), None))
 }

@@ -8,6 +8,8 @@ mod raw;
 pub mod source;
 
 use crate::api::valid_name;
+use crate::auth::attr::AttrIdentity;
+use crate::keystore::azure::{AzureConfig, AzureCredentials};
 use expand::{Expander, GoDuration};
 use raw::{RawFile, RawKeyStore};
 use std::collections::BTreeMap;
@@ -211,40 +213,6 @@ pub enum KeyStoreConfig {
     Fs {
         path: PathBuf,
     },
-}
-
-#[derive(Debug, Clone)]
-pub struct AzureConfig {
-    /// `keystore.azure.keyvault.endpoint`, e.g. `https://my-vault.vault.azure.net`.
-    pub endpoint: String,
-    pub credentials: AzureCredentials,
-}
-
-#[derive(Clone)]
-pub enum AzureCredentials {
-    /// `credentials.{tenant_id,client_id,client_secret}`: Entra ID client credentials.
-    ClientSecret { tenant_id: String, client_id: String, client_secret: Zeroizing<String> },
-    /// `managed_identity.client_id`: a user-assigned managed identity.
-    ManagedIdentity { client_id: String },
-    /// Neither section: environment (client secret, workload identity), then managed identity.
-    Default,
-}
-
-impl fmt::Debug for AzureCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AzureCredentials::ClientSecret { tenant_id, client_id, .. } => f
-                .debug_struct("ClientSecret")
-                .field("tenant_id", tenant_id)
-                .field("client_id", client_id)
-                .field("client_secret", &"<redacted>")
-                .finish(),
-            AzureCredentials::ManagedIdentity { client_id } => {
-                f.debug_struct("ManagedIdentity").field("client_id", client_id).finish()
-            }
-            AzureCredentials::Default => f.write_str("Default"),
-        }
-    }
 }
 
 /// A config file that cannot be used. `Display` names the file and the field.
@@ -572,6 +540,12 @@ fn validate(d: Decoded) -> Result<Config, String> {
         return Err("admin.identity: no admin identity".into());
     }
     let admin = d.admin_identity;
+    if AttrIdentity::is_attribute(&admin) {
+        return Err(format!(
+            "admin.identity: '{admin}' is an attribute identity; the admin identity must be a \
+             public-key hash (kes identity of <certificate>)"
+        ));
+    }
 
     // 3.
     if d.tls.key.is_empty() {
@@ -677,7 +651,8 @@ fn validate(d: Decoded) -> Result<Config, String> {
     let keystore = validate_keystore(d.keystore)?;
 
     // 11. Upstream checks these when the server starts; for us parsing is that moment.
-    let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut owner: BTreeMap<String, &str> = BTreeMap::new();
+    let mut attributes = 0usize;
     for (name, p) in &d.policies {
         if !valid_name(name) {
             return Err(format!(
@@ -685,12 +660,22 @@ fn validate(d: Decoded) -> Result<Config, String> {
             ));
         }
         for id in &p.identities {
-            if !valid_name(id) {
+            // Attribute identities (our extension) are compared in canonical form, so
+            // `dns:A.example` and `dns:a.example` are the same entry.
+            let key = if AttrIdentity::is_attribute(id) {
+                let attr = AttrIdentity::parse(id).map_err(|e| {
+                    format!("policy.{name}.identities: invalid attribute identity '{id}': {e}")
+                })?;
+                attributes += 1;
+                attr.to_string()
+            } else if valid_name(id) {
+                id.clone()
+            } else {
                 return Err(format!(
                     "policy.{name}.identities: identity '{id}' is empty, too long or contains invalid characters"
                 ));
-            }
-            if owner.insert(id, name).is_some() {
+            };
+            if owner.insert(key, name).is_some() {
                 return Err(format!(
                     "policy.{name}.identities: cannot assign policy '{name}' to '{id}': identity already has a policy"
                 ));
@@ -698,7 +683,14 @@ fn validate(d: Decoded) -> Result<Config, String> {
         }
     }
 
-    let warnings = glob_warnings(&d.policies);
+    let mut warnings = glob_warnings(&d.policies);
+    if attributes > 0 && (!verify_client_chain || d.tls.ca.is_empty()) {
+        warnings.push(format!(
+            "policy: {attributes} attribute identit{} (ca:…) will never match: they need \
+             client chains verified against tls.ca (tls.auth: on and tls.ca set)",
+            if attributes == 1 { "y" } else { "ies" }
+        ));
+    }
     Ok(Config {
         address: Some(d.address).filter(|a| !a.is_empty()),
         admin_identity: admin,

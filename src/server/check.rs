@@ -6,9 +6,11 @@
 //! Returns facts only; `cli::server` prints them and picks the exit code.
 
 use super::{Loaded, StartError};
-use crate::config::{AzureCredentials, Config, KeyStoreConfig};
+use crate::config::{Config, KeyStoreConfig};
 use crate::gotime::format_duration;
-use crate::keystore::{KeyStore, StoreError};
+use crate::keystore::KeyStore;
+use crate::keystore::azure::AzureCredentials;
+use crate::keystore::azure::error::ProbeFailure;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -109,9 +111,10 @@ fn tls_rows(cfg: &Config, r: &mut Report) {
     r.row("TLS key", format!("{}{password}", t.key.display()));
     let ca = t.ca.as_ref().map(|c| c.display().to_string());
     let clients = match (t.verify_client_chain, &ca) {
-        (true, Some(ca)) => {
-            format!("chain verified against {ca} and the system roots (tls.auth: on)")
-        }
+        (true, Some(ca)) => format!(
+            "chain verified against {ca} and the system roots (tls.auth: on); attribute \
+             identities (ca:…) against {ca} only"
+        ),
         (true, None) => "chain verified against the system roots (tls.auth: on)".to_string(),
         (false, _) => {
             "any certificate; identity = SHA-256 of its public key (tls.auth: off)".to_string()
@@ -144,7 +147,9 @@ fn policy_rows(cfg: &Config, r: &mut Report) {
             r.warnings.push(format!("policy.{name}: no allow patterns: the policy allows nothing"));
         }
         for id in &p.identities {
-            if !crate::auth::Identity::new(id.clone()).is_hex() {
+            if !crate::auth::Identity::new(id.clone()).is_hex()
+                && !crate::auth::attr::AttrIdentity::is_attribute(id)
+            {
                 r.warnings.push(format!(
                     "policy.{name}.identities: '{id}' is not a hex identity and matches no certificate"
                 ));
@@ -193,77 +198,66 @@ fn keystore_rows(cfg: &Config, r: &mut Report) -> Result<(), StartError> {
 /// what to do about it.
 pub fn probe(cfg: &KeyStoreConfig) -> Result<String, String> {
     let deadline = Instant::now() + PROBE_TIMEOUT;
-    match cfg {
+    let started = Instant::now();
+    let (describe, listed) = match cfg {
         KeyStoreConfig::Azure(az) => {
             let store = super::open_azure(az).map_err(|e| e.0)?;
-            let proxy = store.proxy();
-            probe_store(&store, proxy.as_deref(), deadline)
+            let listed = store.probe(deadline).map_err(|e| {
+                let advice = advice(e.failure, store.proxy().as_deref());
+                format!("{}: {advice}: {}", store.describe(), e.message)
+            });
+            (store.describe(), listed)
         }
         KeyStoreConfig::Fs { .. } => {
             let store = super::open_store(cfg).map_err(|e| e.0)?;
-            probe_store(store.as_ref(), None, deadline)
+            let listed = store
+                .list("", deadline)
+                .map(|l| (l.names.len(), !l.continue_at.is_empty()))
+                .map_err(|e| {
+                    format!("{}: the key store refused the listing: {e}", store.describe())
+                });
+            (store.describe(), listed)
         }
-    }
-}
-
-/// One listing of `store`, diagnosed; `proxy` is the HTTPS proxy the store goes through.
-pub fn probe_store(
-    store: &dyn KeyStore,
-    proxy: Option<&str>,
-    deadline: Instant,
-) -> Result<String, String> {
-    let started = Instant::now();
-    match store.list("", deadline) {
-        Ok(listing) => {
-            let more = if listing.continue_at.is_empty() { "" } else { " (first page)" };
-            Ok(format!(
-                "{}: OK, {} keys listed{more} in {}",
-                store.describe(),
-                listing.names.len(),
-                format_duration(round_ms(started.elapsed()))
-            ))
-        }
-        Err(e) => Err(format!("{}: {}", store.describe(), diagnose(&e, proxy))),
-    }
+    };
+    let (names, more) = listed?;
+    let more = if more { " (first page)" } else { "" };
+    Ok(format!(
+        "{describe}: OK, {names} keys listed{more} in {}",
+        format_duration(round_ms(started.elapsed()))
+    ))
 }
 
 fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// What kind of failure a store error is, in the operator's terms (permission,
-/// authentication, DNS, proxy, CA, network), followed by the store's own message.
-pub fn diagnose(e: &StoreError, proxy: Option<&str>) -> String {
-    let msg = e.to_string();
-    let lower = msg.to_ascii_lowercase();
-    let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
-    let transport = matches!(e, StoreError::Unreachable(_));
-    let cause = if has(&["insufficient permissions", "forbidden"]) && !has(&["connect proxy"]) {
-        "permission: the credential is valid but may not list secrets (grant the 'Key Vault \
-         Secrets Officer' role, or the list/get/set/delete/purge secret permissions)"
-            .to_string()
-    } else if has(&["authentication failed"]) {
-        "authentication: no token for the vault (check the tenant, the client ID and secret, \
-         or the managed identity)"
-            .to_string()
-    } else if has(&["certificate", "unknownissuer", "unknown issuer"]) {
-        "CA: the vault's TLS certificate is not trusted (add its CA with SSL_CERT_FILE or \
-         SSL_CERT_DIR)"
-            .to_string()
-    } else if let Some(p) = proxy.filter(|_| transport || has(&["connect proxy"])) {
-        format!(
-            "proxy: the vault cannot be reached through the HTTPS proxy {p} (check HTTPS_PROXY \
-             and NO_PROXY)"
-        )
-    } else if has(&["host not found", "failed to lookup", "name or service not known"]) {
-        "DNS: the vault's host name does not resolve (check the endpoint and the resolver)"
-            .to_string()
-    } else if transport {
-        "network: the vault cannot be reached (check the endpoint, firewall and routes)".to_string()
-    } else {
-        "the key store refused the listing".to_string()
-    };
-    format!("{cause}: {msg}")
+/// What a probe failure means for the operator and what to do about it; `proxy` is the
+/// HTTPS proxy the store goes through.
+pub fn advice(failure: ProbeFailure, proxy: Option<&str>) -> String {
+    match failure {
+        ProbeFailure::Permission => "permission: the credential is valid but may not list \
+            secrets (grant the 'Key Vault Secrets Officer' role, or the \
+            list/get/set/delete/purge secret permissions; or a vault firewall refuses this host)"
+            .into(),
+        ProbeFailure::Authentication => "authentication: no token for the vault (check the \
+            tenant, the client ID and secret, or the managed identity)"
+            .into(),
+        ProbeFailure::Ca => "CA: the vault's TLS certificate is not trusted (add its CA with \
+            SSL_CERT_FILE or SSL_CERT_DIR)"
+            .into(),
+        ProbeFailure::Proxy => format!(
+            "proxy: the vault cannot be reached through the HTTPS proxy {} (check HTTPS_PROXY \
+             and NO_PROXY)",
+            proxy.unwrap_or("in use")
+        ),
+        ProbeFailure::Dns => "DNS: the vault's host name does not resolve (check the endpoint \
+            and the resolver)"
+            .into(),
+        ProbeFailure::Network => "network: the vault cannot be reached (check the endpoint, \
+            firewall and routes)"
+            .into(),
+        ProbeFailure::Refused => "the vault refused the listing".into(),
+    }
 }
 
 #[cfg(test)]
@@ -271,25 +265,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn diagnoses_name_the_failing_piece() {
-        let d = |e: StoreError, proxy: Option<&str>| {
-            diagnose(&e, proxy).split(':').next().unwrap().to_string()
-        };
-        let u = |m: &str| StoreError::Unreachable(m.to_string());
-        let f = |m: &str| StoreError::Failed(m.to_string());
-        assert_eq!(d(u("azure: failed to list '': host not found"), None), "DNS");
-        assert_eq!(
-            d(u("azure: failed to list '': host not found"), Some("http://p:3128")),
-            "proxy"
-        );
-        assert_eq!(d(u("azure: CONNECT proxy failed: 403 Forbidden"), Some("http://p")), "proxy");
-        assert_eq!(d(u("azure: invalid peer certificate: UnknownIssuer"), None), "CA");
-        assert_eq!(d(f("azure: failed to list '': insufficient permissions"), None), "permission");
-        assert_eq!(d(f("azure: authentication failed: invalid_client"), None), "authentication");
-        assert_eq!(d(u("azure: io: Connection refused"), None), "network");
-        assert_eq!(
-            d(f("fs: cannot read key directory"), None),
-            "the key store refused the listing"
-        );
+    fn every_failure_class_names_its_piece() {
+        let first =
+            |f: ProbeFailure, proxy| advice(f, proxy).split(':').next().unwrap().to_string();
+        assert_eq!(first(ProbeFailure::Permission, None), "permission");
+        assert_eq!(first(ProbeFailure::Authentication, None), "authentication");
+        assert_eq!(first(ProbeFailure::Ca, None), "CA");
+        assert_eq!(first(ProbeFailure::Dns, None), "DNS");
+        assert_eq!(first(ProbeFailure::Network, None), "network");
+        assert_eq!(first(ProbeFailure::Refused, None), "the vault refused the listing");
+        assert!(advice(ProbeFailure::Proxy, Some("http://p:3128")).starts_with(
+            "proxy: the vault cannot be reached through the HTTPS proxy http://p:3128 "
+        ));
     }
 }

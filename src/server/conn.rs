@@ -12,12 +12,14 @@
 use super::Shared;
 use super::admission::{Phase, Slot};
 use crate::api::{self, ClientCert, Routed};
+use crate::auth::attr::ChainFacts;
 use crate::auth::{Identity, x509};
 use crate::config::Level;
 use crate::http::{
     self, Body, BodyFraming, ChunkError, ChunkedDecoder, HeadError, Method, Response,
 };
 use rustls::ServerConnection;
+use rustls_pki_types::UnixTime;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -216,6 +218,12 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
     if let (ClientCert::One(id), Some(first)) = (&cert, chain.first()) {
         note_flaws(shared, first.as_ref(), id, peer_ip);
     }
+    // Attribute identities: what the chain proves against `tls.ca`, once per connection
+    // (empty unless a policy names one).
+    let facts = match cert {
+        ClientCert::One(_) => shared.state().policies.facts_of(chain, UnixTime::now()),
+        _ => ChainFacts::default(),
+    };
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     // The first head is due READ_HEADER_TIMEOUT after the handshake, not after its first
     // byte: a client that completes the handshake and then sends nothing gains nothing.
@@ -224,7 +232,7 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
     loop {
         let state = shared.state();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            one_request(&mut tls, &mut buf, &state, &cert, peer_ip, wait)
+            one_request(&mut tls, &mut buf, &state, &cert, &facts, peer_ip, wait)
         }));
         match outcome {
             Ok(Next::KeepAlive) => {
@@ -373,6 +381,7 @@ fn one_request(
     buf: &mut Vec<u8>,
     state: &api::State,
     cert: &ClientCert,
+    facts: &ChainFacts,
     peer_ip: Option<IpAddr>,
     wait: Wait,
 ) -> Next {
@@ -500,7 +509,7 @@ fn one_request(
     if !slot.enter(Phase::Busy) {
         return Next::Close;
     }
-    let response = api::handle(state, route, &head, &body, cert, peer_ip);
+    let response = api::handle(state, route, &head, &body, cert, facts, peer_ip);
     let write_timeout = if route.timeout.is_zero() { STREAM_WRITE_TIMEOUT } else { route.timeout };
     let keep = head.keep_alive && complete && !matches!(response.body, Body::Stream(_));
     let written = write_response(

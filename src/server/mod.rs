@@ -13,6 +13,7 @@ pub mod conn;
 pub mod tls;
 
 use crate::api::{self, BuildInfo, State};
+use crate::auth::attr::{Anchors, AttrIdentity};
 use crate::auth::{Identity, Policy, PolicySet};
 use crate::config::{self, Config, KeyStoreConfig, Level};
 use crate::crypto::{Algorithm, KeyVersion};
@@ -22,6 +23,7 @@ use crate::keystore::{KeyStore, StoreError};
 use crate::obs::audit_file::AuditFile;
 use crate::obs::{ConnStats, Obs, ProcReader, SharedWriter};
 use crate::sys::{self, MlockPolicy};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -197,10 +199,26 @@ fn policy_set(cfg: &Config) -> PolicySet {
     for (name, p) in &cfg.policies {
         set.policies.insert(name.clone(), Policy { allow: p.allow.clone(), deny: p.deny.clone() });
         for id in &p.identities {
-            set.assignments.insert(Identity::new(id.clone()), name.clone());
+            if !AttrIdentity::is_attribute(id) {
+                set.assignments.insert(Identity::new(id.clone()), name.clone());
+            } else if let Ok(attr) = AttrIdentity::parse(id) {
+                // Config validation refused every entry that does not parse.
+                set.attributes.push((attr, name.clone()));
+            }
         }
     }
+    set.anchors = attribute_anchors(&cfg.tls);
     set
+}
+
+/// The `tls.ca` certificates attribute identities are verified against: only with
+/// `tls.auth: on` (else chains are not verified at all) and `tls.ca` set (the system roots
+/// never vouch for an attribute identity). An unreadable `tls.ca` is the TLS loader's error
+/// ([`load`]); here it only means no anchors.
+fn attribute_anchors(t: &config::TlsConfig) -> Option<Arc<Anchors>> {
+    let ca = t.ca.as_deref().filter(|_| t.verify_client_chain)?;
+    let anchors = Anchors::new(&tls::load_ca(ca).ok()?);
+    (!anchors.is_empty()).then(|| Arc::new(anchors))
 }
 
 /// Opens the configured key store.
@@ -244,6 +262,8 @@ fn policy_changes(old: &PolicySet, new: &PolicySet) -> String {
     let moved =
         new.assignments.iter().filter(|(id, p)| old.assignments.get(*id) != Some(*p)).count()
             + old.assignments.keys().filter(|id| !new.assignments.contains_key(*id)).count();
+    let attributes = |s: &PolicySet| s.attributes.iter().cloned().collect::<BTreeSet<_>>();
+    let moved = moved + attributes(new).symmetric_difference(&attributes(old)).count();
     if moved > 0 {
         out.push(format!("{moved} identity assignment(s)"));
     }
@@ -267,7 +287,7 @@ pub fn open_store(cfg: &KeyStoreConfig) -> Result<Arc<dyn KeyStore>, StartError>
 
 /// Builds the Azure client from the config and the environment, without contacting Azure.
 pub fn open_azure(
-    azure: &config::AzureConfig,
+    azure: &crate::keystore::azure::AzureConfig,
 ) -> Result<crate::keystore::azure::AzureStore, StartError> {
     crate::keystore::azure::AzureStore::new(azure, crate::keystore::azure::AzureOptions::from_env())
         .map_err(|e| StartError(format!("keystore.azure.keyvault: {e}")))

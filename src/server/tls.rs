@@ -141,7 +141,16 @@ pub fn load_roots(ca: Option<&Path>) -> Result<Vec<CertificateDer<'static>>, Str
             break;
         }
     }
-    let Some(ca) = ca else { return Ok(roots) };
+    if let Some(ca) = ca {
+        roots.extend(load_ca(ca)?);
+    }
+    Ok(roots)
+}
+
+/// The certificates of `tls.ca` alone: a PEM file, or every file of a directory (not
+/// recursive). The trust anchors of attribute identities ([`crate::auth::attr`]).
+pub fn load_ca(ca: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let mut roots = Vec::new();
     let files: Vec<std::path::PathBuf> = if ca.is_dir() {
         let mut v: Vec<_> = std::fs::read_dir(ca)
             .map_err(|e| format!("tls.ca: cannot read '{}': {e}", ca.display()))?

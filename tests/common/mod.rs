@@ -371,7 +371,7 @@ impl Client {
         Self::with_config(addr, client_config_for(server_cert, id, versions))
     }
 
-    fn with_config(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Client {
+    pub fn with_config(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Client {
         let sock = TcpStream::connect(addr).unwrap();
         sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let name = ServerName::try_from("127.0.0.1").unwrap();

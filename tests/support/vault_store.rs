@@ -3,7 +3,7 @@
 //! `#[path = "support/vault_store.rs"] mod vault_store;`
 
 use crate::fake_vault::FakeVault;
-use kes::config::{AzureConfig, AzureCredentials};
+use kes::keystore::azure::{AzureConfig, AzureCredentials};
 use kes::keystore::azure::{AzureOptions, AzureStore};
 use std::sync::Arc;
 use std::time::Duration;

@@ -78,14 +78,26 @@ pub fn handle_describe_self(ctx: &Ctx<'_>, auth: &Authorized) -> Result<Response
             created_at: created_at(ctx),
         }));
     }
-    let name = set.assignments.get(id).ok_or(ApiError::IdentityNotFound)?;
-    let policy = set.policies.get(name).ok_or(ApiError::IdentityNotFound)?;
+    // A public-key identity has one policy; attribute identities may select several,
+    // which apply as one (deny wins): reported as their names joined by ',' and the
+    // union of their patterns.
+    let names = set.policies_of(id, ctx.facts);
+    if names.is_empty() {
+        return Err(ApiError::IdentityNotFound);
+    }
+    let (mut allow, mut deny) = (Vec::new(), Vec::new());
+    for name in &names {
+        let policy = set.policies.get(*name).ok_or(ApiError::IdentityNotFound)?;
+        allow.extend(policy.allow.iter().cloned());
+        deny.extend(policy.deny.iter().cloned());
+    }
+    let name = names.join(",");
     Ok(json(&User {
         identity: id.as_str(),
         created_at: created_at(ctx),
         created_by: set.admin.as_str(),
-        policy: name,
-        allow: rule_map(&policy.allow),
-        deny: rule_map(&policy.deny),
+        policy: &name,
+        allow: rule_map(&allow),
+        deny: rule_map(&deny),
     }))
 }

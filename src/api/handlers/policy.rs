@@ -90,7 +90,9 @@ pub fn handle_list_policies(ctx: &Ctx<'_>, _: &Authorized) -> Result<Response, A
 /// `POST /v1/policy/check` (our extension): the policy dry-run on the running server's
 /// policies and routes. Body `{"identity","method","path"}` (path decoded, as the server
 /// authorizes it); answer `{"allowed","decision"}` plus `policy`, `effect` and `pattern`
-/// when a policy decided.
+/// when a policy decided, and `via` when an attribute identity selected that policy. The
+/// identity may be an attribute identity (`ca:…/dns:…`): the decision is then the one for
+/// a client whose chain verified through that CA and carries that name.
 pub fn handle_check_policy(ctx: &Ctx<'_>, _: &Authorized) -> Result<Response, ApiError> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -98,12 +100,23 @@ pub fn handle_check_policy(ctx: &Ctx<'_>, _: &Authorized) -> Result<Response, Ap
         identity: String,
         method: String,
         path: String,
+        /// The client's certificate chain (PEM, leaf first), for attribute identities.
+        #[serde(default)]
+        certificate: Option<String>,
     }
     const BAD: &str = "invalid policy check: expected {\"identity\",\"method\",\"path\"}";
+    const BAD_CERT: &str = "invalid policy check: the certificate is not valid PEM or does not \
+                            have the identity given";
     let c: Check = serde_json::from_slice(ctx.body).map_err(|_| ApiError::InvalidBody(BAD))?;
     if !valid_identity(&c.identity) {
         return Err(ApiError::InvalidIdentity(c.identity));
     }
+    let facts = match &c.certificate {
+        Some(pem) => chain_facts(&ctx.state.policies, &c.identity, pem.as_bytes())
+            .ok_or(ApiError::InvalidBody(BAD_CERT))?,
+        None => claimed_facts(&ctx.state.policies, &c.identity)
+            .map_err(|_| ApiError::InvalidIdentity(c.identity.clone()))?,
+    };
     if !c.path.starts_with('/')
         || c.method.is_empty()
         || !c.method.bytes().all(|b| b.is_ascii_uppercase())
@@ -114,6 +127,7 @@ pub fn handle_check_policy(ctx: &Ctx<'_>, _: &Authorized) -> Result<Response, Ap
         &ctx.state.routes,
         &ctx.state.policies,
         &crate::auth::Identity::new(c.identity),
+        &facts,
         &crate::http::Method::parse(&c.method),
         &c.path,
     );
@@ -131,12 +145,44 @@ pub struct VerdictJson {
     pub effect: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub pattern: String,
+    /// The attribute identity (`ca:…/dns:…`) that selected the policy.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub via: String,
+}
+
+/// What a dry-run subject given as text proves: an attribute identity is taken as a
+/// verified client with that CA and name (on a server that verifies chains); any other
+/// text is a public-key identity and proves nothing more.
+pub fn claimed_facts(
+    set: &crate::auth::PolicySet,
+    identity: &str,
+) -> Result<crate::auth::attr::ChainFacts, String> {
+    use crate::auth::attr::AttrIdentity;
+    if !AttrIdentity::is_attribute(identity) {
+        return Ok(Default::default());
+    }
+    Ok(set.facts_of_claim(&AttrIdentity::parse(identity)?))
+}
+
+/// What a client presenting the PEM chain `pem` proves, as the server would verify it
+/// now; `None` when the chain does not parse or its identity is not `identity`.
+pub fn chain_facts(
+    set: &crate::auth::PolicySet,
+    identity: &str,
+    pem: &[u8],
+) -> Option<crate::auth::attr::ChainFacts> {
+    use rustls_pki_types::pem::PemObject;
+    let chain = rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    let id = crate::auth::ClientCert::from_chain(&chain).identity().cloned()?;
+    (id.as_str() == identity).then(|| set.facts_of(&chain, rustls_pki_types::UnixTime::now()))
 }
 
 pub fn verdict_json(v: &crate::api::Verdict) -> VerdictJson {
     use crate::auth::{Effect, Rule};
-    let (policy, effect, pattern) = match v {
-        crate::api::Verdict::Policy(Rule::Pattern { policy, effect, pattern }) => (
+    let (policy, effect, pattern, via) = match v {
+        crate::api::Verdict::Policy(Rule::Pattern { policy, effect, pattern, via }) => (
             policy.clone(),
             match effect {
                 Effect::Allow => "allow",
@@ -144,20 +190,28 @@ pub fn verdict_json(v: &crate::api::Verdict) -> VerdictJson {
             }
             .to_string(),
             pattern.clone(),
+            via.clone().unwrap_or_default(),
         ),
-        crate::api::Verdict::Policy(Rule::NoMatch { policy }) => {
-            (policy.clone(), String::new(), String::new())
+        crate::api::Verdict::Policy(Rule::NoMatch { policy, via }) => {
+            (policy.clone(), String::new(), String::new(), via.clone().unwrap_or_default())
         }
         _ => Default::default(),
     };
-    VerdictJson { allowed: v.allowed(), decision: v.to_string(), policy, effect, pattern }
+    VerdictJson { allowed: v.allowed(), decision: v.to_string(), policy, effect, pattern, via }
 }
 
-/// Longest identity a dry-run accepts: a SHA-256 hex identity is 64 bytes, and a CA hash
-/// plus a DNS name of at most 253 bytes fits with room to spare.
-pub const MAX_CHECK_IDENTITY: usize = 512;
+/// Longest identity a dry-run accepts: a SHA-256 hex identity is 64 bytes, and an attribute
+/// identity is at most [`crate::auth::attr::MAX_LEN`].
+pub const MAX_CHECK_IDENTITY: usize = crate::auth::attr::MAX_LEN;
 
-/// An identity as a policy may name it: printable ASCII without spaces.
+/// An identity as a policy may name it: printable ASCII without spaces, or an attribute
+/// identity (a common name may hold spaces), without control characters.
 fn valid_identity(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_CHECK_IDENTITY && id.bytes().all(|b| b.is_ascii_graphic())
+    !id.is_empty()
+        && id.len() <= MAX_CHECK_IDENTITY
+        && if crate::auth::attr::AttrIdentity::is_attribute(id) {
+            !id.chars().any(char::is_control)
+        } else {
+            id.bytes().all(|b| b.is_ascii_graphic())
+        }
 }

@@ -151,8 +151,13 @@ impl fmt::Debug for Response {
 pub enum TransportKind {
     /// Connect, read or name-lookup timeout.
     Timeout,
-    /// Refused, reset, closed early, DNS failure, proxy failure: worth retrying.
+    /// Refused, reset, closed early: worth retrying.
     Connection,
+    /// The host name did not resolve: worth retrying (resolvers recover).
+    Dns,
+    /// The request went through the HTTPS proxy and failed there (connecting to it,
+    /// resolving through it, or its CONNECT answer): worth retrying.
+    Proxy,
     /// Certificate or handshake failure: retrying will not help.
     Tls,
     /// The response exceeded [`MAX_RESPONSE_BYTES`] or [`MAX_RESPONSE_HEADER_BYTES`].
@@ -175,7 +180,13 @@ impl TransportError {
     }
 
     pub fn retryable(&self) -> bool {
-        matches!(self.kind, TransportKind::Timeout | TransportKind::Connection)
+        matches!(
+            self.kind,
+            TransportKind::Timeout
+                | TransportKind::Connection
+                | TransportKind::Dns
+                | TransportKind::Proxy
+        )
     }
 }
 
@@ -185,19 +196,43 @@ impl fmt::Display for TransportError {
     }
 }
 
-/// Maps ureq's error to our kinds. ureq's messages name the failure, never header values.
-fn transport_error(e: ureq::Error) -> TransportError {
+/// A failed name lookup of [`CachingResolver`], carried inside ureq's I/O error so that
+/// [`transport_error`] can tell it from other I/O failures by type.
+#[derive(Debug)]
+struct LookupFailed(String);
+
+impl fmt::Display for LookupFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LookupFailed {}
+
+/// Maps ureq's error to our kinds; `proxied` says the request went through the HTTPS proxy,
+/// so that a connection failure is the proxy's. ureq's messages name the failure, never
+/// header values.
+fn transport_error(e: ureq::Error, proxied: bool) -> TransportError {
     use ureq::Error as E;
+    let lookup_failed = |io: &std::io::Error| io.get_ref().is_some_and(|e| e.is::<LookupFailed>());
+    // rustls reports a refused certificate or a failed handshake through the I/O error.
+    let tls_failed = |io: &std::io::Error| io.get_ref().is_some_and(|e| e.is::<rustls::Error>());
     let kind = match &e {
+        E::ConnectProxyFailed(_) => TransportKind::Proxy,
+        E::Tls(_) | E::Rustls(_) | E::TlsRequired | E::Pem(_) => TransportKind::Tls,
+        E::Io(io) if tls_failed(io) => TransportKind::Tls,
+        E::Timeout(_) | E::Io(_) | E::HostNotFound | E::ConnectionFailed | E::Protocol(_)
+            if proxied =>
+        {
+            TransportKind::Proxy
+        }
+        E::Timeout(ureq::Timeout::Resolve) | E::HostNotFound => TransportKind::Dns,
+        E::Io(io) if lookup_failed(io) => TransportKind::Dns,
         E::Timeout(_) => TransportKind::Timeout,
         E::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => TransportKind::Timeout,
-        E::Io(_)
-        | E::HostNotFound
-        | E::ConnectionFailed
-        | E::Protocol(_)
-        | E::ConnectProxyFailed(_)
-        | E::BodyStalled => TransportKind::Connection,
-        E::Tls(_) | E::Rustls(_) | E::TlsRequired | E::Pem(_) => TransportKind::Tls,
+        E::Io(_) | E::ConnectionFailed | E::Protocol(_) | E::BodyStalled => {
+            TransportKind::Connection
+        }
         E::BodyExceedsLimit(_) | E::LargeResponseHeader(_, _) => TransportKind::TooLarge,
         _ => TransportKind::Invalid,
     };
@@ -544,6 +579,7 @@ impl Http {
             (Some(p), false) if p.applies_to(&url) => Some(p.proxy.clone()),
             _ => None,
         };
+        let proxied = proxy.is_some();
         let mut b = http::Request::builder().method(req.method.clone()).uri(req.url);
         b = b.header("accept", "application/json");
         for (k, v) in &req.headers {
@@ -576,7 +612,7 @@ impl Http {
                 self.agent.run(r)
             }
         };
-        let resp = result.map_err(transport_error)?;
+        let resp = result.map_err(|e| transport_error(e, proxied))?;
         let status = resp.status().as_u16();
         let header = |name: &str| {
             resp.headers().get(name).and_then(|v| v.to_str().ok()).map(|s| s.to_string())
@@ -594,7 +630,7 @@ impl Http {
             .into_with_config()
             .limit(MAX_RESPONSE_BYTES)
             .read_to_vec()
-            .map_err(transport_error)?;
+            .map_err(|e| transport_error(e, proxied))?;
         Ok(Response {
             status,
             retry_after,
@@ -783,7 +819,7 @@ impl CachingResolver {
                     return Ok(e.addrs.clone());
                 }
                 let msg = e.last_error.clone().unwrap_or_else(|| format!("no address for {key}"));
-                return Err(ureq::Error::Io(std::io::Error::other(msg)));
+                return Err(ureq::Error::Io(std::io::Error::other(LookupFailed(msg))));
             }
             let now = Instant::now();
             if now >= give_up {

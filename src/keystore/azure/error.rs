@@ -126,6 +126,58 @@ pub fn classify(status: u16, err: &ApiError) -> Class {
     }
 }
 
+/// Why a probe of the vault (`kes server --check --keystore`) got no listing, in the
+/// operator's terms. Decided from the typed transport kind, the call error and the answer's
+/// status and inner code ([`classify`]), never from message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeFailure {
+    /// 403: the credential works but may not list secrets (or a vault firewall refuses it).
+    Permission,
+    /// No token (Entra ID refused the credential or could not be asked), or the vault
+    /// refused the token (401), or its challenge could not be used.
+    Authentication,
+    /// The vault's host name does not resolve.
+    Dns,
+    /// The request went through the HTTPS proxy and failed there.
+    Proxy,
+    /// The TLS handshake failed: the vault's certificate is not trusted (or TLS is broken).
+    Ca,
+    /// Refused, reset or timed out without a proxy.
+    Network,
+    /// An HTTP answer that is none of the above (throttling, 5xx, a malformed page).
+    Refused,
+}
+
+/// A failed probe: its class and the store's own message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeError {
+    pub failure: ProbeFailure,
+    pub message: String,
+}
+
+impl ProbeFailure {
+    /// The class of a transport failure.
+    pub fn of_transport(kind: super::client::TransportKind) -> ProbeFailure {
+        use super::client::TransportKind as K;
+        match kind {
+            K::Tls => ProbeFailure::Ca,
+            K::Dns => ProbeFailure::Dns,
+            K::Proxy => ProbeFailure::Proxy,
+            K::Timeout | K::Connection | K::Deadline => ProbeFailure::Network,
+            K::TooLarge | K::Invalid => ProbeFailure::Refused,
+        }
+    }
+
+    /// The class of an HTTP answer to the listing that is not a success.
+    pub fn of_answer(status: u16, err: &ApiError) -> ProbeFailure {
+        match classify(status, err) {
+            Class::ForbiddenByPolicy | Class::Forbidden => ProbeFailure::Permission,
+            Class::Unauthorized => ProbeFailure::Authentication,
+            _ => ProbeFailure::Refused,
+        }
+    }
+}
+
 /// Statuses every Azure SDK retries (`azure-rest.md` §12).
 pub fn is_transient_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500 | 502 | 503 | 504)

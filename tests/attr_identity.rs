@@ -1,0 +1,421 @@
+//! Identities by certificate attributes (`ca:<hash>/dns:…`, `/uri:…`, `/cn:…`) against the
+//! real binary over real mTLS: a renewed certificate (new key, same name, same CA) keeps
+//! its policy; the same name from another CA, a name the CA did not put in the
+//! certificate, or any client of a server that does not verify chains against `tls.ca`
+//! gets nothing. The dry-run (CLI on the config, CLI against the server, the route) names
+//! the attribute entry that decided, and the config refuses malformed entries precisely.
+
+mod common;
+
+use common::{Binary, Client, ClientId, TempDir, kes_in};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::sync::Arc;
+
+/// A CA that can issue certificates.
+struct Ca {
+    cert: rcgen::Certificate,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Ca {
+    fn root(name: &str) -> Ca {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let params = ca_params(name);
+        let cert = params.self_signed(&key).unwrap();
+        Ca { cert, issuer: rcgen::Issuer::new(params, key) }
+    }
+
+    fn intermediate(&self, name: &str) -> Ca {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let params = ca_params(name);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Ca { cert, issuer: rcgen::Issuer::new(params, key) }
+    }
+
+    /// `kes identity of --ca`'s hash of this CA.
+    fn hash(&self) -> String {
+        kes::auth::attr::ca_hash(self.cert.der())
+    }
+
+    /// A client certificate with a fresh key, `cn` and `sans`; `chain` is presented after
+    /// it (intermediates).
+    fn issue(&self, cn: &str, sans: Vec<rcgen::SanType>, chain: &[&Ca]) -> Leaf {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params.is_ca = rcgen::IsCa::ExplicitNoCa;
+        params.subject_alt_names = sans;
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(30);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let identity = kes::auth::Identity::from_cert_der(cert.der()).unwrap().to_string();
+        let mut pem = cert.pem();
+        let mut ders = vec![cert.der().clone()];
+        for ca in chain {
+            pem.push_str(&ca.cert.pem());
+            ders.push(ca.cert.der().clone());
+        }
+        Leaf {
+            chain: ders,
+            key: PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            identity,
+            pem,
+            key_pem: key.serialize_pem(),
+        }
+    }
+}
+
+fn ca_params(name: &str) -> rcgen::CertificateParams {
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+}
+
+struct Leaf {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    identity: String,
+    /// The certificate and the chain after it, as a client's certificate file holds them.
+    pem: String,
+    key_pem: String,
+}
+
+impl Leaf {
+    /// As the admin of a server that verifies chains (the admin stays a public-key
+    /// identity, but its certificate must still verify against `tls.ca`).
+    fn client_id(&self) -> ClientId {
+        ClientId {
+            cert: self.chain[0].clone(),
+            key: self.key.clone_key(),
+            identity: self.identity.clone(),
+            cert_pem: self.pem.clone(),
+            key_pem: self.key_pem.clone(),
+        }
+    }
+}
+
+fn dns(name: &str) -> rcgen::SanType {
+    rcgen::SanType::DnsName(name.try_into().unwrap())
+}
+
+fn uri(u: &str) -> rcgen::SanType {
+    rcgen::SanType::URI(u.try_into().unwrap())
+}
+
+/// A client presenting `leaf`'s chain.
+fn connect(bin: &Binary, leaf: &Leaf) -> Client {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(bin.server_cert.clone()).unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(leaf.chain.clone(), leaf.key.clone_key())
+        .unwrap();
+    Client::with_config(bin.addr, Arc::new(cfg))
+}
+
+const DENIED: (u16, &str) = (403, "not authorized: insufficient permissions");
+
+fn status(c: &mut Client, method: &str, path: &str) -> (u16, String) {
+    let r = c.request(method, path, None);
+    let msg = if r.status == 200 { String::new() } else { r.message() };
+    (r.status, msg)
+}
+
+/// Two trusted roots (A, B) and an intermediate under A, written into one `tls.ca` file.
+struct Pki {
+    a: Ca,
+    b: Ca,
+    inter: Ca,
+    dir: TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let (a, b) = (Ca::root("root A"), Ca::root("root B"));
+        let inter = a.intermediate("issuing A1");
+        let dir = TempDir::new("attr-pki");
+        std::fs::write(dir.join("ca.pem"), format!("{}{}", a.cert.pem(), b.cert.pem())).unwrap();
+        Pki { a, b, inter, dir }
+    }
+
+    fn ca_file(&self) -> String {
+        self.dir.join("ca.pem").display().to_string()
+    }
+
+    /// The binary with `tls.auth: on`, `tls.ca` = both roots, an admin certified by root B.
+    fn verifying_server(&self, policies: &str) -> Binary {
+        let admin = self.b.issue("admin", vec![], &[]).client_id();
+        Binary::start_as(admin, &format!("  auth: on\n  ca: {}\n", self.ca_file()), policies)
+    }
+
+    /// The policies of every test: `minio` by DNS name under root A, `spiffe` by URI under
+    /// the intermediate, `batch` by CN under root A (through any intermediate).
+    fn policies(&self) -> String {
+        format!(
+            "policy:\n  minio:\n    allow:\n    - /v1/key/create/app-*\n    - /v1/identity/self/describe\n    identities:\n    - ca:{a}/dns:minio.example.com\n  spiffe:\n    allow:\n    - /v1/key/list/*\n    identities:\n    - ca:{i}/uri:spiffe://example.org/ns/kes/sa/batch\n  batch:\n    allow:\n    - /v1/status\n    deny:\n    - /v1/key/list/secret*\n    identities:\n    - \"ca:{a}/cn:batch job 7\"\n",
+            a = self.a.hash(),
+            i = self.inter.hash(),
+        )
+    }
+}
+
+#[test]
+fn a_renewed_certificate_keeps_its_policy_and_another_ca_does_not() {
+    let pki = Pki::new();
+    let bin = pki.verifying_server(&pki.policies());
+
+    // The first certificate and its renewal: new key (new public-key identity), same name
+    // (in another case: DNS names compare case-insensitively), same CA.
+    let first = pki.a.issue("minio", vec![dns("minio.example.com")], &[]);
+    let renewed = pki.a.issue("minio", vec![dns("MinIO.Example.COM")], &[]);
+    assert_ne!(first.identity, renewed.identity);
+    for (leaf, key) in [(&first, "app-1"), (&renewed, "app-2")] {
+        let mut c = connect(&bin, leaf);
+        assert_eq!(status(&mut c, "PUT", &format!("/v1/key/create/{key}")), (200, "".into()));
+        // The policy's other patterns still fence it in.
+        assert_eq!(status(&mut c, "PUT", "/v1/key/create/other"), (DENIED.0, DENIED.1.into()));
+        // Self-describe keeps the public-key identity and names the policy that applied.
+        let d = c.get("/v1/identity/self/describe").json();
+        assert_eq!(d["identity"], leaf.identity.as_str());
+        assert_eq!(d["policy"], "minio");
+        assert_eq!(d["allow"]["/v1/key/create/app-*"], serde_json::json!({}));
+    }
+
+    // The same name from the other trusted root, a name root A did not certify, and a
+    // certificate carrying the name only as its CN: refused, and nothing created.
+    let forged = pki.b.issue("minio", vec![dns("minio.example.com")], &[]);
+    let other = pki.a.issue("minio", vec![dns("other.example.com")], &[]);
+    let as_cn = pki.a.issue("minio.example.com", vec![], &[]);
+    for leaf in [&forged, &other, &as_cn] {
+        let mut c = connect(&bin, leaf);
+        assert_eq!(status(&mut c, "PUT", "/v1/key/create/app-3"), (DENIED.0, DENIED.1.into()));
+    }
+    let mut admin = bin.client(Some(&bin.admin));
+    assert_eq!(admin.get("/v1/key/describe/app-1").status, 200);
+    assert_eq!(admin.get("/v1/key/describe/app-3").message(), "key does not exist");
+
+    // The audit trail keeps the public-key identity of each request.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !bin.output().contains(&renewed.identity) {
+        assert!(std::time::Instant::now() < deadline, "{}", bin.output());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(bin.output().contains(&first.identity));
+}
+
+#[test]
+fn uri_and_cn_entries_through_an_intermediate_combine_with_deny_winning() {
+    let pki = Pki::new();
+    let bin = pki.verifying_server(&pki.policies());
+    // Issued by the intermediate, presented with it: its URI selects `spiffe` (named by the
+    // intermediate's hash) and its CN selects `batch` (named by the root's hash).
+    let job = pki.inter.issue(
+        "batch job 7",
+        vec![uri("spiffe://example.org/ns/kes/sa/batch")],
+        &[&pki.inter],
+    );
+    let mut c = connect(&bin, &job);
+    assert_eq!(status(&mut c, "GET", "/v1/status").0, 200);
+    assert_eq!(status(&mut c, "GET", "/v1/key/list/*").0, 200);
+    // `spiffe` allows every list, `batch` denies this one: deny wins.
+    assert_eq!(status(&mut c, "GET", "/v1/key/list/secret-*"), (DENIED.0, DENIED.1.into()));
+    assert_eq!(status(&mut c, "PUT", "/v1/key/create/app-9"), (DENIED.0, DENIED.1.into()));
+
+    // The URI under root A directly (not through the intermediate the entry names) does
+    // not select `spiffe`; a CN differing in case is another name.
+    let direct = pki.a.issue("Batch Job 7", vec![uri("spiffe://example.org/ns/kes/sa/batch")], &[]);
+    let mut c = connect(&bin, &direct);
+    assert_eq!(status(&mut c, "GET", "/v1/key/list/*"), (DENIED.0, DENIED.1.into()));
+    assert_eq!(status(&mut c, "GET", "/v1/status"), (DENIED.0, DENIED.1.into()));
+}
+
+#[test]
+fn without_verification_against_tls_ca_nothing_matches() {
+    let pki = Pki::new();
+    let leaf = pki.a.issue("minio", vec![dns("minio.example.com")], &[]);
+    // `tls.ca` set but `tls.auth` off: chains are not verified, so no attribute entry
+    // can match; the public-key form still does.
+    let policies = format!(
+        "{}  pinned:\n    allow: [/v1/status]\n    identities: [{}]\n",
+        pki.policies(),
+        pki.b.issue("pinned", vec![], &[]).identity
+    );
+    let bin = Binary::start(&format!("  ca: {}\n", pki.ca_file()), &policies);
+    let mut c = connect(&bin, &leaf);
+    assert_eq!(status(&mut c, "PUT", "/v1/key/create/app-1"), (DENIED.0, DENIED.1.into()));
+    assert_eq!(
+        bin.client(Some(&bin.admin)).get("/v1/key/describe/app-1").message(),
+        "key does not exist"
+    );
+
+    // `--check` says why.
+    let config = bin.dir.join("config.yml");
+    let (code, out, err) =
+        kes_in(bin.dir.path(), &["server", "--check", "--config", config.to_str().unwrap()], &[]);
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    assert!(
+        out.contains(
+            "WARNING: policy: 3 attribute identities (ca:…) will never match: they need client \
+             chains verified against tls.ca (tls.auth: on and tls.ca set)\n"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("is not a hex identity"), "{out}");
+}
+
+#[test]
+fn the_dry_run_names_the_attribute_entry_that_decided() {
+    let pki = Pki::new();
+    let bin = pki.verifying_server(&pki.policies());
+    let leaf = pki.a.issue("minio", vec![dns("minio.example.com")], &[]);
+    let forged = pki.b.issue("minio", vec![dns("minio.example.com")], &[]);
+    let (leaf_file, forged_file) = (bin.dir.join("leaf.crt"), bin.dir.join("forged.crt"));
+    std::fs::write(&leaf_file, &leaf.pem).unwrap();
+    std::fs::write(&forged_file, &forged.pem).unwrap();
+    let (admin_crt, admin_key) = (bin.dir.join("admin.crt"), bin.dir.join("admin.key"));
+    std::fs::write(&admin_crt, &bin.admin.cert_pem).unwrap();
+    std::fs::write(&admin_key, &bin.admin.key_pem).unwrap();
+    let online = [
+        ("KES_SERVER", format!("https://127.0.0.1:{}", bin.addr.port())),
+        ("KES_CLIENT_CERT", admin_crt.display().to_string()),
+        ("KES_CLIENT_KEY", admin_key.display().to_string()),
+        ("SSL_CERT_FILE", bin.dir.join("server.crt").display().to_string()),
+    ];
+    let config = bin.dir.join("config.yml").display().to_string();
+    let entry = format!("ca:{}/dns:minio.example.com", pki.a.hash());
+    let allowed = format!(
+        "allowed: policy 'minio' allow pattern '/v1/key/create/app-*', assigned by '{entry}'\n"
+    );
+    let claim = format!("ca:{}/dns:MINIO.example.com", pki.a.hash());
+    let leaf_path = leaf_file.display().to_string();
+    for subject in [leaf_path.as_str(), claim.as_str()] {
+        // On the config file, and against the running server (which verifies the chain
+        // the CLI sends against its own tls.ca).
+        let offline =
+            ["policy", "check", "--config", &config, subject, "PUT", "/v1/key/create/app-1"];
+        assert_eq!(kes_in(bin.dir.path(), &offline, &[]), (0, allowed.clone(), String::new()));
+        let args = ["policy", "check", subject, "PUT", "/v1/key/create/app-1"];
+        assert_eq!(kes_in(bin.dir.path(), &args, &online), (0, allowed.clone(), String::new()));
+    }
+    let forged_path = forged_file.display().to_string();
+    let args = ["policy", "check", "--config", &config, &forged_path, "GET", "/v1/status"];
+    let denied = "denied: no policy for this identity\n".to_string();
+    assert_eq!(kes_in(bin.dir.path(), &args, &[]), (0, denied.clone(), String::new()));
+    let args = ["policy", "check", &forged_path, "GET", "/v1/status"];
+    assert_eq!(kes_in(bin.dir.path(), &args, &online), (0, denied, String::new()));
+
+    // The route: `via` says which entry selected the policy; a certificate whose identity
+    // is not the one given is refused.
+    let mut admin = bin.client(Some(&bin.admin));
+    let body = serde_json::json!({
+        "identity": leaf.identity, "method": "PUT", "path": "/v1/key/create/app-1",
+        "certificate": leaf.pem,
+    });
+    let r = admin.post("/v1/policy/check", &body.to_string());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let j = r.json();
+    assert_eq!(
+        (j["allowed"].as_bool(), j["policy"].as_str(), j["effect"].as_str(), j["via"].as_str()),
+        (Some(true), Some("minio"), Some("allow"), Some(entry.as_str()))
+    );
+    let body = serde_json::json!({
+        "identity": forged.identity, "method": "PUT", "path": "/v1/key/create/app-1",
+        "certificate": leaf.pem,
+    });
+    let r = admin.post("/v1/policy/check", &body.to_string());
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.message(),
+        "invalid policy check: the certificate is not valid PEM or does not have the identity given"
+    );
+    let body = serde_json::json!({
+        "identity": format!("ca:{}/dns:*.example.com", pki.a.hash()), "method": "GET",
+        "path": "/v1/status",
+    });
+    assert_eq!(admin.post("/v1/policy/check", &body.to_string()).status, 400);
+}
+
+#[test]
+fn kes_identity_of_ca_prints_the_hash_policies_use() {
+    let pki = Pki::new();
+    let (code, out, err) = kes_in(pki.dir.path(), &["identity", "of", "--ca", "ca.pem"], &[]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert_eq!(out, format!("{}\n{}\n", pki.a.hash(), pki.b.hash()));
+    // sha256sum of the DER, as an operator can check with openssl.
+    let digest = ring::digest::digest(&ring::digest::SHA256, pki.a.cert.der());
+    assert_eq!(kes::auth::hex(digest.as_ref()), pki.a.hash());
+    // The identity forms are unchanged.
+    let leaf = pki.a.issue("x", vec![], &[]);
+    std::fs::write(pki.dir.join("leaf.crt"), &leaf.pem).unwrap();
+    assert_eq!(
+        kes_in(pki.dir.path(), &["identity", "of", "leaf.crt"], &[]),
+        (0, leaf.identity.clone(), String::new())
+    );
+}
+
+#[test]
+fn malformed_attribute_entries_are_refused_with_the_reason() {
+    let dir = TempDir::new("attr-cfg");
+    common::server_cert(dir.path());
+    let h = "ab".repeat(32);
+    let check = |admin: &str, identities: &str| {
+        std::fs::write(
+            dir.join("config.yml"),
+            format!(
+                "admin:\n  identity: {admin}\ntls:\n  key: server.key\n  cert: server.crt\npolicy:\n  p:\n    allow: [/v1/status]\n    identities: {identities}\n  q:\n    allow: [/v1/status]\n    identities: [\"ca:{h}/dns:taken.example.com\"]\nkeystore:\n  fs:\n    path: keys\n"
+            ),
+        )
+        .unwrap();
+        let (code, _, err) =
+            kes_in(dir.path(), &["server", "--check", "--config", "config.yml"], &[]);
+        assert_eq!(code, 1, "{err}");
+        err.trim().to_string()
+    };
+    let prefix = "Error: config.yml: policy.p.identities: invalid attribute identity";
+    assert_eq!(
+        check("disabled", &format!("[\"ca:{}/dns:a.example.com\"]", &h[2..])),
+        format!(
+            "{prefix} 'ca:{}/dns:a.example.com': the CA hash must be 64 hex characters (SHA-256 of the CA certificate's DER, as 'kes identity of --ca <file>' prints it)",
+            &h[2..]
+        )
+    );
+    assert_eq!(
+        check("disabled", &format!("[\"ca:{}/dns:a.example.com\"]", h.to_uppercase())),
+        format!(
+            "{prefix} 'ca:{}/dns:a.example.com': the CA hash must be lowercase hex",
+            h.to_uppercase()
+        )
+    );
+    assert_eq!(
+        check("disabled", &format!("[\"ca:{h}/dns:*.example.com\"]")),
+        format!(
+            "{prefix} 'ca:{h}/dns:*.example.com': invalid DNS name '*.example.com': letters, digits, '-' and '.' only, at most 253 bytes, no wildcards"
+        )
+    );
+    assert_eq!(
+        check("disabled", &format!("[\"ca:{h}/email:a@example.com\"]")),
+        format!(
+            "{prefix} 'ca:{h}/email:a@example.com': unknown name kind 'email': expected ca:<sha256 hex of the CA certificate>/dns:<name>, /uri:<uri> or /cn:<name>"
+        )
+    );
+    // The same entry in two policies, spelt in another case: one identity, two policies.
+    assert_eq!(
+        check("disabled", &format!("[\"ca:{h}/dns:TAKEN.example.com\"]")),
+        format!(
+            "Error: config.yml: policy.q.identities: cannot assign policy 'q' to 'ca:{h}/dns:taken.example.com': identity already has a policy"
+        )
+    );
+    // The admin stays a public-key identity.
+    assert_eq!(
+        check(&format!("\"ca:{h}/cn:root\""), "[]"),
+        format!(
+            "Error: config.yml: admin.identity: 'ca:{h}/cn:root' is an attribute identity; the admin identity must be a public-key hash (kes identity of <certificate>)"
+        )
+    );
+}
