@@ -150,7 +150,7 @@ pub fn release_stack(size: usize) {
     let low = stack_low()
         .unwrap_or_else(|| (here + GUARD_MARGIN).saturating_sub(size).next_multiple_of(page));
     let end = here.saturating_sub(RELEASE_BELOW) & !(page - 1);
-    if end <= low || low % page != 0 {
+    if end <= low || !low.is_multiple_of(page) {
         return;
     }
     zero_resident(low, end, page);
