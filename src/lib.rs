@@ -11,9 +11,33 @@
 //! L4  main -> cli                     argv -> commands; the only code that prints or exits
 //! L3  server (+ config)               sockets, threads, TLS, startup order, reload
 //! L2  api                             pure: (Request, Identity, &State) -> Response
-//! L1  http | auth | keystore | crypto | obs    (no imports between these)
+//! L1  http | auth | keystore | crypto | obs    (no imports between these but keystore -> crypto)
 //! L0  sys                             the only `unsafe`: the wiping allocator; mlockall, prctl, rlimits, seccomp
+//!     gojson, gotime, der, names      leaves: used by any layer, import nothing of the crate
 //! ```
+//!
+//! A module may import the modules of lower layers, the leaves, and what its row names
+//! besides; nothing else. `tests/layers.rs` reads this table and fails, naming file and
+//! line, on any other `crate::` path in `src/` (test code included).
+//!
+//! | layer | modules | may also import |
+//! |---|---|---|
+//! | L4 | `cli` | |
+//! | L3 | `server` | `config` |
+//! | L3 | `config` | |
+//! | L2 | `api` | |
+//! | L1 | `http`, `auth`, `crypto`, `obs` | |
+//! | L1 | `keystore` | `crypto` |
+//! | L0 | `sys` | |
+//! | leaf | `gojson`, `gotime`, `der`, `names` | |
+//! | main | `src/main.rs` | `cli`, `sys` |
+//!
+//! Types a lower layer needs live in that layer and `config` maps the YAML onto them
+//! (`obs::Level`, `keystore::cache::CacheConfig`, `keystore::azure::AzureConfig`,
+//! `api::routes::ApiOverride`). The key cache never decodes a stored value: `api` hands it
+//! the parser (`api::parse_key`). The one L1 import the table allows, `keystore` ->
+//! `crypto`, is the Azure certificate credential reading a password-protected PEM key
+//! (`crypto::legacy_pem`); `crypto` imports no other L1 module, so there is no cycle.
 //!
 //! ## One request, end to end
 //!
@@ -25,13 +49,17 @@
 //!    has one: handshake, head, body, response write) and derives the client
 //!    [`auth::Identity`] (lowercase hex SHA-256 of the leaf certificate's SPKI).
 //! 3. `http` reads a bounded head, `api::routes` finds the route *before* the body is read,
-//!    then at most that route's `max_body` bytes are read.
+//!    then at most that route's `max_body` bytes are read. A head that never becomes a
+//!    request is answered by `api::error` too (431, 505, 501, 400, 408): `server::conn`
+//!    decides when to answer, never with which status.
 //! 4. `api::handle` authorizes (admin bypass, deny beats allow) into an
 //!    [`auth::Authorized`] proof, runs the handler, and maps failures to upstream's exact
 //!    `(status, message)` pairs in one function (`api::error`).
 //! 5. Handlers reach keys through `keystore::cache` (single-flight; every version of a key
-//!    at once), decode them with `crypto`, seal with the newest live version or open with
-//!    the named or each live version, and answer with the wire types of `api::wire`.
+//!    at once, decoded by `api::parse_key` with `crypto`), seal with the newest live
+//!    version or open with the named or each live version, and answer with the wire types
+//!    of `api::wire`. Deletes and version changes go through the cache too, which forgets
+//!    what it held.
 //! 6. One audit record, the response is written, and the connection is kept or closed.
 //!
 //! ## Modules
@@ -41,13 +69,13 @@
 //! | `cli` | argv parsing, every command's output, exit codes; the client HTTP stack |
 //! | `server` | startup order, TLS config and rotation, the accept loop, connections, reload, `--check` |
 //! | `config` | upstream's YAML, `${VAR}` expansion, `credential:`/`file:` secret sources, validation in upstream's order |
-//! | `api` | the route table, authorization, handlers, the one status mapping |
+//! | `api` | the route table and its `api.<path>` overrides, authorization, handlers, the one status mapping, the parser the key cache uses |
 //! | `http` | the sans-IO HTTP/1.1 head parser, body framing, response bytes |
 //! | `auth` | identities (key hashes and `ca:…/dns:…` attributes), API keys, policies, the `Authorized` proof, minimal X.509 facts |
 //! | `crypto` | secret types, stored-key codecs F0–F4, ciphertext formats, AEAD, HChaCha20, legacy PEM; a key's versions (`VersionedKey`) |
-//! | `keystore` | the `KeyStore` trait (a key is versions, the first being upstream's key); `mem`, `fs`, `azure`; the single-flight key cache and its sealed copy on disk (`cache.persist`) |
-//! | `obs` | audit trail (and the hash-chained audit file, `obs::audit_file`), error log, stream fan-out, Prometheus text, process figures |
-//! | `gojson`, `gotime`, `der` | leaf helpers: Go's JSON and time/duration text, a minimal DER walker |
+//! | `keystore` | the `KeyStore` trait (a key is versions, the first being upstream's key); `mem`, `fs`, `azure`; the single-flight key cache (generic over the parsed value, owning deletes and version writes) and its sealed copy on disk (`cache.persist`) |
+//! | `obs` | log levels, audit trail (and the hash-chained audit file, `obs::audit_file`), error log, stream fan-out, Prometheus text, process figures |
+//! | `gojson`, `gotime`, `der`, `names` | leaf helpers: Go's JSON and time/duration text, a minimal DER walker, the name rule of keys, policies and identities |
 //! | `sys` | mlockall, prctl, rlimits, the seccomp filters, sd_notify, the allocator that wipes freed memory |
 //!
 //! ## Invariants
@@ -71,6 +99,7 @@ pub mod gojson;
 pub mod gotime;
 pub mod http;
 pub mod keystore;
+pub mod names;
 pub mod obs;
 pub mod server;
 pub mod sys;

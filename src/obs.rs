@@ -10,9 +10,10 @@
 //! carry only paths, identities, addresses, statuses and fixed texts.
 
 pub mod audit_file;
+mod level;
 
-use crate::config::Level;
 use crate::gotime;
+pub use level::Level;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};

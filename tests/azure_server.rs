@@ -263,17 +263,17 @@ fn faults_map_to_kes_errors_and_lose_nothing() {
 
     // Read: throttling with and without Retry-After succeeds after retries; 5xx forever and
     // resets fail with 502 after a bounded number of attempts; 404 is "does not exist".
-    srv.server.shared().state().keys.remove("keep");
+    srv.server.shared().state().keys.forget("keep");
     vault.inject(Op::Versions, Fault::Throttled { retry_after: Some("1".into()) }, 1);
     let r = c.post("/v1/key/decrypt/keep", &format!("{{\"ciphertext\":\"{ct}\"}}"));
     assert_eq!(r.status, 200, "{}", r.text());
-    srv.server.shared().state().keys.remove("keep");
+    srv.server.shared().state().keys.forget("keep");
     vault.inject(Op::Versions, Fault::Throttled { retry_after: None }, 2);
     assert_eq!(c.get("/v1/key/describe/keep").status, 200);
-    srv.server.shared().state().keys.remove("keep");
+    srv.server.shared().state().keys.forget("keep");
     vault.inject(Op::Versions, Fault::Reset, 1);
     assert_eq!(c.get("/v1/key/describe/keep").status, 200);
-    srv.server.shared().state().keys.remove("keep");
+    srv.server.shared().state().keys.forget("keep");
     vault.reset_counts();
     vault.inject_forever(Op::Versions, Fault::Status { status: 500, retry_after: None });
     let r = c.get("/v1/key/describe/keep");
@@ -304,12 +304,12 @@ fn faults_map_to_kes_errors_and_lose_nothing() {
     );
     // The untouched key survived everything and still decrypts its old ciphertext.
     assert_eq!(vault.values("keep"), original);
-    srv.server.shared().state().keys.remove("keep");
+    srv.server.shared().state().keys.forget("keep");
     let r = c.post("/v1/key/decrypt/keep", &format!("{{\"ciphertext\":\"{ct}\"}}"));
     assert_eq!(r.json()["plaintext"], g["plaintext"]);
     // An unauthenticated vault (401 every time) is a 502, not a hang.
     vault.inject_forever(Op::Any, Fault::Unauthorized);
-    srv.server.shared().state().keys.remove("keep");
+    srv.server.shared().state().keys.forget("keep");
     let r = c.get("/v1/key/describe/keep");
     assert_eq!(r.status, 502);
     vault.clear_faults();

@@ -102,8 +102,8 @@ pub fn policy(data: &[u8]) {
     if !pattern.ends_with('*') && matched {
         assert_eq!(pattern, path);
     }
-    if kes::api::valid_name(pattern) {
-        assert!(kes::api::valid_pattern(pattern));
+    if kes::names::valid_name(pattern) {
+        assert!(kes::names::valid_pattern(pattern));
     }
 }
 
@@ -135,7 +135,11 @@ fn fixture() -> &'static Fixture {
             build: kes::server::build_info(),
             policies,
             routes: kes::api::routes::default_routes(),
-            keys: kes::keystore::cache::KeyCache::new(store, kes::config::CacheConfig::default()),
+            keys: kes::keystore::cache::KeyCache::new(
+                store,
+                kes::keystore::cache::CacheConfig::default(),
+                kes::api::parse_key,
+            ),
             started: time_now(),
             started_at: std::time::Instant::now(),
             obs: Arc::new(kes::obs::Obs::silent()),

@@ -1,9 +1,12 @@
 //! `ApiError` -> `(status, {"message"})`: the one place failure statuses are chosen.
 //! Texts are upstream's, byte for byte, because kms-go compares errors by status *and*
 //! message (`kes-api.md` §6). Details of 5xx failures go to the error log, never to clients.
+//!
+//! Also the answers to requests that never reach a route ([`head_refused`], [`head_timeout`],
+//! [`panicked`]): `server::conn` decides *when* to send them, this module *what* they are.
 
 use crate::gojson::go_json_string;
-use crate::http::Response;
+use crate::http::{HeadError, Response, reason};
 
 /// Which operation a key-store failure interrupted; it picks upstream's 502 text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,9 +170,70 @@ pub fn error_response(status: u16, message: &str) -> Response {
     Response::with_body(status, "application/json", body.into_bytes())
 }
 
+/// `"<status> <reason>"` in plain text, as Go's net/http answers a request it refuses
+/// before any handler runs (upstream's handlers never see these requests).
+fn plain(status: u16) -> Response {
+    let text = format!("{status} {}", reason(status));
+    Response::with_body(status, "text/plain; charset=utf-8", text.into_bytes())
+}
+
+/// The answer to a head that `http::parse_head` refused, with Go's statuses and texts:
+/// 431 too large, 505 not HTTP/1.x, 501 an unknown transfer coding, otherwise
+/// `400 Bad Request: <why>` (e.g. "missing required Host header").
+pub fn head_refused(e: &HeadError) -> Response {
+    match e {
+        HeadError::TooLarge => plain(431),
+        HeadError::Version => plain(505),
+        HeadError::UnsupportedCoding => plain(501),
+        HeadError::Malformed(why) | HeadError::Framing(why) => {
+            let text = format!("400 Bad Request: {why}");
+            Response::with_body(400, "text/plain; charset=utf-8", text.into_bytes())
+        }
+    }
+}
+
+/// 408 for a head that began to arrive but was not complete within its deadline.
+pub fn head_timeout() -> Response {
+    plain(408)
+}
+
+/// 500 for a request whose handling panicked (the details go to the error log only).
+pub fn panicked() -> Response {
+    error_response(500, "internal server error")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_before_a_route_are_gos_plain_text() {
+        let cases = [
+            (head_refused(&HeadError::TooLarge), 431, "431 Request Header Fields Too Large"),
+            (head_refused(&HeadError::Version), 505, "505 HTTP Version Not Supported"),
+            (head_refused(&HeadError::UnsupportedCoding), 501, "501 Not Implemented"),
+            (
+                head_refused(&HeadError::Framing("too many transfer encodings")),
+                400,
+                "400 Bad Request: too many transfer encodings",
+            ),
+            (
+                head_refused(&HeadError::Malformed("missing required Host header")),
+                400,
+                "400 Bad Request: missing required Host header",
+            ),
+            (head_timeout(), 408, "408 Request Timeout"),
+        ];
+        for (r, status, text) in cases {
+            assert_eq!(r.status, status, "{text}");
+            assert_eq!(r.get_header("Content-Type"), Some("text/plain; charset=utf-8"));
+            assert_eq!(r.body_bytes(), text.as_bytes());
+        }
+        let r = panicked();
+        assert_eq!(r.status, 500);
+        assert_eq!(r.get_header("Content-Type"), Some("application/json"));
+        assert_eq!(r.body_bytes(), b"{\"message\":\"internal server error\"\n}");
+    }
 
     fn pair(e: ApiError) -> (u16, String) {
         e.status_and_message()

@@ -13,9 +13,9 @@ pub mod wire;
 
 use crate::auth::attr::ChainFacts;
 use crate::auth::{Authorized, Denied, Identity, PolicySet, Rule};
-use crate::config::Level;
 use crate::http::{Head, Method, Response};
 use crate::keystore::cache::KeyCache;
+use crate::obs::Level;
 use crate::obs::{AuditEvent, Obs, ProcReader};
 use error::ApiError;
 use routes::{Auth, Route, RouteMethod};
@@ -24,7 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 
-pub use handlers::validate::{MAX_NAME_LEN, valid_name, valid_pattern};
+pub use handlers::key::parse_key;
+
+/// The key cache as the handlers use it: every version of a key, decoded by [`parse_key`].
+pub type Keys = KeyCache<crate::crypto::VersionedKey>;
 
 /// Version facts reported by `/version`, `/v1/status` and the banner.
 #[derive(Debug, Clone)]
@@ -38,7 +41,7 @@ pub struct State {
     pub build: BuildInfo,
     pub policies: PolicySet,
     pub routes: Vec<Route>,
-    pub keys: Arc<KeyCache>,
+    pub keys: Arc<Keys>,
     /// Server start, in the local zone (reported as policy/identity `created_at`).
     pub started: OffsetDateTime,
     pub started_at: Instant,

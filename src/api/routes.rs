@@ -152,11 +152,21 @@ pub fn default_routes() -> Vec<Route> {
     ]
 }
 
+/// `api.<path>` of the config file: an override of one route's authentication and timeout
+/// (`config` maps the YAML onto it; [`with_overrides`] applies it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApiOverride {
+    /// Serve the route to any client: identity computed when possible, never rejected.
+    pub skip_auth: bool,
+    /// `None` or zero keeps the route's default.
+    pub timeout: Option<Duration>,
+}
+
 /// Applies `api.<path>.{skip_auth,timeout}` overrides to any listed route; unknown paths
 /// are ignored, as upstream ignores them.
 pub fn with_overrides(
     mut routes: Vec<Route>,
-    overrides: &std::collections::BTreeMap<String, crate::config::ApiOverride>,
+    overrides: &std::collections::BTreeMap<String, ApiOverride>,
 ) -> Vec<Route> {
     for r in &mut routes {
         if let Some(o) = overrides.get(r.path) {
@@ -259,13 +269,13 @@ mod tests {
         let mut o = std::collections::BTreeMap::new();
         o.insert(
             "/v1/ready".to_string(),
-            crate::config::ApiOverride { skip_auth: true, timeout: Some(Duration::from_secs(30)) },
+            ApiOverride { skip_auth: true, timeout: Some(Duration::from_secs(30)) },
         );
         o.insert(
             "/v1/key/create/".to_string(),
-            crate::config::ApiOverride { skip_auth: false, timeout: Some(Duration::ZERO) },
+            ApiOverride { skip_auth: false, timeout: Some(Duration::ZERO) },
         );
-        o.insert("/nope".to_string(), crate::config::ApiOverride::default());
+        o.insert("/nope".to_string(), ApiOverride::default());
         let routes = with_overrides(default_routes(), &o);
         let ready = find(&routes, "/v1/ready").unwrap();
         assert_eq!((ready.auth, ready.timeout.as_secs()), (Auth::IdentifyOnly, 30));

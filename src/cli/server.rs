@@ -2,7 +2,7 @@
 //! licence lines), signals (SIGHUP reload, SIGINT/SIGTERM stop).
 
 use super::{CmdResult, Fail, err, out};
-use crate::config::Level;
+use crate::obs::Level;
 use crate::server::{self, Options};
 use crate::sys::MlockPolicy;
 use lexopt::prelude::*;

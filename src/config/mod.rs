@@ -7,9 +7,12 @@ mod expand;
 mod raw;
 pub mod source;
 
-use crate::api::valid_name;
+use crate::api::routes::ApiOverride;
 use crate::auth::attr::AttrIdentity;
 use crate::keystore::azure::{AzureConfig, AzureCredentials};
+use crate::keystore::cache::CacheConfig;
+use crate::names::valid_name;
+use crate::obs::Level;
 use expand::{Expander, GoDuration};
 use raw::{RawFile, RawKeyStore};
 use std::collections::BTreeMap;
@@ -88,24 +91,6 @@ pub struct PolicyConfig {
     pub identities: Vec<String>,
 }
 
-/// `cache.expiry.*` with our documented defaults applied (spec DECISION §3.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheConfig {
-    pub any: Duration,
-    pub unused: Duration,
-    pub offline: Duration,
-}
-
-impl Default for CacheConfig {
-    fn default() -> Self {
-        CacheConfig {
-            any: Duration::from_secs(5 * 60),
-            unused: Duration::from_secs(30),
-            offline: Duration::ZERO,
-        }
-    }
-}
-
 /// `cache.persist.max_age` when unset: a week of outage, then sealed copies stop serving.
 pub const DEFAULT_PERSIST_MAX_AGE: Duration = Duration::from_secs(168 * 3600);
 
@@ -125,63 +110,6 @@ impl fmt::Debug for PersistConfig {
             .field("seal", &"<redacted>")
             .field("max_age", &self.max_age)
             .finish()
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ApiOverride {
-    pub skip_auth: bool,
-    /// `None` or zero keeps the route's default.
-    pub timeout: Option<Duration>,
-}
-
-/// A Go `slog` level: DEBUG -4, INFO 0, WARN 4, ERROR 8; `off` is 9 (ERROR+1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Level(pub i32);
-
-impl Level {
-    pub const DEBUG: Level = Level(-4);
-    pub const INFO: Level = Level(0);
-    pub const WARN: Level = Level(4);
-    pub const ERROR: Level = Level(8);
-    pub const OFF: Level = Level(9);
-
-    /// Go's `slog.Level.String()`: `INFO`, `ERROR+1`, `DEBUG-2`.
-    pub fn name(self) -> String {
-        let (base, name) = match self.0 {
-            i32::MIN..=-1 => (-4, "DEBUG"),
-            0..=3 => (0, "INFO"),
-            4..=7 => (4, "WARN"),
-            _ => (8, "ERROR"),
-        };
-        let delta = self.0 - base;
-        if delta == 0 { name.to_string() } else { format!("{name}{delta:+}") }
-    }
-
-    /// Parses upstream's level syntax (`kes-config-cli.md` §1.4).
-    pub fn parse(s: &str) -> Option<Level> {
-        let s = s.trim();
-        let lower = s.to_ascii_lowercase();
-        match lower.as_str() {
-            "" | "on" => return Some(Level::INFO),
-            "off" => return Some(Level::OFF),
-            _ => {}
-        }
-        if let Ok(n) = lower.parse::<i32>() {
-            return Some(Level(n));
-        }
-        let (name, delta) = match lower.find('+') {
-            Some(i) => (&lower[..i], lower[i + 1..].parse::<i32>().ok()?),
-            None => (lower.as_str(), 0),
-        };
-        let base = match name {
-            "debug" => -4,
-            "info" => 0,
-            "warn" => 4,
-            "error" => 8,
-            _ => return None,
-        };
-        Some(Level(base + delta))
     }
 }
 
@@ -867,21 +795,6 @@ pub fn parse_listen_address(s: &str) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn levels_parse_and_print_like_slog() {
-        assert_eq!(Level::parse(""), Some(Level::INFO));
-        assert_eq!(Level::parse("on"), Some(Level::INFO));
-        assert_eq!(Level::parse("OFF"), Some(Level::OFF));
-        assert_eq!(Level::parse("error+2"), Some(Level(10)));
-        assert_eq!(Level::parse("-4"), Some(Level::DEBUG));
-        assert_eq!(Level::parse("Warn"), Some(Level::WARN));
-        assert_eq!(Level::parse("error-1"), None);
-        assert_eq!(Level::parse("loud"), None);
-        assert_eq!(Level::OFF.name(), "ERROR+1");
-        assert_eq!(Level::INFO.name(), "INFO");
-        assert_eq!(Level(-6).name(), "DEBUG-2");
-    }
 
     fn env(name: &str) -> Option<String> {
         match name {

@@ -81,7 +81,7 @@ impl Head {
     }
 }
 
-/// Why a head was refused; each maps to one status in `server::conn`.
+/// Why a head was refused; each maps to one status in `api::error::head_refused`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeadError {
     /// Syntax error (400).
@@ -90,8 +90,10 @@ pub enum HeadError {
     TooLarge,
     /// Not HTTP/1.x (505).
     Version,
-    /// Both or conflicting framing headers, or an unsupported transfer coding (400/501).
+    /// Both or conflicting framing headers (400).
     Framing(&'static str),
+    /// A transfer coding other than `chunked` (501).
+    UnsupportedCoding,
 }
 
 /// Parses a request head from the start of `buf`. `Ok(None)`: incomplete, read more.
@@ -205,7 +207,7 @@ fn framing(headers: &[(String, String)]) -> Result<BodyFraming, HeadError> {
             length = Some(value.parse().map_err(|_| HeadError::Framing("invalid Content-Length"))?);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             if chunked || !value.eq_ignore_ascii_case("chunked") {
-                return Err(HeadError::Framing("unsupported Transfer-Encoding"));
+                return Err(HeadError::UnsupportedCoding);
             }
             chunked = true;
         }
@@ -736,7 +738,7 @@ mod tests {
         let neg = "PUT / HTTP/1.1\r\nContent-Length: -1\r\n\r\n";
         assert!(matches!(parse_head(neg.as_bytes()), Err(HeadError::Framing(_))));
         let gz = "PUT / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n";
-        assert!(matches!(parse_head(gz.as_bytes()), Err(HeadError::Framing(_))));
+        assert!(matches!(parse_head(gz.as_bytes()), Err(HeadError::UnsupportedCoding)));
         assert_eq!(
             parse("PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").framing,
             BodyFraming::Chunked

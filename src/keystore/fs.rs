@@ -47,9 +47,6 @@ use super::{
 /// and reading it unbounded would let a stray file exhaust memory.
 pub const MAX_VALUE_LEN: usize = 64 * 1024;
 
-/// Longest key name (`kes-api.md` §4), and so the longest file name this store creates.
-const MAX_NAME_LEN: usize = 80;
-
 /// Mode of a key directory this store creates (upstream's, before the umask).
 const DIR_MODE: u32 = 0o755;
 
@@ -82,21 +79,13 @@ const MAX_VERSION_ENTRIES: usize = 4 * super::MAX_VERSIONS;
 /// block on a FIFO someone placed under a key's name (the type is checked after opening).
 pub(super) const OPEN_FLAGS: i32 = libc::O_NOFOLLOW | libc::O_NONBLOCK;
 
-/// Whether `name` may become a file name in the key directory.
-///
-/// The same rule as `crate::api::valid_name` (`kes-api.md` §4): 1..=80 bytes of
-/// `[0-9A-Za-z_-]`, no leading or trailing `-`, not `_` alone. It is restated here rather
-/// than imported because L1 modules do not import the API layer; a unit test below keeps
-/// the two in step. The rule excludes `/`, `.`, `..`, NUL and non-ASCII, so a name can
-/// neither escape the directory nor collide with a temporary or hidden file.
+/// Whether `name` may become a file name in the key directory: the API's name rule
+/// ([`crate::names::valid_name`]: 1..=80 bytes of `[0-9A-Za-z_-]`, no leading or trailing
+/// `-`, not `_` alone), so at most 80 bytes long. The rule excludes `/`, `.`, `..`, NUL and
+/// non-ASCII, so a name can neither escape the directory nor collide with a temporary or
+/// hidden file.
 pub(super) fn safe_file_name(name: &str) -> bool {
-    if name.is_empty() || name.len() > MAX_NAME_LEN || name == "_" {
-        return false;
-    }
-    if name.starts_with('-') || name.ends_with('-') {
-        return false;
-    }
-    name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    crate::names::valid_name(name)
 }
 
 /// Keys as files in one directory. `Debug` shows the path only.
@@ -665,37 +654,6 @@ mod tests {
         assert!(entries(&inner).is_empty());
         // The longest valid name still works.
         s.create(&"a".repeat(80), b"v", later()).unwrap();
-    }
-
-    #[test]
-    fn local_name_rule_matches_the_api_rule() {
-        let long = "a".repeat(81);
-        let max = "a".repeat(80);
-        for n in [
-            "my-key",
-            "abc123",
-            "0",
-            "123ABC321",
-            "_-___---_",
-            "_0",
-            "0-Z",
-            "my_key-0",
-            "",
-            "my.key",
-            "key/",
-            "☰",
-            "hel<lo",
-            "Εmacs",
-            "_",
-            "-a",
-            "a-",
-            "..",
-            "a\u{0}",
-            &long,
-            &max,
-        ] {
-            assert_eq!(safe_file_name(n), crate::api::valid_name(n), "{n:?}");
-        }
     }
 
     /// Vector P5 of `kes-crypto.md` §8.2: an F4 (base64 protobuf) value as upstream writes it.

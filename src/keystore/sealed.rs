@@ -38,7 +38,7 @@ use zeroize::Zeroizing;
 
 use super::StoredValue;
 use super::fs::{MAX_VALUE_LEN, OPEN_FLAGS, TempFile, read_bounded, safe_file_name};
-use crate::config::Level;
+use log::Level;
 
 /// Length of a sealing key: 32 random bytes (one line of standard base64 on disk).
 pub const SEAL_KEY_LEN: usize = 32;
@@ -73,8 +73,9 @@ const DIR_MODE: u32 = 0o700;
 /// is kept so a later multi-version format cannot be confused with this one.
 const LATEST: &str = "";
 
-/// Where log lines go (the server hands in its error log). The key cache and this module
-/// are L1 and must not import `obs`.
+/// Where log lines go (the server hands in its error log, mapping the `log` crate's levels
+/// onto slog's with `obs::Level::from`). The key cache and this module are L1 and must not
+/// import `obs`.
 pub type LogSink = Box<dyn Fn(Level, &str) + Send + Sync>;
 
 /// Why a sealed copy is not served.
@@ -351,7 +352,7 @@ impl SealedCache {
             // What the index remembers no longer describes the file: the next save writes.
             lock(&self.index).remove(name);
             self.report(
-                Level::ERROR,
+                Level::Error,
                 name,
                 &format!("sealed cache: refusing '{}': {why}; not served", path.display()),
             );
@@ -371,7 +372,7 @@ impl SealedCache {
         if age > self.max_age {
             lock(&self.index).remove(name);
             self.report(
-                Level::WARN,
+                Level::Warn,
                 name,
                 &format!(
                     "sealed cache: not serving '{name}': sealed {}s ago, longer than max_age {}s",
@@ -414,7 +415,7 @@ impl SealedCache {
                 lock(&self.reported).remove(name);
             }
             Err(e) => (self.log)(
-                Level::WARN,
+                Level::Warn,
                 &format!("sealed cache: cannot write the sealed copy of '{name}': {e}"),
             ),
         }
@@ -449,12 +450,12 @@ impl SealedCache {
         match fs::remove_file(&path) {
             Ok(()) => {
                 if let Err(e) = self.sync_dir() {
-                    (self.log)(Level::WARN, &format!("sealed cache: removing '{name}': {e}"));
+                    (self.log)(Level::Warn, &format!("sealed cache: removing '{name}': {e}"));
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => (self.log)(
-                Level::ERROR,
+                Level::Error,
                 &format!("sealed cache: cannot remove the sealed copy of '{name}': {e}"),
             ),
         }
@@ -466,7 +467,7 @@ impl SealedCache {
         let entries = match fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) => {
-                (self.log)(Level::ERROR, &format!("sealed cache: cannot list the directory: {e}"));
+                (self.log)(Level::Error, &format!("sealed cache: cannot list the directory: {e}"));
                 return Vec::new();
             }
         };

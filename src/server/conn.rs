@@ -14,10 +14,8 @@ use super::admission::{Phase, Slot};
 use crate::api::{self, ClientCert, Routed};
 use crate::auth::attr::ChainFacts;
 use crate::auth::{Identity, x509};
-use crate::config::Level;
-use crate::http::{
-    self, Body, BodyFraming, ChunkError, ChunkedDecoder, HeadError, Method, Response,
-};
+use crate::http::{self, Body, BodyFraming, ChunkError, ChunkedDecoder, Method, Response};
+use crate::obs::Level;
 use rustls::ServerConnection;
 use rustls_pki_types::UnixTime;
 use std::io::{ErrorKind, Read, Write};
@@ -256,7 +254,7 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
                     Level::ERROR,
                     &format!("http: panic serving {}: {what}", ip_text(peer_ip)),
                 );
-                let r = crate::api::error::error_response(500, "internal server error");
+                let r = api::error::panicked();
                 let _ = write_response(&mut tls, &r, false, 1, Method::Get, close_deadline());
                 break;
             }
@@ -371,11 +369,6 @@ fn no_change() -> Option<Instant> {
     None
 }
 
-fn plain(status: u16) -> Response {
-    let text = format!("{status} {}", http::reason(status));
-    Response::with_body(status, "text/plain; charset=utf-8", text.into_bytes())
-}
-
 fn one_request(
     tls: &mut Tls<'_>,
     buf: &mut Vec<u8>,
@@ -406,16 +399,7 @@ fn one_request(
             Ok(Some(parsed)) => break parsed,
             Ok(None) => {}
             Err(e) => {
-                let response = match e {
-                    HeadError::TooLarge => plain(431),
-                    HeadError::Version => plain(505),
-                    HeadError::Framing("unsupported Transfer-Encoding") => plain(501),
-                    // As Go's server words them: "400 Bad Request: missing required Host header".
-                    HeadError::Malformed(why) | HeadError::Framing(why) => {
-                        let text = format!("400 Bad Request: {why}");
-                        Response::with_body(400, "text/plain; charset=utf-8", text.into_bytes())
-                    }
-                };
+                let response = api::error::head_refused(&e);
                 let _ = write_response(tls, &response, false, 1, Method::Get, close_deadline());
                 return Next::CloseUnread;
             }
@@ -448,7 +432,7 @@ fn one_request(
                     if e.kind() == ErrorKind::TimedOut && got_bytes {
                         let _ = write_response(
                             tls,
-                            &plain(408),
+                            &api::error::head_timeout(),
                             false,
                             1,
                             Method::Get,

@@ -15,11 +15,12 @@ pub mod tls;
 use crate::api::{self, BuildInfo, State};
 use crate::auth::attr::{Anchors, AttrIdentity};
 use crate::auth::{Identity, Policy, PolicySet};
-use crate::config::{self, Config, KeyStoreConfig, Level};
+use crate::config::{self, Config, KeyStoreConfig};
 use crate::crypto::{Algorithm, KeyVersion};
 use crate::keystore::cache::KeyCache;
 use crate::keystore::mem::MemStore;
 use crate::keystore::{KeyStore, StoreError};
+use crate::obs::Level;
 use crate::obs::audit_file::AuditFile;
 use crate::obs::{ConnStats, Obs, ProcReader, SharedWriter};
 use crate::sys::{self, MlockPolicy};
@@ -330,15 +331,17 @@ fn open_cache(
     cfg: &Config,
     store: Arc<dyn KeyStore>,
     obs: &Arc<Obs>,
-) -> Result<(Arc<KeyCache>, Option<String>), StartError> {
-    let Some(persist) = &cfg.persist else { return Ok((KeyCache::new(store, cfg.cache), None)) };
+) -> Result<(Arc<api::Keys>, Option<String>), StartError> {
+    let Some(persist) = &cfg.persist else {
+        return Ok((KeyCache::new(store, cfg.cache, api::parse_key), None));
+    };
     let sink = Arc::clone(obs);
     let sealed = crate::keystore::sealed::SealedCache::open(
         &persist.path,
         &persist.seal,
         &store.describe(),
         persist.max_age,
-        Box::new(move |level, msg| sink.log(level, msg)),
+        Box::new(move |level, msg| sink.log(level.into(), msg)),
     )
     .map_err(StartError)?;
     let where_ = format!(
@@ -347,7 +350,7 @@ fn open_cache(
         crate::gotime::format_duration(persist.max_age)
     );
     let probe = store.status(Instant::now() + STARTUP_PROBE_TIMEOUT);
-    let cache = KeyCache::with_sealed(store, cfg.cache, Arc::new(sealed));
+    let cache = KeyCache::with_sealed(store, cfg.cache, api::parse_key, Arc::new(sealed));
     match probe {
         Ok(_) => {
             cache.recheck_sealed();
@@ -374,7 +377,7 @@ fn open_cache(
     }
 }
 
-fn build_state(cfg: &Config, keys: Arc<KeyCache>, obs: Arc<Obs>, conns: Arc<ConnStats>) -> State {
+fn build_state(cfg: &Config, keys: Arc<api::Keys>, obs: Arc<Obs>, conns: Arc<ConnStats>) -> State {
     let started = time::OffsetDateTime::now_utc();
     let (policies, routes) = authorization(cfg);
     State {
@@ -459,7 +462,7 @@ fn dev_setup(
             enforce_client_validity: false,
         },
         policies: Default::default(),
-        cache: config::CacheConfig::default(),
+        cache: crate::keystore::cache::CacheConfig::default(),
         // `--dev` never persists keys, sealed or not.
         persist: None,
         api: Default::default(),

@@ -2,10 +2,11 @@
 
 use super::json;
 use super::policy::{created_at, matching, rule_map};
+use crate::api::Ctx;
 use crate::api::error::ApiError;
-use crate::api::{Ctx, valid_name, valid_pattern};
 use crate::auth::{Authorized, Identity};
 use crate::http::Response;
+use crate::names::{valid_name, valid_pattern};
 use serde::Serialize;
 use std::collections::BTreeMap;
 

@@ -7,17 +7,21 @@
 //! tries the live versions newest first; HMAC always uses the first version's secret.
 
 use super::{empty, json};
+use crate::api::Ctx;
 use crate::api::error::{ApiError, StoreOp};
 use crate::api::wire::{Body, encode_base64, to_go_json_secret};
-use crate::api::{Ctx, valid_name, valid_pattern};
 use crate::auth::Authorized;
-use crate::config::Level;
 use crate::crypto::{
-    Algorithm, HmacKey, KEY_LEN, KeyVersion, SecretKey, VersionState, VersionedKey, fill_random,
+    Algorithm, HmacKey, KEY_LEN, KeyVersion, SecretKey, Version, VersionState, VersionedKey,
+    fill_random,
 };
 use crate::http::{BodyFraming, Response};
 use crate::keystore::cache::CacheError;
-use crate::keystore::{MAX_LIVE_VERSIONS, MAX_VERSIONS, StoreError, valid_version_id};
+use crate::keystore::{
+    MAX_LIVE_VERSIONS, MAX_VERSIONS, StoreError, StoredVersion, valid_version_id,
+};
+use crate::names::{valid_name, valid_pattern};
+use crate::obs::Level;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +36,26 @@ pub const DEK_LEN: usize = 32;
 /// cached copy is at least this old: failing requests can make this node read the store at
 /// most once per this period per key.
 pub const REFRESH_MIN_AGE: Duration = Duration::from_secs(1);
+
+/// What the key cache keeps for a key (`keystore::cache::ParseFn`): live versions are
+/// decoded from any stored format (a malformed one fails the key, as a malformed value
+/// always did); retired ones keep only their facts, and their material when readable.
+pub fn parse_key(stored: &[StoredVersion]) -> Result<VersionedKey, &'static str> {
+    let mut versions = Vec::with_capacity(stored.len());
+    for v in stored {
+        let parsed = v.value.as_deref().map(|b| KeyVersion::parse(b));
+        versions.push(if v.enabled {
+            match parsed {
+                Some(Ok(key)) => Version::live(v.id.clone(), key),
+                Some(Err(e)) => return Err(e.0),
+                None => return Err("live version without value"),
+            }
+        } else {
+            Version::retired(v.id.clone(), parsed.and_then(Result::ok))
+        });
+    }
+    Ok(VersionedKey::new(versions))
+}
 
 fn key_name<'a>(ctx: &Ctx<'a>) -> Result<&'a str, ApiError> {
     let name = ctx.resource;
@@ -246,9 +270,8 @@ pub fn handle_list_keys(ctx: &Ctx<'_>, auth: &Authorized) -> Result<Response, Ap
 
 pub fn handle_delete_key(ctx: &Ctx<'_>, auth: &Authorized) -> Result<Response, ApiError> {
     let name = key_name(ctx)?;
-    match ctx.state.keys.store().delete(name, ctx.deadline) {
+    match ctx.state.keys.delete(name, ctx.deadline) {
         Ok(()) => {
-            ctx.state.keys.remove(name);
             *ctx.audit_message.borrow_mut() = Some(format!("secret key '{name}' deleted"));
             Ok(empty())
         }
@@ -451,7 +474,8 @@ pub fn handle_rotate_key(ctx: &Ctx<'_>, auth: &Authorized) -> Result<Response, A
         add_version(ctx, auth, name, &key)?
     };
     *ctx.audit_message.borrow_mut() = Some(message);
-    let key = fetch_fresh(ctx, auth, name)?;
+    // The write made the cache forget the key: this reads the versions as they are now.
+    let key = fetch(ctx, auth, name)?;
     Ok(json(&describe(name, &key)))
 }
 
@@ -483,7 +507,7 @@ fn add_version(
         );
         ApiError::KeyStore(StoreOp::Update)
     })?;
-    match ctx.state.keys.store().add_version(name, value.as_bytes(), ctx.deadline) {
+    match ctx.state.keys.add_version(name, value.as_bytes(), ctx.deadline) {
         Ok(id) => Ok(format!("secret key '{name}' rotated: version '{id}' added")),
         Err(StoreError::NotFound) => Err(ApiError::KeyNotFound),
         Err(e) => {
@@ -526,7 +550,7 @@ fn set_state(
             "key '{name}' has {MAX_LIVE_VERSIONS} live versions, the most a key may have; retire one first"
         )));
     }
-    match ctx.state.keys.store().set_version_enabled(name, id, enabled, ctx.deadline) {
+    match ctx.state.keys.set_version_enabled(name, id, enabled, ctx.deadline) {
         Ok(()) => Ok(format!("secret key '{name}' version '{id}' {verb}")),
         Err(StoreError::NotFound) => Err(ApiError::VersionNotFound(id.to_string())),
         Err(e) => {

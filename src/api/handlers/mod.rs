@@ -6,7 +6,6 @@ pub mod key;
 pub mod log;
 pub mod policy;
 pub mod status;
-pub mod validate;
 
 use crate::api::wire::to_go_json;
 use crate::http::Response;

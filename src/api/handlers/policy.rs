@@ -2,10 +2,11 @@
 //! `created_at` is the server start and `created_by` the admin identity.
 
 use super::json;
+use crate::api::Ctx;
 use crate::api::error::ApiError;
-use crate::api::{Ctx, valid_name, valid_pattern};
 use crate::auth::{Authorized, Policy};
 use crate::http::Response;
+use crate::names::{valid_name, valid_pattern};
 use serde::Serialize;
 use std::collections::BTreeMap;
 

@@ -3,9 +3,9 @@
 use super::{empty, json};
 use crate::api::{Ctx, error::ApiError};
 use crate::auth::Authorized;
-use crate::config::Level;
 use crate::http::Response;
 use crate::keystore::StoreError;
+use crate::obs::Level;
 use crate::obs::{StoreFigures, SystemFigures, render_metrics};
 use serde::Serialize;
 

@@ -246,7 +246,7 @@ impl ClientCertificate {
 /// A random UUID (version 4) for `jti`.
 fn uuid_v4() -> Result<String, String> {
     let mut b = [0u8; 16];
-    crate::crypto::fill_random(&mut b).map_err(|_| "no randomness for the assertion id")?;
+    getrandom::getrandom(&mut b).map_err(|_| "no randomness for the assertion id")?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();

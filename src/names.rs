@@ -1,4 +1,6 @@
-//! Name and pattern validation for paths (`kes-api.md` §4).
+//! The name rule of keys, policies and identities, and of listing patterns
+//! (`kes-api.md` §4). A leaf: the API checks request paths with it, `config` the names in
+//! the file, and the `fs` store every name before it becomes a file name, one rule for all.
 
 /// Longest key, policy or identity name the API accepts (`kes-api.md` §4).
 pub const MAX_NAME_LEN: usize = 80;
