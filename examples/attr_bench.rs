@@ -10,62 +10,11 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use common::{Client, ClientId, TempDir};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use std::io::BufRead;
+use common::{Client, ClientId, PackagedServer, TempDir};
+use rustls_pki_types::PrivateKeyDer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// One `kes server` of the binary `bin`, killed on drop.
-struct Server {
-    child: std::process::Child,
-    addr: SocketAddr,
-    server_cert: CertificateDer<'static>,
-    _dir: TempDir,
-}
-
-impl Server {
-    fn start(bin: &str, admin: &ClientId, tls: &str, policy: &str) -> Server {
-        let dir = TempDir::new("attr-bench-srv");
-        let (cert, key, server_cert) = common::server_cert(dir.path());
-        let cfg = dir.join("config.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "address: 127.0.0.1:0\nadmin:\n  identity: {}\ntls:\n  key: {}\n  cert: {}\n{tls}keystore:\n  fs:\n    path: {}\nlog:\n  audit: off\n{policy}",
-                admin.identity,
-                key.display(),
-                cert.display(),
-                dir.join("keys").display()
-            ),
-        )
-        .unwrap();
-        let mut child = std::process::Command::new(bin)
-            .args(["server", "--config", cfg.to_str().unwrap(), "--no-mlock"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let port: u16 = out
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|l| {
-                l.split("https://127.0.0.1:").nth(1)?.split_whitespace().next()?.parse().ok()
-            })
-            .expect("the server printed its address");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        Server { child, addr, server_cert, _dir: dir }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -102,15 +51,16 @@ fn main() {
         format!("policy:\n  p:\n    allow: [/v1/status]\n    identities: [\"{who}\"]\n")
     };
     let hash = kes::auth::attr::ca_hash(ca.der());
-    let admin = leaf("admin.example.com");
+    let start = |policy: &str| {
+        let admin = leaf("admin.example.com");
+        PackagedServer::start_config(&bin, "attr-bench", &["--no-mlock"], admin, &tls, policy)
+    };
     let servers = [
-        ("key hash", Server::start(&bin, &admin, &tls, &policy(&client.identity))),
-        (
-            "ca:/dns:",
-            Server::start(&bin, &admin, &tls, &policy(&format!("ca:{hash}/dns:bench.example.com"))),
-        ),
+        ("key hash", start(&policy(&client.identity))),
+        ("ca:/dns:", start(&policy(&format!("ca:{hash}/dns:bench.example.com")))),
     ];
-    let cfg = |bin: &Server| {
+    let addr = |s: &PackagedServer| SocketAddr::from(([127, 0, 0, 1], s.port));
+    let cfg = |bin: &PackagedServer| {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(bin.server_cert.clone()).unwrap();
         Arc::new(
@@ -130,7 +80,7 @@ fn main() {
         for (i, (_, bin)) in servers.iter().enumerate() {
             let started = Instant::now();
             for _ in 0..per_round {
-                let mut c = Client::with_config(bin.addr, configs[i].clone());
+                let mut c = Client::with_config(addr(bin), configs[i].clone());
                 assert_eq!(c.get("/v1/status").status, 200);
             }
             // Round 0 warms both servers up and is not counted.
