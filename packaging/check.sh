@@ -96,7 +96,7 @@ if [[ ${1:-} == --install-test ]]; then
         server_pid=
 
         # The unit's way: NoNewPrivileges (file caps ignored), ambient CAP_IPC_LOCK,
-        # MALLOC_ARENA_MAX, no core files, and READY=1 on NOTIFY_SOCKET from behind the
+        # GLIBC_TUNABLES, no core files, and READY=1 on NOTIFY_SOCKET from behind the
         # server's own seccomp filter. RLIMIT_MEMLOCK stays as it is (a sandbox may lack
         # CAP_SYS_RESOURCE to raise it): CAP_IPC_LOCK alone must be enough.
         if command -v prlimit >/dev/null; then
@@ -124,7 +124,7 @@ EOF
             # (some kernels honour file caps even under no_new_privs).
             inroot setcap -r /usr/bin/kes 2>/dev/null
             log=$base/server-unit.log
-            chroot "$m" env NOTIFY_SOCKET=$sock MALLOC_ARENA_MAX=2 RUST_MIN_STACK=262144 \
+            chroot "$m" env NOTIFY_SOCKET=$sock GLIBC_TUNABLES=glibc.pthread.stack_cache_size=0 RUST_MIN_STACK=262144 \
                 prlimit --core=0:0 \
                 setpriv --reuid=kes --regid=kes --init-groups --no-new-privs \
                 --inh-caps=-all,+ipc_lock --ambient-caps=-all,+ipc_lock --bounding-set=-all,+ipc_lock \
@@ -350,7 +350,7 @@ for line in 'Type=notify' 'NotifyAccess=main' 'User=kes' 'Group=kes' \
     'UMask=0077'; do
     check "unit: $line" grep -qxF "$line" "$unit"
 done
-check "unit: Environment has MALLOC_ARENA_MAX=2" grep -Eq '^Environment=.*\bMALLOC_ARENA_MAX=2\b' "$unit"
+check "unit: Environment has no glibc stack cache" grep -Eq '^Environment=.*\bGLIBC_TUNABLES=glibc\.pthread\.stack_cache_size=0\b' "$unit"
 check "unit: the seccomp allow line comes after every deny line" \
     bash -c "test \$(grep -n '^SystemCallFilter=seccomp' '$unit' | cut -d: -f1) -gt \$(grep -n '^SystemCallFilter=~' '$unit' | tail -n1 | cut -d: -f1)"
 if command -v systemd-analyze >/dev/null; then

@@ -32,6 +32,10 @@ use std::time::Instant;
 /// number of threads must stay bounded whatever the rate of eviction.
 pub const EVICTION_SLACK: usize = 64;
 
+/// At most this many connection slots are allocated up front (8 bytes each); a larger
+/// `--max-connections` grows the list as connections come.
+const SLOTS_PREALLOCATED: usize = 1 << 16;
+
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
@@ -199,7 +203,14 @@ struct Seen {
 
 impl Registry {
     pub fn new(cap: usize) -> Registry {
-        Registry { cap: cap.max(1), epoch: Instant::now(), slots: Mutex::new(Vec::new()) }
+        // Allocated whole at startup: grown during a burst, the list would be moved to the
+        // top of the heap and, live for ever, keep glibc from giving back the memory below.
+        let room = cap.max(1).saturating_add(EVICTION_SLACK).min(SLOTS_PREALLOCATED);
+        Registry {
+            cap: cap.max(1),
+            epoch: Instant::now(),
+            slots: Mutex::new(Vec::with_capacity(room)),
+        }
     }
 
     /// Connections holding a slot (evicted ones that are still unwinding excluded).

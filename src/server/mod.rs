@@ -32,19 +32,18 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
-/// Default cap on concurrent connections. Each holds one thread; with [`CONN_STACK_SIZE`]
-/// this bounds locked stack memory under mlockall to about 256 MiB worst case. At the cap,
-/// unproductive connections are evicted for newcomers ([`admission`]).
+/// Default cap on concurrent connections. Each holds one thread. Measured with the release
+/// binary and mlock on, a connection costs about 55 KiB at the height of the slow-client
+/// attacks (the 25-30 KiB of its 256 KiB stack that it touches, locked page by page, and
+/// its rustls and request buffers), so 1,024 of them stay near 60 MiB, inside the 96 MiB
+/// the server may hold under attack; twice as many would not. Since admission control
+/// evicts idle and slow connections for newcomers ([`admission`]), reaching the cap no
+/// longer shuts anyone out, and MinIO needs a handful of kept-alive connections per node.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// At most one log line about evictions and refusals per this period: an attack must not
 /// flood the error log, and the line still says how many there were.
 pub const ADMISSION_LOG_PERIOD: Duration = Duration::from_secs(10);
-
-/// What a connection thread leaves unwiped at the top of its stack when it wipes the
-/// rest as it ends (`sys::wipe::wipe_stack`): the thread's own outer frames, which hold no
-/// request data, plus room so the wiping frame never reaches the guard page.
-const STACK_WIPE_MARGIN: usize = 16 << 10;
 
 /// Stack of a connection thread. mlockall makes every stack resident, so it is explicit
 /// and small. Measured high-water mark of a release build (resident pages of the live
@@ -501,6 +500,7 @@ pub fn load(path: &std::path::Path, addr: Option<&str>) -> Result<Loaded, StartE
 
 /// Loads everything, binds and starts serving in background threads.
 pub fn start(opts: Options) -> Result<Server, StartError> {
+    sys::one_heap();
     let mut inputs = ReloadInputs {
         config: opts.config.clone(),
         log_json: opts.log_json,
@@ -699,7 +699,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             .spawn(move || {
                 let guard = guard;
                 conn::serve(&guard.1, &guard.0, accepted);
-                sys::wipe::wipe_stack::<{ CONN_STACK_SIZE - STACK_WIPE_MARGIN }>();
+                sys::wipe::release_stack(CONN_STACK_SIZE);
             });
         if let Err(e) = spawned {
             shared

@@ -201,6 +201,14 @@ pub fn server_config(identity: Identity, auth: &ClientAuth) -> Result<Arc<Server
         .map_err(|e| format!("tls: {e}"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.max_early_data_size = 0;
+    // No session resumption: every connection proves possession of its key with a full
+    // handshake, as MinIO's and kms-go's clients do anyway (they keep no session cache).
+    // rustls's default server-side cache held the client's certificate chain for 256
+    // sessions, refilled by every handshake an attacker completes; its entries, replaced
+    // at random, were scattered over the whole heap and kept glibc from ever giving back
+    // the memory of a burst of connections (locked pages cannot be discarded).
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 

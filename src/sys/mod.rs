@@ -2,7 +2,8 @@
 //! material never reaches swap, make the process non-dumpable (no core files, no ptrace
 //! by other users), then confine the system calls every thread may make (seccomp). Also
 //! the allocator that wipes freed memory ([`wipe`]). The only module that may use `unsafe`:
-//! the allocator, and raw system calls in the seccomp tests.
+//! the allocator, the stack release and `mallopt` ([`wipe`], [`one_heap`]), and raw system
+//! calls in the seccomp tests.
 
 pub mod seccomp;
 #[allow(unsafe_code)]
@@ -10,6 +11,7 @@ pub mod wipe;
 
 use nix::sys::mman::{MlockAllFlags, mlockall};
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Whether to lock memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +31,27 @@ pub struct Hardened {
     pub seccomp: bool,
     /// Why memory is not locked, when it is not.
     pub mlock_off: Option<String>,
+}
+
+/// How the process's memory is locked, as [`harden`] left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locking {
+    None,
+    /// `MCL_ONFAULT`: a page is locked when it is first touched.
+    OnFault,
+    /// `MCL_CURRENT | MCL_FUTURE` without `MCL_ONFAULT`: every mapping resident and locked.
+    Full,
+}
+
+static LOCKING: AtomicU8 = AtomicU8::new(0);
+
+/// How memory is locked now (read when a connection thread gives back its stack).
+pub fn locking() -> Locking {
+    match LOCKING.load(Ordering::Relaxed) {
+        1 => Locking::OnFault,
+        2 => Locking::Full,
+        _ => Locking::None,
+    }
 }
 
 /// Capability bit of CAP_IPC_LOCK in `CapEff`.
@@ -69,9 +92,30 @@ or run under systemd with AmbientCapabilities=CAP_IPC_LOCK and LimitMEMLOCK=infi
 /// faults in and locks every mapping in full.
 fn lock_all() -> nix::Result<()> {
     let classic = MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE;
-    match mlockall(classic | MlockAllFlags::from_bits_retain(libc::MCL_ONFAULT)) {
-        Err(nix::errno::Errno::EINVAL) => mlockall(classic),
-        other => other,
+    let mode = match mlockall(classic | MlockAllFlags::from_bits_retain(libc::MCL_ONFAULT)) {
+        Err(nix::errno::Errno::EINVAL) => mlockall(classic).map(|()| Locking::Full),
+        other => other.map(|()| Locking::OnFault),
+    }?;
+    LOCKING.store(mode as u8, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Puts every thread's allocations in glibc's main heap (`M_ARENA_MAX` 1) unless the
+/// environment chose (`MALLOC_ARENA_MAX`). Under `mlockall` the kernel refuses to discard
+/// locked pages, so a secondary arena (an mmap'd heap that glibc shrinks with
+/// `MADV_DONTNEED`) keeps the high-water mark of a burst of connections resident and
+/// locked for ever; the main heap shrinks with `brk`, which the lock does not stop. Runs
+/// before the server's first thread (glibc gives each new thread a new arena up to the
+/// limit); later calls change nothing. A no-op on other C libraries.
+#[allow(unsafe_code)]
+pub fn one_heap() {
+    #[cfg(target_env = "gnu")]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        // SAFETY: mallopt sets a glibc allocator parameter; it takes the allocator's lock.
+        ONCE.call_once(|| unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        });
     }
 }
 

@@ -6,8 +6,8 @@
 //! Each entry says who needs it. The list covers the server (TLS, HTTP, threads), the key
 //! stores (fs: create/link/fsync/list; Azure: outbound TLS, glibc DNS), the cache thread and
 //! the signal thread. Where a system call is needed only in some forms, its arguments are
-//! checked too ([`arg_rules`]): `prctl`, `socket`, `mmap`, `mprotect`, `clone`, `ioctl`,
-//! `fcntl`.
+//! checked too ([`arg_rules`]): `prctl`, `socket`, `mmap`, `mprotect`, `mlock2`, `clone`,
+//! `ioctl`, `fcntl`.
 //!
 //! Three filters are stacked, because a filter has one action for a match; the kernel runs
 //! them all and the harshest answer wins:
@@ -59,10 +59,12 @@ fn common() -> Vec<(i64, &'static str)> {
         (libc::SYS_munmap, "allocator"),
         (libc::SYS_mprotect, "thread guard pages"),
         (libc::SYS_mremap, "allocator"),
-        (libc::SYS_madvise, "allocator"),
+        (libc::SYS_madvise, "allocator; a connection thread releasing its stack"),
         (libc::SYS_brk, "allocator"),
         (libc::SYS_mlock, "allocator under MCL_FUTURE"),
-        (libc::SYS_munlock, "allocator"),
+        (libc::SYS_munlock, "allocator; a connection thread releasing its stack"),
+        (libc::SYS_mlock2, "re-locking a released stack on fault (see arg_rules)"),
+        (libc::SYS_mincore, "a connection thread finding the stack pages it touched"),
         // Threads and synchronisation.
         (libc::SYS_futex, "mutexes, condvars, joins"),
         (libc::SYS_clone, "thread spawn (threads only: see arg_rules)"),
@@ -248,6 +250,12 @@ pub fn arg_rules() -> Vec<(i64, Vec<SeccompRule>)> {
             vec![rule(vec![masked(2, prot_exec, 0)])],
         ),
         (
+            libc::SYS_mlock2,
+            // A connection thread's released stack is locked again page by page as it is
+            // touched (sys::wipe::release_stack); never a populating lock.
+            vec![rule(vec![eq(2, libc::MLOCK_ONFAULT as u64)])],
+        ),
+        (
             libc::SYS_clone,
             // pthread_create after clone3 failed with ENOSYS: threads only.
             vec![rule(vec![masked(0, CLONE_THREAD_FLAGS | CLONE_FORBIDDEN, CLONE_THREAD_FLAGS)])],
@@ -401,6 +409,16 @@ mod tests {
                 let p = map(rw, anon, -1);
                 unsafe { libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC) }.into()
             }
+            "mlock2-onfault" | "mlock2-populate" => {
+                let p = map(rw, anon, -1);
+                let flags = if case == "mlock2-onfault" { libc::MLOCK_ONFAULT } else { 0 };
+                unsafe { libc::syscall(libc::SYS_mlock2, p, 4096, flags as libc::c_long) }
+            }
+            "mincore" => {
+                let p = map(rw, anon, -1);
+                let mut v = [0u8; 1];
+                unsafe { libc::mincore(p, 4096, v.as_mut_ptr()) }.into()
+            }
             "thread" => {
                 let t = std::thread::Builder::new().name("probe".into()).spawn(|| 7);
                 assert_eq!(t.unwrap().join().unwrap(), 7);
@@ -460,6 +478,8 @@ mod tests {
             "socket-unix-dgram",
             "mmap-rw",
             "mprotect-none",
+            "mlock2-onfault",
+            "mincore",
             "thread",
             "ioctl-fionbio",
             "fcntl-getfd",
@@ -472,6 +492,7 @@ mod tests {
             "socket-packet",
             "mmap-anon-exec",
             "mprotect-exec",
+            "mlock2-populate",
             "fork",
             "ioctl-tiocsti",
             "fcntl-setown",

@@ -78,14 +78,128 @@ pub fn wipe_spare(buf: &mut Vec<u8>) {
     unsafe { zero(spare.as_mut_ptr().cast::<u8>(), spare.len()) };
 }
 
-/// Overwrites `N` bytes of this thread's stack below the caller's frame with zeros: what
-/// the thread's deeper calls left there (ring's block buffers, HMAC state, parsing
-/// scratch) does not outlive it in glibc's cache of thread stacks. `N` must leave room
-/// below for the guard page; the caller passes its stack size minus a margin.
+/// Overwrites `N` bytes of this thread's stack below the caller's frame with zeros.
 #[inline(never)]
-pub fn wipe_stack<const N: usize>() {
+fn wipe_below<const N: usize>() {
     let mut area = [MaybeUninit::<u8>::uninit(); N];
     // SAFETY: `area` is a local array of `N` bytes on this stack.
     unsafe { zero(area.as_mut_ptr().cast::<u8>(), N) };
     std::hint::black_box(&mut area);
+}
+
+/// How much of the stack right below [`release_stack`]'s frame is zeroed in place rather
+/// than given back: the frames of the calls that give back the rest live there. It is
+/// [`RELEASE_BELOW`] plus a page and a little, so that the zeroed band reaches below the
+/// page-aligned end of the released range whatever the alignment.
+const IN_USE_BAND: usize = RELEASE_BELOW + (5 << 10);
+
+/// Where the released range ends, below the caller's frame: room for the frames of
+/// `mincore`, `munlock`, `madvise` and `mlock2` and their libc wrappers (a few hundred
+/// bytes), which run while the range below is given back.
+const RELEASE_BELOW: usize = 4 << 10;
+
+/// Without glibc's word on where the stack ends, how far above `size` below the caller
+/// the release stops: room for the frames above the caller, so it never reaches the guard.
+const GUARD_MARGIN: usize = 16 << 10;
+
+/// Pages looked at per `mincore` call.
+const MINCORE_CHUNK: usize = 64;
+
+/// The lowest usable address of this thread's stack (above its guard page), from glibc's
+/// record of the thread (`pthread_getattr_np`). `None` if it cannot say.
+fn stack_low() -> Option<usize> {
+    let mut attr = MaybeUninit::<libc::pthread_attr_t>::uninit();
+    // SAFETY: `attr` is written by the call before it is read, and destroyed once.
+    unsafe {
+        if libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()) != 0 {
+            return None;
+        }
+        let mut addr = std::ptr::null_mut();
+        let mut size = 0;
+        let r = libc::pthread_attr_getstack(attr.as_ptr(), &mut addr, &mut size);
+        libc::pthread_attr_destroy(attr.as_mut_ptr());
+        (r == 0).then_some(addr as usize)
+    }
+}
+
+/// Ends a connection thread's use of its stack, before the thread exits into glibc's
+/// cache of stacks: what the thread's calls left there (ring's block buffers, HMAC state,
+/// parsing scratch) is zeroed, and the pages are handed back to the kernel, so that a
+/// cached stack costs nothing until it is used again.
+///
+/// Zeroing the whole stack would make every page of it resident, and under `mlockall`
+/// locked, defeating `MCL_ONFAULT` (256 KiB per cached or reused thread instead of the
+/// few pages a connection touches). Instead: the band right below the caller is zeroed in
+/// place; below it, the pages the thread touched (`mincore`: an untouched page is not
+/// resident and holds nothing) are zeroed and then discarded (`MADV_DONTNEED`: the next
+/// touch maps a fresh zero page). The kernel refuses to discard locked pages, so under
+/// `MCL_ONFAULT` the range is unlocked first (it holds only zeros by then) and locked
+/// again on fault (`mlock2(MLOCK_ONFAULT)`), so what a later thread writes there is
+/// locked as before. Under the older full lock the pages stay resident, zeroed.
+///
+/// `size` is the stack size the thread was spawned with; it bounds the range only if
+/// glibc cannot say where the stack ends (then the deepest [`GUARD_MARGIN`] is left).
+/// Signals must be blocked on the calling thread (they are on every server thread): a
+/// handler would run on the range being released.
+#[inline(never)]
+pub fn release_stack(size: usize) {
+    let here = std::hint::black_box(0u8);
+    let here = &here as *const u8 as usize;
+    wipe_below::<IN_USE_BAND>();
+    let page = page_size();
+    let low = stack_low()
+        .unwrap_or_else(|| (here + GUARD_MARGIN).saturating_sub(size).next_multiple_of(page));
+    let end = here.saturating_sub(RELEASE_BELOW) & !(page - 1);
+    if end <= low || !low.is_multiple_of(page) {
+        return;
+    }
+    zero_resident(low, end, page);
+    // SAFETY: `low..end` is this thread's own stack below every live frame (ours sits
+    // above `end`); nothing refers to it any more, and after the discard it reads as zeros.
+    unsafe {
+        let (addr, len) = (low as *mut libc::c_void, end - low);
+        match super::locking() {
+            super::Locking::Full => {}
+            super::Locking::None => {
+                libc::madvise(addr, len, libc::MADV_DONTNEED);
+            }
+            super::Locking::OnFault => {
+                if libc::munlock(addr, len) != 0 {
+                    return;
+                }
+                libc::madvise(addr, len, libc::MADV_DONTNEED);
+                let onfault = libc::MLOCK_ONFAULT as libc::c_long;
+                if libc::syscall(libc::SYS_mlock2, addr, len, onfault) != 0 {
+                    // Never leave the range unlocked: lock it whole (resident again).
+                    libc::mlock(addr, len);
+                }
+            }
+        }
+    }
+}
+
+/// Zeroes the resident pages of `low..end` (page-aligned, this thread's unused stack).
+fn zero_resident(low: usize, end: usize, page: usize) {
+    let mut vec = [0u8; MINCORE_CHUNK];
+    let mut at = low;
+    while at < end {
+        let len = (end - at).min(MINCORE_CHUNK * page);
+        // SAFETY: `at..at+len` is page-aligned and mapped (our stack); `vec` holds one
+        // byte per page of it.
+        let r = unsafe { libc::mincore(at as *mut libc::c_void, len, vec.as_mut_ptr()) };
+        for (i, v) in vec[..len / page].iter().enumerate() {
+            // A page whose residency is unknown is zeroed too.
+            if r != 0 || v & 1 != 0 {
+                // SAFETY: one page of our own unused stack, writable.
+                unsafe { zero((at + i * page) as *mut u8, page) };
+            }
+        }
+        at += len;
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf reads a constant of the process.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 { p as usize } else { 4096 }
 }

@@ -640,7 +640,7 @@ impl PackagedServer {
         let mut child = std::process::Command::new(bin)
             .args(["server", "--config", cfg.to_str().unwrap()])
             .args(flags)
-            .env("MALLOC_ARENA_MAX", "2")
+            .env("GLIBC_TUNABLES", "glibc.pthread.stack_cache_size=0")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
