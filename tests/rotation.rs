@@ -500,13 +500,9 @@ fn a_rotation_on_another_server_is_picked_up_on_the_first_miss() {
     }
 }
 
-#[test]
-fn a_flood_of_bad_ciphertexts_reads_the_store_at_most_once_a_second() {
-    // The attacker: a client allowed to decrypt, sending ciphertexts that no version opens,
-    // as fast as one connection can. Each failure may re-read the key (a rotation elsewhere),
-    // but REFRESH_MIN_AGE bounds that to one store read per second per key.
-    let srv = TestServer::start("");
-    let mut c = srv.admin();
+/// Creates key `k` and returns a `generate` answer and a decrypt body whose ciphertext no
+/// version of `k` opens (the generated one with its first byte flipped).
+fn key_and_bad_ciphertext(c: &mut Client) -> (Value, String) {
     assert_eq!(c.request("POST", "/v1/key/create/k", None).status, 200);
     let good = c.post("/v1/key/generate/k", "{}").json();
     let mut bad = base64::engine::general_purpose::STANDARD
@@ -514,6 +510,17 @@ fn a_flood_of_bad_ciphertexts_reads_the_store_at_most_once_a_second() {
         .unwrap();
     bad[0] ^= 1;
     let body = format!("{{\"ciphertext\":\"{}\"}}", b64(&bad));
+    (good, body)
+}
+
+#[test]
+fn a_flood_of_bad_ciphertexts_reads_the_store_at_most_once_a_second() {
+    // The attacker: a client allowed to decrypt, sending ciphertexts that no version opens,
+    // as fast as one connection can. Each failure may re-read the key (a rotation elsewhere),
+    // but REFRESH_MIN_AGE bounds that to one store read per second per key.
+    let srv = TestServer::start("");
+    let mut c = srv.admin();
+    let (good, body) = key_and_bad_ciphertext(&mut c);
     let reads_before = srv.store.reads();
     let started = Instant::now();
     const ATTEMPTS: usize = 300;
@@ -546,13 +553,7 @@ fn a_concurrent_flood_of_bad_ciphertexts_reads_the_store_at_most_once_a_second()
     let vault = FakeVault::start();
     let srv = TestServer::start_store("", azure_store(&vault));
     let mut c = srv.admin();
-    assert_eq!(c.request("POST", "/v1/key/create/k", None).status, 200);
-    let good = c.post("/v1/key/generate/k", "{}").json();
-    let mut bad = base64::engine::general_purpose::STANDARD
-        .decode(good["ciphertext"].as_str().unwrap())
-        .unwrap();
-    bad[0] ^= 1;
-    let body = format!("{{\"ciphertext\":\"{}\"}}", b64(&bad));
+    let (good, body) = key_and_bad_ciphertext(&mut c);
     vault.set_op_latency(Op::Versions, Duration::from_millis(40));
     let reads_before = vault.count(Op::Versions);
     let started = Instant::now();
