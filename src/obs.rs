@@ -10,13 +10,14 @@
 //! carry only paths, identities, addresses, statuses and fixed texts.
 
 pub mod audit_file;
+pub mod batch;
 mod level;
 
 use crate::gotime;
 pub use level::Level;
 use std::fmt::Write as _;
 use std::io::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,6 +40,9 @@ pub type SharedWriter = Arc<Mutex<Box<dyn Write + Send>>>;
 #[derive(Default)]
 pub struct Hub {
     subscribers: Mutex<Vec<SyncSender<Arc<Vec<u8>>>>>,
+    /// `subscribers.len()`, read without the lock: with nobody listening (the common case)
+    /// a request neither takes the lock nor builds the event.
+    listening: AtomicUsize,
     /// Events written to API subscribers (`kes_log_*_events`).
     pub delivered: AtomicU64,
     /// Events dropped because a subscriber was too slow.
@@ -58,6 +62,7 @@ impl Hub {
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(SUBSCRIBER_QUEUE);
         subs.push(tx);
+        self.listening.store(subs.len(), Ordering::Release);
         Ok(rx)
     }
 
@@ -67,11 +72,21 @@ impl Hub {
 
     /// Sends `line` (one NDJSON line) to every subscriber without blocking.
     pub fn publish(&self, line: Vec<u8>) {
+        self.publish_with(|| line);
+    }
+
+    /// As [`Hub::publish`], building the line only when somebody subscribes. A subscriber
+    /// that joins while an event is being published may miss that one event, as it would
+    /// had it joined a moment later.
+    pub fn publish_with(&self, line: impl FnOnce() -> Vec<u8>) {
+        if self.listening.load(Ordering::Acquire) == 0 {
+            return;
+        }
         let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
         if subs.is_empty() {
             return;
         }
-        let line = Arc::new(line);
+        let line = Arc::new(line());
         subs.retain(|tx| match tx.try_send(line.clone()) {
             Ok(()) => {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
@@ -83,21 +98,24 @@ impl Hub {
             }
             Err(TrySendError::Disconnected(_)) => false,
         });
+        self.listening.store(subs.len(), Ordering::Release);
     }
 }
 
-/// One audited request.
-#[derive(Debug, Clone)]
-pub struct AuditEvent {
+/// One audited request, borrowing from the request (nothing is copied unless a line is
+/// written).
+#[derive(Debug, Clone, Copy)]
+pub struct AuditEvent<'a> {
     pub time: OffsetDateTime,
-    pub method: String,
-    pub path: String,
+    pub method: &'a str,
+    pub path: &'a str,
     pub ip: Option<std::net::IpAddr>,
-    pub identity: String,
+    /// Empty without a client certificate.
+    pub identity: &'a str,
     pub status: u16,
     pub latency: Duration,
     /// Upstream's fixed text, e.g. `secret key 'x' created`.
-    pub message: String,
+    pub message: &'a str,
 }
 
 /// The `flaw` labels of `kes_tls_client_cert_flaws`, one per `auth::x509::Flaw` (a server
@@ -134,11 +152,15 @@ impl CertFlaws {
     }
 }
 
-/// Request counters and the response-time histogram.
-#[derive(Default)]
+/// Status codes counted per code: 2xx, 4xx and 5xx, indexed `status - 200`.
+const COUNTED_CODES: usize = 400;
+
+/// Request counters and the response-time histogram: atomics only, so that counting a
+/// request takes no lock (every request of every connection passes here).
 pub struct Metrics {
-    /// Counts per status code, split by class when rendered.
-    codes: Mutex<std::collections::BTreeMap<u16, u64>>,
+    /// Counts per status code (index `status - 200`; 3xx unused), split by class when
+    /// rendered. Only codes with a count are rendered, in ascending order.
+    codes: Box<[AtomicU64; COUNTED_CODES]>,
     active: AtomicI64,
     buckets: [AtomicU64; RESPONSE_TIME_BUCKETS.len()],
     count: AtomicU64,
@@ -154,6 +176,18 @@ impl Drop for ActiveGuard<'_> {
     }
 }
 
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            codes: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
+            active: AtomicI64::new(0),
+            buckets: Default::default(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
 impl Metrics {
     pub fn begin(&self) -> ActiveGuard<'_> {
         self.active.fetch_add(1, Ordering::Relaxed);
@@ -166,7 +200,7 @@ impl Metrics {
         if !matches!(status / 100, 2 | 4 | 5) {
             return;
         }
-        *self.codes.lock().unwrap_or_else(|e| e.into_inner()).entry(status).or_insert(0) += 1;
+        self.codes[usize::from(status - 200)].fetch_add(1, Ordering::Relaxed);
         let secs = latency.as_secs_f64();
         for (i, bound) in RESPONSE_TIME_BUCKETS.iter().enumerate() {
             if secs <= *bound {
@@ -232,6 +266,8 @@ pub struct Obs {
     error_level: Level,
     json: bool,
     audit_out: Option<SharedWriter>,
+    /// Audit lines to `audit_out` in batches (the server's stdout) instead of one write each.
+    audit_batch: Option<Arc<batch::LineBatch>>,
     error_out: Option<SharedWriter>,
     /// Lines that could not be written (closed stdout/stderr).
     pub write_failures: AtomicU64,
@@ -264,6 +300,7 @@ impl Obs {
             error_level,
             json,
             audit_out,
+            audit_batch: None,
             error_out,
             write_failures: AtomicU64::new(0),
             audit_file: None,
@@ -277,6 +314,12 @@ impl Obs {
         self
     }
 
+    /// Audit lines go to `batch` (which owns the writer) instead of `audit_out`.
+    pub fn with_audit_batch(mut self, batch: Arc<batch::LineBatch>) -> Obs {
+        self.audit_batch = Some(batch);
+        self
+    }
+
     /// Whether requests must be refused before they run: the audit file is fail-closed and
     /// its last write failed.
     pub fn audit_refusing(&self) -> bool {
@@ -286,6 +329,12 @@ impl Obs {
     /// An `Obs` that writes nowhere (tests, CLI).
     pub fn silent() -> Obs {
         Obs::new(Level::INFO, Level::INFO, false, None, None)
+    }
+
+    /// Whether [`Obs::audit`] would record anything (stdout, subscribers or the audit
+    /// file): when not, a request need not build its audit event.
+    pub fn records_audit(&self) -> bool {
+        self.audit_file.is_some() || self.audit_enabled()
     }
 
     pub fn audit_enabled(&self) -> bool {
@@ -315,11 +364,13 @@ impl Obs {
         if !self.audit_enabled() {
             return result;
         }
-        if let Some(out) = &self.audit_out {
+        if let Some(batch) = &self.audit_batch {
+            batch.push(&if self.json { audit_json_line(e) } else { audit_text_line(e) });
+        } else if let Some(out) = &self.audit_out {
             let line = if self.json { audit_json_line(e) } else { audit_text_line(e) };
             self.write_line(out, &line);
         }
-        self.audit.publish(audit_ndjson(e));
+        self.audit.publish_with(|| audit_ndjson(e));
         result
     }
 
@@ -339,10 +390,12 @@ impl Obs {
             let line = if self.json { slog_json(now, level, msg, fields) } else { text.clone() };
             self.write_line(out, &line);
         }
-        let mut ndjson = String::from("{\"message\":");
-        ndjson.push_str(&crate::gojson::go_json_string(&text));
-        ndjson.push_str("}\n");
-        self.errors.publish(ndjson.into_bytes());
+        self.errors.publish_with(|| {
+            let mut ndjson = String::from("{\"message\":");
+            ndjson.push_str(&crate::gojson::go_json_string(&text));
+            ndjson.push_str("}\n");
+            ndjson.into_bytes()
+        });
     }
 
     fn write_line(&self, out: &SharedWriter, line: &str) {
@@ -405,32 +458,54 @@ pub fn audit_text_line(e: &AuditEvent) -> String {
     slog_text(
         e.time,
         Level::INFO,
-        &e.message,
+        e.message,
         &[
-            ("req.method", &e.method),
-            ("req.path", &e.path),
+            ("req.method", e.method),
+            ("req.path", e.path),
             ("req.ip", &ip),
-            ("req.identity", &e.identity),
+            ("req.identity", e.identity),
             ("res.code", &code),
             ("res.time", &latency),
         ],
     )
 }
 
+/// The JSON audit line (`--log-format json`, or stdout not a terminal): keys in sorted
+/// order as a JSON object map prints them, serialized straight from the event.
 fn audit_json_line(e: &AuditEvent) -> String {
-    serde_json::json!({
-        "time": gotime::format_rfc3339_nano(e.time),
-        "level": "INFO",
-        "msg": e.message,
-        "req": {
-            "method": e.method,
-            "path": e.path,
-            "ip": e.ip.map(|i| i.to_string()).unwrap_or_default(),
-            "identity": e.identity,
+    #[derive(serde::Serialize)]
+    struct Req<'a> {
+        identity: &'a str,
+        ip: String,
+        method: &'a str,
+        path: &'a str,
+    }
+    #[derive(serde::Serialize)]
+    struct Res {
+        code: u16,
+        time: u64,
+    }
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        level: &'static str,
+        msg: &'a str,
+        req: Req<'a>,
+        res: Res,
+        time: String,
+    }
+    let line = Line {
+        level: "INFO",
+        msg: e.message,
+        req: Req {
+            identity: e.identity,
+            ip: e.ip.map(|i| i.to_string()).unwrap_or_default(),
+            method: e.method,
+            path: e.path,
         },
-        "res": { "code": e.status, "time": latency_ms(e.latency) },
-    })
-    .to_string()
+        res: Res { code: e.status, time: latency_ms(e.latency) },
+        time: gotime::format_rfc3339_nano(e.time),
+    };
+    serde_json::to_string(&line).unwrap_or_default()
 }
 
 /// The `/v1/log/audit` line (`kes-api.md` §9.21): `ip`/`identity` omitted when empty,
@@ -457,7 +532,7 @@ pub fn audit_ndjson(e: &AuditEvent) -> Vec<u8> {
     }
     crate::gojson::to_go_json(&Event {
         time: gotime::format_rfc3339_nano(e.time),
-        request: Request { ip: e.ip.map(|i| i.to_string()), path: &e.path, identity: &e.identity },
+        request: Request { ip: e.ip.map(|i| i.to_string()), path: e.path, identity: e.identity },
         response: Response { code: e.status, time: latency_ms(e.latency) },
     })
 }
@@ -557,9 +632,13 @@ fn fmt_f64(v: f64) -> String {
 /// with at least one sample (kms-go's parser requires it).
 pub fn render_metrics(obs: &Obs, sys: &SystemFigures, store: &StoreFigures) -> String {
     let m = &obs.metrics;
-    let codes = m.codes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let codes: Vec<(u16, u64)> = (200u16..)
+        .zip(m.codes.iter())
+        .map(|(code, n)| (code, n.load(Ordering::Relaxed)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
     let mut out = String::with_capacity(4096);
-    let class = |c: u16| codes.iter().filter(move |(k, _)| **k / 100 == c);
+    let class = |c: u16| codes.iter().filter(move |(k, _)| *k / 100 == c);
 
     // Our own additions, under names upstream never used.
     family(
@@ -784,18 +863,33 @@ mod tests {
     fn audit_ndjson_shape() {
         let e = AuditEvent {
             time: time::macros::datetime!(2024-01-12 10:39:20.5 UTC),
-            method: "PUT".into(),
-            path: "/v1/key/create/k".into(),
+            method: "PUT",
+            path: "/v1/key/create/k",
             ip: Some("127.0.0.1".parse().unwrap()),
-            identity: "abc".into(),
+            identity: "abc",
             status: 200,
             latency: Duration::from_millis(12),
-            message: "secret key 'k' created".into(),
+            message: "secret key 'k' created",
         };
         assert_eq!(
             String::from_utf8(audit_ndjson(&e)).unwrap(),
             "{\"time\":\"2024-01-12T10:39:20.5Z\",\"request\":{\"ip\":\"127.0.0.1\",\"path\":\"/v1/key/create/k\",\"identity\":\"abc\"},\"response\":{\"code\":200,\"time\":12}}\n"
         );
+        // The JSON line has the bytes of the object-map form it replaced.
+        let map = serde_json::json!({
+            "time": gotime::format_rfc3339_nano(e.time),
+            "level": "INFO",
+            "msg": e.message,
+            "req": { "method": e.method, "path": e.path, "ip": "127.0.0.1", "identity": e.identity },
+            "res": { "code": e.status, "time": 12 },
+        })
+        .to_string();
+        assert_eq!(audit_json_line(&e), map);
+        let quoted = AuditEvent { message: "a \"b\"\n<c>", ip: None, ..e };
+        let mut map: serde_json::Value = serde_json::from_str(&map).unwrap();
+        map["msg"] = "a \"b\"\n<c>".into();
+        map["req"]["ip"] = "".into();
+        assert_eq!(audit_json_line(&quoted), map.to_string());
         let line = audit_text_line(&e);
         assert_eq!(
             line,
@@ -834,6 +928,31 @@ mod tests {
         assert!(text.contains("kes_http_response_time_bucket{le=\"0.5\"} 3\n"));
         assert!(text.contains("kes_http_response_time_bucket{le=\"+Inf\"} 3\n"));
         assert!(text.contains("kes_http_response_time_count 3\n"));
+        // Per-code samples in ascending code order, whatever order they were counted in.
+        for code in [503, 404, 500, 400, 404, 599, 204] {
+            obs.metrics.observe(code, Duration::from_millis(1));
+        }
+        let text = render_metrics(
+            &obs,
+            &SystemFigures { num_cpu: 2, num_cpu_used: 2, ..Default::default() },
+            &StoreFigures::default(),
+        );
+        let samples: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("kes_http_request_") && l.contains("code"))
+            .collect();
+        assert_eq!(
+            samples,
+            [
+                "kes_http_request_error{code=\"400\"} 1",
+                "kes_http_request_error{code=\"404\"} 3",
+                "kes_http_request_failure{code=\"500\"} 1",
+                "kes_http_request_failure{code=\"503\"} 1",
+                "kes_http_request_failure{code=\"599\"} 1",
+                "kes_http_request_success{code=\"200\"} 2",
+                "kes_http_request_success{code=\"204\"} 1",
+            ]
+        );
         let names: Vec<&str> = text
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))

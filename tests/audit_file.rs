@@ -311,21 +311,8 @@ fn the_binary_under_seccomp_reopens_on_sighup_and_flushes_on_sigterm() {
         ),
     )
     .unwrap();
-    let mut child =
-        common::kes_command(dir.path(), &["server", "--config", "config.yml", "--no-mlock"], &[])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let out = child.stdout.take().unwrap();
-    let mut child = Kill(child);
+    let mut child = common::Spawned::server(dir.path());
+    let out = child.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {

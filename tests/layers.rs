@@ -3,7 +3,8 @@
 //! module) in `src/` must name a module the table lets the file's module import, and every
 //! `kes::…` path in `src/main.rs` one that `main` may use. The table is read from the crate
 //! doc itself, so the document and the check cannot drift apart. Comments, strings and
-//! character literals are skipped; test code counts like any other code.
+//! character literals are skipped; test code counts like any other code; an alias of the
+//! crate root (`use crate as x`), which would hide paths from the check, is refused.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -317,6 +318,13 @@ fn violations(table: &Table) -> (Vec<String>, usize) {
                 }
             }
             continue;
+        }
+        // An alias of the crate root would hide every path behind it from this check.
+        for alias in ["crate as ", "extern crate self"] {
+            for (i, _) in code.match_indices(alias) {
+                let line = code[..i].matches('\n').count() + 1;
+                bad.push(format!("{shown}:{line}: `{alias}…` hides imports from tests/layers.rs"));
+            }
         }
         let module = module_path(&rel);
         let from = &module[0];

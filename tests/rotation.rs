@@ -13,8 +13,9 @@ mod vault_store;
 
 use base64::Engine as _;
 use common::{Client, TempDir, TestServer};
-use fake_vault::FakeVault;
+use fake_vault::{FakeVault, Op};
 use serde_json::Value;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use vault_store::azure_store;
@@ -499,13 +500,9 @@ fn a_rotation_on_another_server_is_picked_up_on_the_first_miss() {
     }
 }
 
-#[test]
-fn a_flood_of_bad_ciphertexts_reads_the_store_at_most_once_a_second() {
-    // The attacker: a client allowed to decrypt, sending ciphertexts that no version opens,
-    // as fast as one connection can. Each failure may re-read the key (a rotation elsewhere),
-    // but REFRESH_MIN_AGE bounds that to one store read per second per key.
-    let srv = TestServer::start("");
-    let mut c = srv.admin();
+/// Creates key `k` and returns a `generate` answer and a decrypt body whose ciphertext no
+/// version of `k` opens (the generated one with its first byte flipped).
+fn key_and_bad_ciphertext(c: &mut Client) -> (Value, String) {
     assert_eq!(c.request("POST", "/v1/key/create/k", None).status, 200);
     let good = c.post("/v1/key/generate/k", "{}").json();
     let mut bad = base64::engine::general_purpose::STANDARD
@@ -513,6 +510,17 @@ fn a_flood_of_bad_ciphertexts_reads_the_store_at_most_once_a_second() {
         .unwrap();
     bad[0] ^= 1;
     let body = format!("{{\"ciphertext\":\"{}\"}}", b64(&bad));
+    (good, body)
+}
+
+#[test]
+fn a_flood_of_bad_ciphertexts_reads_the_store_at_most_once_a_second() {
+    // The attacker: a client allowed to decrypt, sending ciphertexts that no version opens,
+    // as fast as one connection can. Each failure may re-read the key (a rotation elsewhere),
+    // but REFRESH_MIN_AGE bounds that to one store read per second per key.
+    let srv = TestServer::start("");
+    let mut c = srv.admin();
+    let (good, body) = key_and_bad_ciphertext(&mut c);
     let reads_before = srv.store.reads();
     let started = Instant::now();
     const ATTEMPTS: usize = 300;
@@ -527,6 +535,48 @@ fn a_flood_of_bad_ciphertexts_reads_the_store_at_most_once_a_second() {
         "{ATTEMPTS} bad decrypts in {elapsed} s made {reads} store reads"
     );
     // And the key still works.
+    let ok = c.post(
+        "/v1/key/decrypt/k",
+        &format!("{{\"ciphertext\":\"{}\"}}", good["ciphertext"].as_str().unwrap()),
+    );
+    assert_eq!(ok.status, 200);
+}
+
+#[test]
+fn a_concurrent_flood_of_bad_ciphertexts_reads_the_store_at_most_once_a_second() {
+    // The same attacker on 16 connections at once, against a vault that answers a read in
+    // 40 ms as Key Vault does: concurrent failures that each want the key re-read share one
+    // read, and what it read stays cached for the next ones.
+    const CONNS: usize = 16;
+    // Long enough for several refresh periods (REFRESH_MIN_AGE, 1 s).
+    const FLOOD: Duration = Duration::from_secs(3);
+    let vault = FakeVault::start();
+    let srv = TestServer::start_store("", azure_store(&vault));
+    let mut c = srv.admin();
+    let (good, body) = key_and_bad_ciphertext(&mut c);
+    vault.set_op_latency(Op::Versions, Duration::from_millis(40));
+    let reads_before = vault.count(Op::Versions);
+    let started = Instant::now();
+    let sent = &AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..CONNS {
+            let (mut c, body) = (srv.admin(), body.as_str());
+            s.spawn(move || {
+                while started.elapsed() < FLOOD {
+                    let r = c.post("/v1/key/decrypt/k", body);
+                    assert_eq!((r.status, r.message()), (400, NOT_AUTHENTIC.into()));
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let elapsed = started.elapsed().as_secs();
+    let reads = (vault.count(Op::Versions) - reads_before) as u64;
+    assert!(
+        reads <= elapsed + 2,
+        "{} bad decrypts on {CONNS} connections in {elapsed} s made {reads} store reads",
+        sent.load(Ordering::Relaxed)
+    );
     let ok = c.post(
         "/v1/key/decrypt/k",
         &format!("{{\"ciphertext\":\"{}\"}}", good["ciphertext"].as_str().unwrap()),

@@ -121,9 +121,8 @@ pub fn route_for<'a>(
     method: &Method,
     path: &str,
 ) -> Result<&'a Route, Miss<'a>> {
-    let cleaned = crate::http::clean_path(path);
-    if cleaned != path {
-        return Err(Miss::Unclean(cleaned));
+    if !crate::http::is_clean(path) {
+        return Err(Miss::Unclean(crate::http::clean_path(path)));
     }
     let route = routes::find(routes, path).ok_or(Miss::NotFound)?;
     let ok = matches!(
@@ -261,7 +260,7 @@ pub fn handle(
         facts,
         audit_message: std::cell::RefCell::new(None),
     };
-    let identity = cert.identity().cloned();
+    let identity = cert.identity();
     let audited = route.auth != Auth::None;
     // A fail-closed audit file that cannot be written refuses before anything runs.
     let result = if audited && state.obs.audit_refusing() {
@@ -275,7 +274,7 @@ pub fn handle(
         Err(e) => e.to_response(),
     };
     let latency = started.elapsed();
-    if audited {
+    if audited && state.obs.records_audit() {
         let message = ctx
             .audit_message
             .borrow_mut()
@@ -283,20 +282,20 @@ pub fn handle(
             .unwrap_or_else(|| format!("{} {}", head.method.as_str(), head.path));
         let refused = state.obs.audit(&AuditEvent {
             time: OffsetDateTime::now_utc(),
-            method: head.method.as_str().to_string(),
-            path: head.path.clone(),
+            method: head.method.as_str(),
+            path: &head.path,
             ip: peer_ip,
-            identity: identity.as_ref().map(|i| i.to_string()).unwrap_or_default(),
+            identity: identity.map(|i| i.as_str()).unwrap_or_default(),
             status: response.status,
             latency,
-            message,
+            message: &message,
         });
         if let Err(e) = refused {
             // Fail-closed: not served unaudited (the answer is dropped unsent).
             ctx.log_error(
                 Level::ERROR,
                 &format!("audit: request refused: cannot write the audit file: {}", e.0),
-                identity.as_ref(),
+                identity,
             );
             response = ApiError::AuditUnavailable.to_response();
         }

@@ -143,6 +143,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> CmdResult {
         }
     };
     opts.audit_out = Some(stdio(std::io::stdout()));
+    opts.audit_batched = true;
     opts.error_out = Some(stdio(std::io::stderr()));
 
     // Signals are handled by sigwait on this thread: block them before any thread starts,

@@ -1,7 +1,10 @@
 //! Upstream's YAML config file (`kes-config-cli.md` §1) turned into a validated, typed
 //! [`Config`]. Owns `${VAR}` expansion (only on the fields upstream allows), Go durations,
-//! log levels and validation in upstream's order. Must not: open sockets, read TLS files
-//! (the server does that), or print.
+//! and validation in upstream's order. Where a section configures a lower layer, the YAML
+//! is mapped onto that layer's own type (`obs::Level`, `keystore::cache::CacheConfig`,
+//! `keystore::azure::AzureConfig`, `api::routes::ApiOverride`; names are checked with
+//! `names::valid_name`), so no lower layer imports this module. Must not: open sockets,
+//! read TLS files (the server does that), or print.
 
 mod expand;
 mod raw;

@@ -293,6 +293,21 @@ pub fn clean_path(p: &str) -> String {
     out
 }
 
+/// Whether `clean_path(p) == p`, without building the cleaned path (every request asks):
+/// an absolute path with no empty, `.` or `..` segment except an empty last one (a
+/// trailing slash, or `/` itself).
+pub fn is_clean(p: &str) -> bool {
+    let Some(rest) = p.strip_prefix('/') else { return false };
+    let mut segments = rest.split('/').peekable();
+    while let Some(seg) = segments.next() {
+        let last = segments.peek().is_none();
+        if seg == "." || seg == ".." || (seg.is_empty() && !last) {
+            return false;
+        }
+    }
+    true
+}
+
 /// Incremental decoder for a chunked body (RFC 9112 §7.1), bounded by `limit` data bytes.
 #[derive(Debug)]
 pub struct ChunkedDecoder {
@@ -807,6 +822,22 @@ mod tests {
         assert_eq!(clean_path("/v1/key/../status"), "/v1/status");
         assert_eq!(clean_path("/../.."), "/");
         assert_eq!(clean_path("/version"), "/version");
+    }
+
+    /// `is_clean` answers exactly `clean_path(p) == p`, for every string of up to 7
+    /// characters over `/`, `.` and `a`.
+    #[test]
+    fn is_clean_agrees_with_clean_path() {
+        let mut all = vec![String::new()];
+        for _ in 0..7 {
+            let next: Vec<String> =
+                all.iter().flat_map(|s| ['/', '.', 'a'].map(|c| format!("{s}{c}"))).collect();
+            for p in &next {
+                assert_eq!(is_clean(p), clean_path(p) == *p, "{p:?}");
+            }
+            all = next;
+        }
+        assert!(is_clean("/") && is_clean("/v1/key/list/") && !is_clean("/v1//x"));
     }
 
     #[test]

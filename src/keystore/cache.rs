@@ -3,8 +3,8 @@
 //! Owns: parsed keys by name, each built from all its stored versions by a [`ParseFn`]
 //! the layer above supplies (in production `api::parse_key`, which decodes with `crypto`;
 //! this module never decodes a value itself), the single-flight miss path, the writes that
-//! change what a cached entry should hold ([`KeyCache::delete`], [`KeyCache::add_version`],
-//! [`KeyCache::set_version_enabled`]), the offline flag, and one background thread
+//! change what a cached entry should hold ([`KeyCache::create`], [`KeyCache::delete`],
+//! [`KeyCache::add_version`], [`KeyCache::set_version_enabled`]), the offline flag, and one background thread
 //! (`kes-cache`) that runs the four periodic tasks of §7: full flush (`any`), unused sweep
 //! (`unused / 2`), offline flush (`offline`) and the offline probe. Must not: cache errors,
 //! call the store on a miss while offline, or keep raw stored values (they are dropped, and
@@ -771,6 +771,16 @@ impl<K: Send + Sync + 'static> KeyCache<K> {
         }
     }
 
+    /// Creates `name` with `value` in the store ([`KeyStore::create`]). When the store
+    /// accepts, the name was free there, so whatever this node still holds for it (a key
+    /// deleted through another server) is dropped, sealed copy included: the next lookup
+    /// reads the new key instead of serving the old one.
+    pub fn create(&self, name: &str, value: &[u8], deadline: Instant) -> Result<(), StoreError> {
+        self.shared.store.create(name, value, deadline)?;
+        self.remove(name);
+        Ok(())
+    }
+
     /// Deletes `name` from the store; once the store confirms, the cached entry and the
     /// sealed copy go too, so this node never serves a key it deleted. A failed delete
     /// leaves both (the key may well still exist).
@@ -1220,6 +1230,29 @@ mod tests {
         assert_eq!(store.mem.reads(), 2);
         // The detached load did not insert; the later one did.
         assert!(cache.cached("k"));
+    }
+
+    #[test]
+    fn a_create_replaces_what_this_node_held_for_a_key_deleted_elsewhere() {
+        let (dir, sealed) = sealed_dir("create");
+        let store = Arc::new(MemStore::new());
+        let cache = sealed_cache_over(store.clone(), config(0, 0, 0), 0, &sealed);
+        cache.create("k", &value("old"), later()).unwrap();
+        assert_eq!(cache.get("k", later()).unwrap().tag(), "old");
+        // Another server deletes the key; this one still holds it.
+        store.delete("k", later()).unwrap();
+        assert_eq!(cache.get("k", later()).unwrap().tag(), "old");
+        cache.create("k", &value("new"), later()).unwrap();
+        assert!(!cache.cached("k"));
+        assert_eq!(cache.get("k", later()).unwrap().tag(), "new");
+        // A refused create (the name is taken) leaves the entry alone.
+        assert_eq!(cache.create("k", &value("other"), later()), Err(StoreError::Exists));
+        assert!(cache.cached("k"));
+        assert_eq!(cache.get("k", later()).unwrap().tag(), "new");
+        // The sealed copy is the new key's.
+        let copy = StoredVersion::decode_all(&sealed.load("k").ok().unwrap().value).unwrap();
+        assert_eq!(copy[0].value.as_ref().map(|v| v[KEY_LEN..].to_vec()), Some(b"new".to_vec()));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

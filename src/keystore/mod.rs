@@ -4,7 +4,8 @@
 //! (`sealed`, for vault outages across restarts).
 //!
 //! A store keeps opaque stored values (`kes-crypto.md` §2); it never parses them and never
-//! rewrites them. Must not: know about HTTP statuses or JSON of the KES API.
+//! rewrites them, and neither does the cache: it keeps what the parser the API layer hands
+//! it builds (`api::parse_key`). Must not: know about HTTP statuses or JSON of the KES API.
 //!
 //! Versions (key rotation, issue 12): a key is an ordered list of versions, each a stored
 //! value of its own. The **first** version is what [`KeyStore::get`] reads and what

@@ -9,8 +9,8 @@
 //! admission [`Slot`] at each change, so that the accept thread can evict unproductive
 //! connections at the cap (`admission`).
 
-use super::Shared;
 use super::admission::{Phase, Slot};
+use super::{Shared, StateView};
 use crate::api::{self, ClientCert, Routed};
 use crate::auth::attr::ChainFacts;
 use crate::auth::{Identity, x509};
@@ -227,11 +227,12 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
     // byte: a client that completes the handshake and then sends nothing gains nothing.
     let mut wait = Wait::Head(Instant::now() + READ_HEADER_TIMEOUT);
     let mut unread = false;
+    let mut view = shared.view();
     loop {
-        let state = shared.state();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            one_request(&mut tls, &mut buf, &state, &cert, &facts, peer_ip, wait)
+            one_request(&mut tls, &mut buf, &mut view, &cert, &facts, peer_ip, wait)
         }));
+        let state = &view.state;
         match outcome {
             Ok(Next::KeepAlive) => {
                 // The previous request's bytes past the buffer's length go now, not when
@@ -372,7 +373,7 @@ fn no_change() -> Option<Instant> {
 fn one_request(
     tls: &mut Tls<'_>,
     buf: &mut Vec<u8>,
-    state: &api::State,
+    view: &mut StateView,
     cert: &ClientCert,
     facts: &ChainFacts,
     peer_ip: Option<IpAddr>,
@@ -445,6 +446,10 @@ fn one_request(
         }
     };
     buf.drain(..used);
+    // The state as of this request's arrival, not of the wait before it: a reload during
+    // a keep-alive idle reaches the next request.
+    tls.shared.refresh(view);
+    let state = &*view.state;
 
     let route = match api::lookup(state, &head) {
         Routed::Route(r) => r,
@@ -493,7 +498,19 @@ fn one_request(
     if !slot.enter(Phase::Busy) {
         return Next::Close;
     }
-    let response = api::handle(state, route, &head, &body, cert, facts, peer_ip);
+    let bytes: &[u8] = match &body {
+        ReadBody::InBuf(n) => &buf[..*n],
+        ReadBody::Owned(v) => v,
+    };
+    let response = api::handle(state, route, &head, bytes, cert, facts, peer_ip);
+    if let ReadBody::InBuf(n) = body {
+        // An over-limit body's unread rest cannot be framed: the connection closes.
+        if complete {
+            buf.drain(..n)
+        } else {
+            buf.drain(..)
+        };
+    }
     let write_timeout = if route.timeout.is_zero() { STREAM_WRITE_TIMEOUT } else { route.timeout };
     let keep = head.keep_alive && complete && !matches!(response.body, Body::Stream(_));
     let written = write_response(
@@ -519,18 +536,25 @@ fn one_request(
     }
 }
 
-/// Reads a body bounded by `max_body`. Returns the bytes and whether the body was read
-/// completely (an over-limit body is truncated, the handler then fails to decode it as
-/// upstream's limited reader makes it fail, and the connection is closed afterwards).
+/// A request body: the first bytes of the connection's buffer (a `Content-Length` body is
+/// handed to the handler where it was read, not copied out), or decoded chunks.
+enum ReadBody {
+    InBuf(usize),
+    Owned(Vec<u8>),
+}
+
+/// Reads a body bounded by `max_body`. Returns the body and whether it was read completely
+/// (an over-limit body is truncated, the handler then fails to decode it as upstream's
+/// limited reader makes it fail, and the connection is closed afterwards).
 fn read_body(
     tls: &mut Tls<'_>,
     buf: &mut Vec<u8>,
     framing: BodyFraming,
     max_body: usize,
     deadline: Instant,
-) -> std::io::Result<(Vec<u8>, bool)> {
+) -> std::io::Result<(ReadBody, bool)> {
     match framing {
-        BodyFraming::None => Ok((Vec::new(), true)),
+        BodyFraming::None => Ok((ReadBody::InBuf(0), true)),
         BodyFraming::Length(n) => {
             let want = usize::try_from(n).unwrap_or(usize::MAX);
             let limit = want.min(max_body);
@@ -539,13 +563,8 @@ fn read_body(
                     return Err(ErrorKind::UnexpectedEof.into());
                 }
             }
-            let body: Vec<u8> = buf.drain(..limit).collect();
-            if want > limit {
-                // Unread rest of an oversized body: the connection cannot be reused.
-                buf.clear();
-                return Ok((body, false));
-            }
-            Ok((body, true))
+            // With `want > limit` the rest is unread: the connection cannot be reused.
+            Ok((ReadBody::InBuf(limit), want <= limit))
         }
         BodyFraming::Chunked => {
             let mut dec = ChunkedDecoder::new(max_body);
@@ -556,15 +575,15 @@ fn read_body(
                     }
                     Err(ChunkError::TooLarge) => {
                         buf.clear();
-                        return Ok((dec.data, false));
+                        return Ok((ReadBody::Owned(dec.data), false));
                     }
                     Err(ChunkError::Malformed) => {
                         buf.clear();
-                        return Ok((Vec::new(), false));
+                        return Ok((ReadBody::Owned(Vec::new()), false));
                     }
                 }
                 if dec.is_done() {
-                    return Ok((dec.data, true));
+                    return Ok((ReadBody::Owned(dec.data), true));
                 }
                 if read_more(tls, buf, deadline, &mut no_change)? == 0 {
                     return Err(ErrorKind::UnexpectedEof.into());
@@ -583,8 +602,13 @@ fn discard_body(tls: &mut Tls<'_>, buf: &mut Vec<u8>, framing: BodyFraming) -> b
                 return false;
             }
             let deadline = Instant::now() + READ_HEADER_TIMEOUT;
-            read_body(tls, buf, framing, DISCARD_LIMIT as usize, deadline)
-                .is_ok_and(|(_, complete)| complete)
+            match read_body(tls, buf, framing, DISCARD_LIMIT as usize, deadline) {
+                Ok((ReadBody::InBuf(n), true)) => {
+                    buf.drain(..n);
+                    true
+                }
+                _ => false,
+            }
         }
         _ => false,
     }

@@ -22,12 +22,13 @@ use crate::keystore::mem::MemStore;
 use crate::keystore::{KeyStore, StoreError};
 use crate::obs::Level;
 use crate::obs::audit_file::AuditFile;
+use crate::obs::batch::LineBatch;
 use crate::obs::{ConnStats, Obs, ProcReader, SharedWriter};
 use crate::sys::{self, MlockPolicy};
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
@@ -89,6 +90,9 @@ pub struct Options {
     pub log_json: bool,
     /// Where audit lines go (stdout in production).
     pub audit_out: Option<SharedWriter>,
+    /// Write audit lines in batches by a writer thread (`obs::batch`) rather than one write
+    /// per request; [`Server::shutdown`] writes what is queued. The binary sets it.
+    pub audit_batched: bool,
     /// Where error-log lines go (stderr in production).
     pub error_out: Option<SharedWriter>,
     /// Inject a key store instead of the configured one (tests, `--dev`).
@@ -108,6 +112,7 @@ impl Default for Options {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             log_json: false,
             audit_out: None,
+            audit_batched: false,
             error_out: None,
             store: None,
             tls_reload_period: TLS_RELOAD_PERIOD,
@@ -139,6 +144,9 @@ pub struct Banner {
 /// State and TLS config shared by all connections, swapped whole on reload.
 pub struct Shared {
     state: RwLock<Arc<State>>,
+    /// Bumped after every swap of `state`: a connection keeps its [`StateView`] and takes
+    /// the lock only when this moved, instead of once per request.
+    generation: AtomicU64,
     tls: RwLock<Arc<rustls::ServerConfig>>,
     registry: admission::Registry,
     /// Admission counters, also in every [`State`] for `/v1/metrics`.
@@ -146,9 +154,30 @@ pub struct Shared {
     stopping: AtomicBool,
 }
 
+/// A connection's copy of the current state, refreshed by [`Shared::refresh`].
+pub struct StateView {
+    generation: u64,
+    pub state: Arc<State>,
+}
+
 impl Shared {
     pub fn state(&self) -> Arc<State> {
         self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The current state, to keep across requests.
+    pub fn view(&self) -> StateView {
+        let generation = self.generation.load(Ordering::Acquire);
+        StateView { generation, state: self.state() }
+    }
+
+    /// Brings `view` up to date when a reload swapped the state since it was taken: one
+    /// atomic load per request otherwise. A request that starts after a reload finished
+    /// sees the new state (the swap happens before the bump).
+    pub fn refresh(&self, view: &mut StateView) {
+        if self.generation.load(Ordering::Acquire) != view.generation {
+            *view = self.view();
+        }
     }
 
     pub fn tls(&self) -> Arc<rustls::ServerConfig> {
@@ -177,6 +206,9 @@ struct ReloadInputs {
     config: Option<PathBuf>,
     log_json: bool,
     audit_out: Option<SharedWriter>,
+    /// The batching writer of `audit_out` (`Options::audit_batched`), shared by every
+    /// state so that lines keep their order across reloads.
+    audit_batch: Option<Arc<LineBatch>>,
     error_out: Option<SharedWriter>,
     /// `log.audit_file`, opened once and kept across reloads so its chain continues.
     audit_file: Option<Arc<AuditFile>>,
@@ -416,6 +448,10 @@ fn make_obs(cfg: &Config, inputs: &ReloadInputs) -> Arc<Obs> {
         inputs.audit_out.clone(),
         inputs.error_out.clone(),
     );
+    let obs = match &inputs.audit_batch {
+        Some(batch) => obs.with_audit_batch(batch.clone()),
+        None => obs,
+    };
     match (&inputs.audit_file, &cfg.audit_file) {
         (Some(file), Some(a)) => Arc::new(obs.with_audit_file(file.clone(), a.fail_closed)),
         _ => Arc::new(obs),
@@ -505,9 +541,15 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
         config: opts.config.clone(),
         log_json: opts.log_json,
         audit_out: opts.audit_out.clone(),
+        audit_batch: None,
         error_out: opts.error_out.clone(),
         audit_file: None,
     };
+    if let (true, Some(out)) = (opts.audit_batched, &opts.audit_out) {
+        let batch = LineBatch::start(out.clone())
+            .map_err(|e| StartError(format!("cannot start the audit writer thread: {e}")))?;
+        inputs.audit_batch = Some(batch);
+    }
     let (cfg, tls, store, dev_key, dev_pem, addr) = if opts.dev {
         let addr = config::parse_listen_address(opts.addr.as_deref().unwrap_or(DEV_ADDRESS))
             .map_err(StartError)?;
@@ -560,6 +602,7 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
     };
     let shared = Arc::new(Shared {
         state: RwLock::new(Arc::new(state)),
+        generation: AtomicU64::new(0),
         tls: RwLock::new(tls),
         registry: admission::Registry::new(opts.max_connections.max(1)),
         conns,
@@ -763,6 +806,7 @@ impl Server {
             &mut *self.shared.state.write().unwrap_or_else(|e| e.into_inner()),
             Arc::new(state),
         );
+        self.shared.generation.fetch_add(1, Ordering::Release);
         *self.shared.tls.write().unwrap_or_else(|e| e.into_inner()) = tls;
         old.keys.shutdown();
         Ok(changes)
@@ -783,6 +827,10 @@ impl Server {
         // Every queued audit line reaches the disk before the process exits.
         if let Some(file) = &self.options.audit_file {
             file.close();
+        }
+        // And stdout: what is queued now, later lines (requests still finishing) at once.
+        if let Some(batch) = &self.options.audit_batch {
+            batch.close();
         }
     }
 

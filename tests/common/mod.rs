@@ -46,6 +46,28 @@ pub fn kes_command(dir: &Path, args: &[&str], env: &[(&str, String)]) -> std::pr
     cmd
 }
 
+/// A `kes server` a test spawned with stdout piped (stderr discarded), in `dir` with
+/// `config.yml`, mlock off; killed and reaped on drop.
+pub struct Spawned(pub std::process::Child);
+
+impl Spawned {
+    pub fn server(dir: &Path) -> Spawned {
+        let child = kes_command(dir, &["server", "--config", "config.yml", "--no-mlock"], &[])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        Spawned(child)
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Runs `cmd` to completion: (exit code, stdout, stderr).
 pub fn output(cmd: &mut std::process::Command) -> (i32, String, String) {
     let o = cmd.output().unwrap();

@@ -81,7 +81,7 @@ fn store_new_key(
         );
         ApiError::KeyStore(StoreOp::Create)
     })?;
-    match ctx.state.keys.store().create(name, value.as_bytes(), ctx.deadline) {
+    match ctx.state.keys.create(name, value.as_bytes(), ctx.deadline) {
         Ok(()) => {
             *ctx.audit_message.borrow_mut() = Some(format!("secret key '{name}' created"));
             Ok(())
