@@ -74,7 +74,7 @@
 //! | `auth` | identities (key hashes and `ca:…/dns:…` attributes), API keys, policies, the `Authorized` proof, minimal X.509 facts |
 //! | `crypto` | secret types, stored-key codecs F0–F4, ciphertext formats, AEAD, HChaCha20, legacy PEM; a key's versions (`VersionedKey`) |
 //! | `keystore` | the `KeyStore` trait (a key is versions, the first being upstream's key); `mem`, `fs`, `azure`; the single-flight key cache (generic over the parsed value, owning deletes and version writes) and its sealed copy on disk (`cache.persist`) |
-//! | `obs` | log levels, audit trail (and the hash-chained audit file, `obs::audit_file`), error log, stream fan-out, Prometheus text, process figures |
+//! | `obs` | log levels, audit trail (the hash-chained audit file, `obs::audit_file`; stdout lines batched by one writer thread, `obs::batch`), error log, stream fan-out, Prometheus text, process figures |
 //! | `gojson`, `gotime`, `der`, `names` | leaf helpers: Go's JSON and time/duration text, a minimal DER walker, the name rule of keys, policies and identities |
 //! | `sys` | mlockall, prctl, rlimits, the seccomp filters, sd_notify, the allocator that wipes freed memory |
 //!

@@ -32,6 +32,17 @@ impl Ca {
         Ca { cert, issuer: rcgen::Issuer::new(params, key) }
     }
 
+    /// A CA:FALSE certificate of `name` under this CA whose key signs as if it were a CA:
+    /// what an attacker holding an ordinary client certificate can make.
+    fn leaf_as_issuer(&self, name: &str) -> Ca {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = ca_params(name);
+        params.is_ca = rcgen::IsCa::ExplicitNoCa;
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Ca { cert, issuer: rcgen::Issuer::new(params, key) }
+    }
+
     /// `kes identity of --ca`'s hash of this CA.
     fn hash(&self) -> String {
         kes::auth::attr::ca_hash(self.cert.der())
@@ -417,5 +428,54 @@ fn malformed_attribute_entries_are_refused_with_the_reason() {
         format!(
             "Error: config.yml: admin.identity: 'ca:{h}/cn:root' is an attribute identity; the admin identity must be a public-key hash (kes identity of <certificate>)"
         )
+    );
+}
+
+/// The attacker holds an ordinary client certificate from the trusted CA (for its own
+/// name) and wants the policy of `minio.example.com`.
+#[test]
+fn forged_chains_prove_nothing() {
+    let pki = Pki::new();
+    let bin = pki.verifying_server(&pki.policies());
+    let own = pki.a.leaf_as_issuer("attacker.example.com");
+    let victim = pki.a.issue("minio", vec![dns("minio.example.com")], &[]);
+
+    // 1. It signs a certificate for the victim's name with its own key and presents it
+    //    with its real certificate as the "intermediate": no verified path, refused at
+    //    the handshake (in TLS 1.3 the refusal arrives with the first read).
+    let forged = own.issue("minio", vec![dns("minio.example.com")], &[&own]);
+    let mut c = connect(&bin, &forged);
+    let sent = c.send_raw(b"PUT /v1/key/create/app-1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(sent.is_err() || c.read_reply().is_err(), "a forged chain was served");
+
+    // 2. It presents its own real certificate followed by the victim's public one: the
+    //    names come from the first certificate only, and two client certificates are
+    //    refused as upstream refuses them.
+    let own_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.is_ca = rcgen::IsCa::ExplicitNoCa;
+    p.subject_alt_names = vec![dns("attacker.example.com")];
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let own_cert = p.signed_by(&own_key, &pki.a.issuer).unwrap();
+    let mixed = Leaf {
+        chain: vec![own_cert.der().clone(), victim.chain[0].clone()],
+        key: PrivateKeyDer::try_from(own_key.serialize_der()).unwrap(),
+        identity: String::new(),
+        pem: String::new(),
+        key_pem: String::new(),
+    };
+    let mut c = connect(&bin, &mixed);
+    let r = c.request("PUT", "/v1/key/create/app-1", None);
+    assert_eq!(
+        (r.status, r.message()),
+        (400, "tls: received more than one client certificate".to_string())
+    );
+    let mut alone = mixed;
+    alone.chain.truncate(1);
+    let mut c = connect(&bin, &alone);
+    assert_eq!(status(&mut c, "PUT", "/v1/key/create/app-1"), (DENIED.0, DENIED.1.into()));
+    assert_eq!(
+        bin.client(Some(&bin.admin)).get("/v1/key/describe/app-1").message(),
+        "key does not exist"
     );
 }

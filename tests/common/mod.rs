@@ -643,15 +643,27 @@ pub struct PackagedServer {
 impl PackagedServer {
     /// Starts `bin` with extra `kes server` flags and waits for its banner.
     pub fn start(bin: &str, tag: &str, flags: &[&str]) -> PackagedServer {
+        Self::start_config(bin, tag, flags, client_id(), "", "")
+    }
+
+    /// As [`PackagedServer::start`], with `admin`, `tls_extra` under `tls:` and `extra` at
+    /// the top level of the config.
+    pub fn start_config(
+        bin: &str,
+        tag: &str,
+        flags: &[&str],
+        admin: ClientId,
+        tls_extra: &str,
+        extra: &str,
+    ) -> PackagedServer {
         use std::io::BufRead;
         let dir = TempDir::new(tag);
         let (cert, key, server_cert) = server_cert(dir.path());
-        let admin = client_id();
         let cfg = dir.join("config.yml");
         std::fs::write(
             &cfg,
             format!(
-                "address: 127.0.0.1:0\nadmin:\n  identity: {}\ntls:\n  key: {}\n  cert: {}\nlog:\n  audit: off\nkeystore:\n  fs:\n    path: {}\n",
+                "address: 127.0.0.1:0\nadmin:\n  identity: {}\ntls:\n  key: {}\n  cert: {}\n{tls_extra}log:\n  audit: off\nkeystore:\n  fs:\n    path: {}\n{extra}",
                 admin.identity,
                 key.display(),
                 cert.display(),

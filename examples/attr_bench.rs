@@ -1,0 +1,101 @@
+//! What attribute identities cost: new mTLS connections per second (handshake + one
+//! `GET /v1/status`) against two servers of the same binary, both with `tls.auth: on` and
+//! the same `tls.ca`; one names the client by its key hash, the other by
+//! `ca:<hash>/dns:bench.example.com` (so it verifies the chain once more per connection).
+//! Rounds alternate between the two servers; the ratio is what matters on a shared machine.
+//!
+//!     cargo build --release
+//!     cargo run --release --example attr_bench -- target/release/kes [CONNECTIONS_PER_ROUND] [ROUNDS]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{Client, ClientId, PackagedServer, TempDir};
+use rustls_pki_types::PrivateKeyDer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let bin = args.get(1).cloned().unwrap_or_else(|| "target/release/kes".into());
+    let per_round: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(300);
+    let rounds: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(5);
+
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca_params = rcgen::CertificateParams::default();
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "bench CA");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf = |name: &str| -> ClientId {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let mut p = rcgen::CertificateParams::default();
+        p.is_ca = rcgen::IsCa::ExplicitNoCa;
+        p.subject_alt_names = vec![rcgen::SanType::DnsName(name.try_into().unwrap())];
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        ClientId {
+            identity: kes::auth::Identity::from_cert_der(cert.der()).unwrap().to_string(),
+            cert: cert.der().clone(),
+            key: PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    };
+    let client = leaf("bench.example.com");
+    let dir = TempDir::new("attr-bench");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let tls = format!("  auth: on\n  ca: {}\n", dir.join("ca.pem").display());
+    let policy = |who: &str| {
+        format!("policy:\n  p:\n    allow: [/v1/status]\n    identities: [\"{who}\"]\n")
+    };
+    let hash = kes::auth::attr::ca_hash(ca.der());
+    let start = |policy: &str| {
+        let admin = leaf("admin.example.com");
+        PackagedServer::start_config(&bin, "attr-bench", &["--no-mlock"], admin, &tls, policy)
+    };
+    let servers = [
+        ("key hash", start(&policy(&client.identity))),
+        ("ca:/dns:", start(&policy(&format!("ca:{hash}/dns:bench.example.com")))),
+    ];
+    let addr = |s: &PackagedServer| SocketAddr::from(([127, 0, 0, 1], s.port));
+    let cfg = |bin: &PackagedServer| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(bin.server_cert.clone()).unwrap();
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![client.cert.clone()], client.key.clone_key())
+            .unwrap(),
+        )
+    };
+    let configs = [cfg(&servers[0].1), cfg(&servers[1].1)];
+    let mut rates = [Vec::new(), Vec::new()];
+    for round in 0..=rounds {
+        for (i, (_, bin)) in servers.iter().enumerate() {
+            let started = Instant::now();
+            for _ in 0..per_round {
+                let mut c = Client::with_config(addr(bin), configs[i].clone());
+                assert_eq!(c.get("/v1/status").status, 200);
+            }
+            // Round 0 warms both servers up and is not counted.
+            if round > 0 {
+                rates[i].push(per_round as f64 / started.elapsed().as_secs_f64());
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (a, b) = (median(&mut rates[0]), median(&mut rates[1]));
+    for ((name, _), r) in servers.iter().zip([a, b]) {
+        println!("{name:<9} {r:>8.0} connections/s (median of {rounds} rounds of {per_round})");
+    }
+    println!("ratio ca:/dns: / key hash = {:.3}", b / a);
+}
