@@ -682,7 +682,7 @@ impl PackagedServer {
         let (mut port, mut mlock) = (0u16, false);
         for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
             let line = line.unwrap();
-            mlock |= line.starts_with("MLock");
+            mlock |= line.starts_with("MLock") && line.contains("enabled");
             if let Some(p) = line.split("https://127.0.0.1:").nth(1) {
                 port = p.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(0);
             }
