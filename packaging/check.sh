@@ -124,7 +124,7 @@ EOF
             # (some kernels honour file caps even under no_new_privs).
             inroot setcap -r /usr/bin/kes 2>/dev/null
             log=$base/server-unit.log
-            chroot "$m" env NOTIFY_SOCKET=$sock GLIBC_TUNABLES=glibc.pthread.stack_cache_size=0 RUST_MIN_STACK=262144 \
+            chroot "$m" env NOTIFY_SOCKET=$sock GLIBC_TUNABLES=glibc.pthread.stack_cache_size=0:glibc.malloc.tcache_count=0 RUST_MIN_STACK=262144 \
                 prlimit --core=0:0 \
                 setpriv --reuid=kes --regid=kes --init-groups --no-new-privs \
                 --inh-caps=-all,+ipc_lock --ambient-caps=-all,+ipc_lock --bounding-set=-all,+ipc_lock \
@@ -350,7 +350,7 @@ for line in 'Type=notify' 'NotifyAccess=main' 'User=kes' 'Group=kes' \
     'UMask=0077'; do
     check "unit: $line" grep -qxF "$line" "$unit"
 done
-check "unit: Environment has no glibc stack cache" grep -Eq '^Environment=.*\bGLIBC_TUNABLES=glibc\.pthread\.stack_cache_size=0\b' "$unit"
+check "unit: Environment has no glibc stack cache nor tcache" grep -Eq '^Environment=.*\bGLIBC_TUNABLES=glibc\.pthread\.stack_cache_size=0:glibc\.malloc\.tcache_count=0\b' "$unit"
 check "unit: the seccomp allow line comes after every deny line" \
     bash -c "test \$(grep -n '^SystemCallFilter=seccomp' '$unit' | cut -d: -f1) -gt \$(grep -n '^SystemCallFilter=~' '$unit' | tail -n1 | cut -d: -f1)"
 if command -v systemd-analyze >/dev/null; then

@@ -605,6 +605,73 @@ fn connection_stacks_are_given_back_when_connections_end() {
     eprintln!("RSS idle {idle} KiB, after {N} connections came and went {after} KiB");
 }
 
+/// The heap follows use: after bursts of concurrent connections (each a TLS handshake and a
+/// `generate`) have come and gone, the packaged server's heap is back near its idle size.
+/// glibc shrinks its heap only from the top, and under mlockall the kernel refuses to
+/// discard the free pages below it, so one live block high in the heap keeps the whole
+/// burst's memory resident and locked. With glibc's per-thread cache of freed blocks on
+/// (what the unit's `glibc.malloc.tcache_count=0` turns off), the threads that outlive
+/// the burst (accept, signal, cache) held such blocks: the heap stayed at its high-water
+/// mark. Measured as `VmData` (the heap and every other private writable mapping; the
+/// ended threads' stacks are unmapped, as the unit keeps no stack cache), read once the
+/// server is back to its idle thread count: bounded by counts, not time.
+#[test]
+fn the_heap_shrinks_back_after_a_burst_of_connections() {
+    const N: usize = 200;
+    const ROUNDS: usize = 3;
+    /// What the bursts may leave behind: blocks freed below a live one and the few
+    /// long-lived allocations a burst makes (the admission registry's tables). The burst
+    /// itself grows the heap by tens of MiB.
+    const LEFT_BEHIND_KIB: u64 = 6 << 10;
+    let dir = TempDir::new("heap");
+    let admin = client_id();
+    let cfg = write_config(&dir, &admin.identity, "");
+    let mut cmd = Command::new(KES);
+    cmd.args(["server", "--config", cfg.to_str().unwrap()])
+        .env("GLIBC_TUNABLES", common::unit_glibc_tunables());
+    let srv = Running::start_cmd(cmd);
+    let pid = srv.child.id();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", srv.port).parse().unwrap();
+    let pem = std::fs::read(dir.join("server.crt")).unwrap();
+    let cert = kes::server::tls::parse_certificates(&pem).unwrap().remove(0);
+    let mut c = common::Client::connect(addr, &cert, Some(&admin));
+    assert_eq!(c.request("POST", "/v1/key/create/k", None).status, 200);
+    assert_eq!(c.post("/v1/key/generate/k", "{}").status, 200);
+    drop(c);
+    let threads = |pid| common::proc_status(pid, "Threads:");
+    let settle = |want: u64| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while threads(pid) > want && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(threads(pid), want, "connection threads did not end");
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_threads = threads(pid);
+    settle(idle_threads);
+    let idle = common::proc_status(pid, "VmData:");
+    let mut peak = idle;
+    for _ in 0..ROUNDS {
+        let mut conns = Vec::with_capacity(N);
+        for _ in 0..N {
+            let mut c = common::Client::connect(addr, &cert, Some(&admin));
+            let g = c.post("/v1/key/generate/k", "{}");
+            assert_eq!(g.status, 200, "{}", g.text());
+            conns.push(c);
+        }
+        assert!(threads(pid) >= idle_threads + N as u64, "{} threads", threads(pid));
+        peak = peak.max(common::proc_status(pid, "VmData:"));
+        drop(conns);
+        settle(idle_threads);
+    }
+    let after = common::proc_status(pid, "VmData:");
+    eprintln!("VmData idle {idle} KiB, peak {peak} KiB, after {ROUNDS} bursts of {N} {after} KiB");
+    assert!(
+        after <= idle + LEFT_BEHIND_KIB,
+        "VmData {after} KiB after {ROUNDS} bursts of {N} connections, idle {idle} KiB, peak {peak} KiB"
+    );
+}
+
 /// No TLS session resumption, in either TLS version: a client that caches sessions (rustls's
 /// default) gets a full handshake on its second connection too, so every connection
 /// proves possession of its key, and no server-side session cache is filled by whoever

@@ -627,8 +627,19 @@ impl Drop for Binary {
     }
 }
 
+/// The `GLIBC_TUNABLES` the packaged unit (systemd/kes.service) starts the server with,
+/// read from the unit itself so that what the examples measure is what is shipped.
+pub fn unit_glibc_tunables() -> &'static str {
+    include_str!("../../systemd/kes.service")
+        .lines()
+        .filter_map(|l| l.strip_prefix("Environment="))
+        .flat_map(str::split_whitespace)
+        .find_map(|kv| kv.strip_prefix("GLIBC_TUNABLES="))
+        .expect("systemd/kes.service sets GLIBC_TUNABLES")
+}
+
 /// A real `kes` binary on an `fs` store with [`client_id`] as admin, started as the packaged
-/// unit runs it (`MALLOC_ARENA_MAX=2`, audit off): what the memory and attack examples
+/// unit runs it (its `GLIBC_TUNABLES`, audit off): what the memory and attack examples
 /// measure. Killed on drop.
 pub struct PackagedServer {
     pub child: std::process::Child,
@@ -674,7 +685,7 @@ impl PackagedServer {
         let mut child = std::process::Command::new(bin)
             .args(["server", "--config", cfg.to_str().unwrap()])
             .args(flags)
-            .env("GLIBC_TUNABLES", "glibc.pthread.stack_cache_size=0")
+            .env("GLIBC_TUNABLES", unit_glibc_tunables())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
