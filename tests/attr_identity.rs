@@ -350,6 +350,24 @@ fn the_dry_run_names_the_attribute_entry_that_decided() {
         "path": "/v1/status",
     });
     assert_eq!(admin.post("/v1/policy/check", &body.to_string()).status, 400);
+
+    // A config whose tls.ca cannot be read is an error, as it is for the server, not a
+    // dry-run that quietly decides without trust anchors.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let broken = bin.dir.join("broken.yml");
+    let missing = bin.dir.join("missing-ca.pem");
+    std::fs::write(&broken, text.replace(&pki.ca_file(), &missing.display().to_string())).unwrap();
+    let broken = broken.display().to_string();
+    let args = ["policy", "check", "--config", &broken, &leaf_path, "PUT", "/v1/key/create/app-1"];
+    let (code, out, err) = kes_in(bin.dir.path(), &args, &[]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "Error: tls.ca: cannot read '{}': No such file or directory (os error 2)\n",
+            missing.display()
+        )
+    );
 }
 
 #[test]

@@ -147,7 +147,10 @@ fn a_cold_key_with_one_version_costs_one_round_trip() {
     assert_eq!(get_str(&s, "cold").unwrap(), "v");
     let took = t.elapsed();
     assert_eq!((v.count(Op::Versions), v.count(Op::Get), v.count(Op::Token)), (1, 1, 0));
-    assert!(took >= Duration::from_millis(150) && took < Duration::from_millis(290), "{took:?}");
+    // One round trip: the two requests were inside the vault's latency at the same time
+    // (counted by the fake, not timed, so a loaded machine cannot fail it).
+    assert_eq!(v.most_concurrent(), 2, "versions and get overlapped");
+    assert!(took >= Duration::from_millis(150), "{took:?}");
 }
 
 #[test]
@@ -433,7 +436,13 @@ fn create_right_after_delete_waits_out_the_deletion_window() {
     // attempt purged it. Either way the delete stops at ten attempts and succeeds.
     let purges = v.count(Op::Purge);
     assert!((1..=10).contains(&purges), "{purges} purge attempts");
-    assert_eq!(v.is_deleted("k"), purges == 10, "{purges} purge attempts");
+    // Still soft-deleted only after all ten attempts; fewer attempts mean one purged it
+    // (the tenth may also be the one that purged, when the window just closed).
+    if v.is_deleted("k") {
+        assert_eq!(purges, 10, "gave up early while still deleted");
+    } else {
+        assert_eq!(v.count(Op::Delete), 1);
+    }
     // Create: 409 → purge retried until the window ends → set.
     s.create("k", b"two", soon()).unwrap();
     assert_eq!(v.values("k"), vec!["two"]);

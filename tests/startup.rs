@@ -588,11 +588,15 @@ fn connection_stacks_are_given_back_when_connections_end() {
     };
     settle(idle_threads);
     let idle = common::proc_status(pid, "VmRSS:");
-    let mut conns: Vec<common::Client> =
-        (0..N).map(|_| common::Client::connect(addr, &cert, Some(&admin))).collect();
-    for c in &mut conns {
+    // Each connection is used as soon as it is opened: the handshake deadline counts from
+    // accept, so opening all of them first would let the last ones time out on a loaded
+    // machine before their first request.
+    let mut conns: Vec<common::Client> = Vec::with_capacity(N);
+    for _ in 0..N {
+        let mut c = common::Client::connect(addr, &cert, Some(&admin));
         let g = c.post("/v1/key/generate/k", "{}");
         assert_eq!(g.status, 200, "{}", g.text());
+        conns.push(c);
     }
     assert!(threads(pid) >= idle_threads + N as u64, "{} threads", threads(pid));
     drop(conns);

@@ -225,6 +225,11 @@ fn check(args: Vec<OsString>) -> CmdResult {
             use crate::api::handlers::policy::{chain_facts, claimed_facts};
             let cfg = crate::config::load(std::path::Path::new(&file))
                 .map_err(|e| Fail::Error(e.to_string()))?;
+            // The server refuses to start when tls.ca cannot be read; a dry-run on the
+            // same file must not quietly decide as if it had no trust anchors.
+            if let Some(ca) = cfg.tls.ca.as_deref().filter(|_| cfg.tls.verify_client_chain) {
+                crate::server::tls::load_ca(ca).map_err(Fail::Error)?;
+            }
             let (policies, routes) = crate::server::authorization(&cfg);
             let facts = match &pem {
                 Some(pem) => chain_facts(&policies, identity.as_str(), pem).unwrap_or_default(),

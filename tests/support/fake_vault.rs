@@ -313,6 +313,10 @@ struct Shared {
     state: Mutex<State>,
     stop: AtomicBool,
     active: AtomicUsize,
+    /// Requests inside their configured latency right now, and the most seen at once since
+    /// the last `reset_counts` (proves requests overlap without timing the client).
+    waiting: AtomicUsize,
+    most_waiting: AtomicUsize,
     /// Clones of live connections (by id), shut down when the fake is dropped.
     conns: Mutex<HashMap<usize, TcpStream>>,
     next_conn: AtomicUsize,
@@ -387,6 +391,8 @@ impl FakeVault {
             }),
             stop: AtomicBool::new(false),
             active: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            most_waiting: AtomicUsize::new(0),
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicUsize::new(0),
         });
@@ -527,7 +533,14 @@ impl FakeVault {
         self.shared.lock().counts.iter().map(|(k, v)| (*k, *v)).collect()
     }
 
+    /// The most requests that were inside their latency at the same time since the last
+    /// [`FakeVault::reset_counts`]: 2 means two requests overlapped on the wire.
+    pub fn most_concurrent(&self) -> usize {
+        self.shared.most_waiting.load(Ordering::SeqCst)
+    }
+
     pub fn reset_counts(&self) {
+        self.shared.most_waiting.store(0, Ordering::SeqCst);
         let mut st = self.shared.lock();
         st.counts.clear();
         st.log.clear();
@@ -1063,7 +1076,10 @@ fn handle(shared: &Shared, req: &Req, is_tls: bool) -> Action {
         (fault, latency)
     };
     if op != Op::Control && !latency.is_zero() {
+        let now = shared.waiting.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.most_waiting.fetch_max(now, Ordering::SeqCst);
         thread::sleep(latency);
+        shared.waiting.fetch_sub(1, Ordering::SeqCst);
     }
     let host = req.header("host").unwrap_or("127.0.0.1").to_string();
     let base = format!("https://{host}");
