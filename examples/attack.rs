@@ -204,6 +204,9 @@ fn healthy(t: Arc<Target>, stop: Arc<AtomicBool>, out: Arc<Mutex<(Vec<Duration>,
         let result = (|| -> std::io::Result<u16> {
             if conn.is_none() {
                 let sock = connect_from([127, 0, 0, 1], t.addr)?;
+                // As Go's clients (MinIO, kms-go) do by default: without it, Nagle holds
+                // the request behind the handshake's last flight for a delayed ACK (~40 ms).
+                sock.set_nodelay(true)?;
                 conn = Some(Client::from_parts(rustls::StreamOwned::new(tls_client(&t), sock)));
             }
             let c = conn.as_mut().unwrap();
