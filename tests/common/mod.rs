@@ -123,6 +123,32 @@ pub fn client_id() -> ClientId {
     }
 }
 
+/// Writes `dir/config.yml` for a server on 127.0.0.1:0 with a fresh server certificate,
+/// `admin`, and an `fs` key store in `dir/keys`; `tls_extra` goes inside `tls:`, `sections`
+/// before `keystore:`, `extra` after it. Returns the file and the server certificate.
+pub fn write_fs_config(
+    dir: &Path,
+    admin: &ClientId,
+    tls_extra: &str,
+    sections: &str,
+    extra: &str,
+) -> (PathBuf, CertificateDer<'static>) {
+    let (cert, key, server_cert) = server_cert(dir);
+    let cfg = dir.join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "address: 127.0.0.1:0\nadmin:\n  identity: {}\ntls:\n  key: {}\n  cert: {}\n{tls_extra}{sections}keystore:\n  fs:\n    path: {}\n{extra}",
+            admin.identity,
+            key.display(),
+            cert.display(),
+            dir.join("keys").display(),
+        ),
+    )
+    .unwrap();
+    (cfg, server_cert)
+}
+
 /// Writes a server certificate (SANs 127.0.0.1, localhost) and key into `dir`.
 pub fn server_cert(dir: &Path) -> (PathBuf, PathBuf, CertificateDer<'static>) {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
@@ -554,19 +580,7 @@ impl Binary {
     fn start_full(admin: ClientId, tls_extra: &str, extra: &str, flags: &[&str]) -> Binary {
         use std::io::BufRead;
         let dir = TempDir::new("bin");
-        let (cert, key, server_cert) = server_cert(dir.path());
-        let cfg = dir.join("config.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "address: 127.0.0.1:0\nadmin:\n  identity: {}\ntls:\n  key: {}\n  cert: {}\n{tls_extra}keystore:\n  fs:\n    path: {}\n{extra}",
-                admin.identity,
-                key.display(),
-                cert.display(),
-                dir.join("keys").display(),
-            ),
-        )
-        .unwrap();
+        let (cfg, server_cert) = write_fs_config(dir.path(), &admin, tls_extra, "", extra);
         let mut child = kes_command(
             dir.path(),
             &["server", "--config", cfg.to_str().unwrap(), "--no-mlock"],
@@ -669,19 +683,8 @@ impl PackagedServer {
     ) -> PackagedServer {
         use std::io::BufRead;
         let dir = TempDir::new(tag);
-        let (cert, key, server_cert) = server_cert(dir.path());
-        let cfg = dir.join("config.yml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "address: 127.0.0.1:0\nadmin:\n  identity: {}\ntls:\n  key: {}\n  cert: {}\n{tls_extra}log:\n  audit: off\nkeystore:\n  fs:\n    path: {}\n{extra}",
-                admin.identity,
-                key.display(),
-                cert.display(),
-                dir.join("keys").display()
-            ),
-        )
-        .unwrap();
+        let (cfg, server_cert) =
+            write_fs_config(dir.path(), &admin, tls_extra, "log:\n  audit: off\n", extra);
         let mut child = std::process::Command::new(bin)
             .args(["server", "--config", cfg.to_str().unwrap()])
             .args(flags)
