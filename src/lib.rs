@@ -44,7 +44,8 @@
 //! 1. `server` accepts and admits (`server::admission`): at the connection cap the least
 //!    productive connection (handshaking, waiting for a head, idle; never one whose request
 //!    is being handled) is evicted, within a fair share per source address. A named thread
-//!    with a small explicit stack takes the connection.
+//!    with a small explicit stack takes the connection; when it ends, `server::reaper`
+//!    joins it, so that glibc frees its stack and TLS block at once.
 //! 2. The thread completes the rustls handshake under an absolute deadline (every phase
 //!    has one: handshake, head, body, response write) and derives the client
 //!    [`auth::Identity`] (lowercase hex SHA-256 of the leaf certificate's SPKI).
@@ -76,7 +77,7 @@
 //! | `keystore` | the `KeyStore` trait (a key is versions, the first being upstream's key); `mem`, `fs`, `azure`; the single-flight key cache (generic over the parsed value, owning deletes and version writes) and its sealed copy on disk (`cache.persist`) |
 //! | `obs` | log levels, audit trail (the hash-chained audit file, `obs::audit_file`; stdout lines batched by one writer thread, `obs::batch`), error log, stream fan-out, Prometheus text, process figures |
 //! | `gojson`, `gotime`, `goroots`, `der`, `names` | leaf helpers: Go's JSON and time/duration text, Go's trusted roots (`SSL_CERT_FILE`/`SSL_CERT_DIR`), a minimal DER walker, the name rule of keys, policies and identities |
-//! | `sys` | mlockall, prctl, rlimits, the seccomp filters, sd_notify, the allocator that wipes freed memory |
+//! | `sys` | mlockall, prctl, rlimits, the seccomp filters, sd_notify, the allocator that wipes freed memory, glibc's allocator settings and the re-exec that applies its tunables (`sys::tunables`) |
 //!
 //! ## Invariants
 //!

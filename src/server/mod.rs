@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod check;
 pub mod conn;
+pub mod reaper;
 pub mod tls;
 
 use crate::api::{self, BuildInfo, State};
@@ -609,10 +610,12 @@ pub fn start(opts: Options) -> Result<Server, StartError> {
         stopping: AtomicBool::new(false),
     });
     let accept_shared = shared.clone();
+    let reaper = reaper::Reaper::start(opts.max_connections.max(1) + admission::EVICTION_SLACK)
+        .map_err(|e| StartError(format!("cannot start the thread reaper: {e}")))?;
     let accept = std::thread::Builder::new()
         .name("kes-accept".into())
         .stack_size(CONN_STACK_SIZE)
-        .spawn(move || accept_loop(listener, accept_shared))
+        .spawn(move || accept_loop(listener, accept_shared, reaper))
         .map_err(|e| StartError(format!("cannot start the accept thread: {e}")))?;
     let rotation = match &inputs.config {
         Some(path) => {
@@ -703,7 +706,7 @@ impl AdmissionLog {
     }
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>, reaper: Arc<reaper::Reaper>) {
     let mut log = AdmissionLog::default();
     for stream in listener.incoming() {
         if shared.stopping.load(Ordering::Acquire) {
@@ -736,21 +739,25 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         counters.accepted.fetch_add(1, Ordering::Relaxed);
         counters.open.store(shared.registry.open() as u64, Ordering::Relaxed);
         let guard = SlotGuard(shared.clone(), slot);
+        let done = reaper.done_guard();
         let spawned = std::thread::Builder::new()
             .name("kes-conn".into())
             .stack_size(CONN_STACK_SIZE)
             .spawn(move || {
+                let _done = done.arm();
                 let guard = guard;
                 conn::serve(&guard.1, &guard.0, accepted);
                 sys::wipe::release_stack(CONN_STACK_SIZE);
             });
-        if let Err(e) = spawned {
-            shared
+        match spawned {
+            Ok(handle) => reaper.track(handle),
+            Err(e) => shared
                 .state()
                 .obs
-                .log(Level::ERROR, &format!("http: cannot start a connection thread: {e}"));
+                .log(Level::ERROR, &format!("http: cannot start a connection thread: {e}")),
         }
     }
+    reaper.stop();
 }
 
 impl Server {
