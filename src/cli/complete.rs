@@ -24,6 +24,7 @@ const TABLE: &[(&str, &[&str])] = &[
             "--mlock",
             "--no-mlock",
             "--no-seccomp",
+            "--no-reexec",
             "--max-connections",
             "--log-format",
             "--signal-reload",

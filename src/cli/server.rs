@@ -5,6 +5,7 @@ use super::{CmdResult, Fail, err, out};
 use crate::obs::Level;
 use crate::server::{self, Options};
 use crate::sys::MlockPolicy;
+use crate::sys::tunables::Plan;
 use lexopt::prelude::*;
 use nix::sys::signal::{SigSet, Signal};
 use std::io::IsTerminal;
@@ -23,6 +24,9 @@ Options:
     --mlock                  Fail unless all memory can be locked (no swapping).
     --no-mlock               Do not lock memory, even when permitted.
     --no-seccomp             Do not confine system calls (for debugging only).
+    --no-reexec              Do not restart with the glibc tunables the server needs
+                             (GLIBC_TUNABLES, see the README); the environment stays
+                             as it is.
     --max-connections <N>    Serve at most N connections (default 1024); at the cap, idle
                              and slow ones are evicted for newcomers.
     --log-format <FMT>       'text' or 'json' (default: json unless stdout is a terminal).
@@ -57,6 +61,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> CmdResult {
     let mut signal_reload: Option<i32> = None;
     let mut check = false;
     let mut probe = false;
+    let mut reexec = true;
     while let Some(arg) = parser.next()? {
         match arg {
             Long("config") => opts.config = Some(parser.value()?.into()),
@@ -65,6 +70,7 @@ pub fn run(args: Vec<std::ffi::OsString>) -> CmdResult {
             Long("mlock") => mlock_flag = true,
             Long("no-mlock") => no_mlock = true,
             Long("no-seccomp") => opts.seccomp = false,
+            Long("no-reexec") => reexec = false,
             Long("check") => check = true,
             Long("keystore") => probe = true,
             Long("max-connections") => {
@@ -142,6 +148,9 @@ pub fn run(args: Vec<std::ffi::OsString>) -> CmdResult {
             )));
         }
     };
+    if reexec {
+        glibc_tunables()?;
+    }
     opts.audit_out = Some(stdio(std::io::stdout()));
     opts.audit_batched = true;
     opts.error_out = Some(stdio(std::io::stderr()));
@@ -173,6 +182,27 @@ pub fn run(args: Vec<std::ffi::OsString>) -> CmdResult {
                 return Ok(());
             }
             Err(e) => return Err(Fail::Error(format!("waiting for signals failed: {e}"))),
+        }
+    }
+}
+
+/// Restarts the process with the glibc tunables the server needs when its environment
+/// lacks them (`sys::tunables`): before any thread, lock or filter. Says so in one line on
+/// stdout, before the banner; in glibc's secure mode, where they would be ignored, warns
+/// with the fix instead. A failed re-exec is a warning too: the server still starts.
+fn glibc_tunables() -> CmdResult {
+    match crate::sys::tunables::plan() {
+        Plan::Ready => Ok(()),
+        Plan::Ignored(warning) => out(&format!("WARNING: {warning}\n")),
+        Plan::Reexec(tunables) => {
+            let tunables_text = tunables.to_string_lossy();
+            out(&format!(
+                "Restarting with GLIBC_TUNABLES={tunables_text} so that memory comes back after bursts of connections (--no-reexec: keep the environment as it is)\n"
+            ))?;
+            let e = crate::sys::tunables::reexec(&tunables);
+            out(&format!(
+                "WARNING: cannot restart with the glibc tunables: {e}; memory taken by bursts of connections may stay with the server. Set GLIBC_TUNABLES={tunables_text} yourself\n"
+            ))
         }
     }
 }

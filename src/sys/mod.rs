@@ -2,10 +2,11 @@
 //! material never reaches swap, make the process non-dumpable (no core files, no ptrace
 //! by other users), then confine the system calls every thread may make (seccomp). Also
 //! the allocator that wipes freed memory ([`wipe`]). The only module that may use `unsafe`:
-//! the allocator, the stack release and `mallopt` ([`wipe`], [`one_heap`]), and raw system
-//! calls in the seccomp tests.
+//! the allocator, the stack release, `mallopt` and `getauxval` ([`wipe`], [`tunables`]),
+//! and raw system calls in the seccomp tests.
 
 pub mod seccomp;
+pub mod tunables;
 #[allow(unsafe_code)]
 pub mod wipe;
 
@@ -81,9 +82,11 @@ pub fn mlock_obstacle() -> Option<String> {
     }
 }
 
-/// The fix to print when `--mlock` cannot be honoured.
-pub const MLOCK_FIX: &str = "grant the capability with 'sudo setcap cap_ipc_lock=+ep $(readlink -f $(which kes))', \
-or run under systemd with AmbientCapabilities=CAP_IPC_LOCK and LimitMEMLOCK=infinity";
+/// The fix to print when `--mlock` cannot be honoured. Not a file capability (`setcap`): it
+/// puts the binary in glibc's secure mode, where the server's glibc tunables are ignored
+/// ([`tunables`]).
+pub const MLOCK_FIX: &str = "run it under systemd with AmbientCapabilities=CAP_IPC_LOCK and LimitMEMLOCK=infinity (the packaged unit), \
+as root, or with an unlimited memlock limit (e.g. 'sudo prlimit --memlock=unlimited --pid $$' before starting it from that shell)";
 
 /// Locks every page of the process, now and in the future, *as it is touched*
 /// (`MCL_ONFAULT`, Linux >= 4.4): nothing that was ever resident can be swapped out, yet an
@@ -100,23 +103,17 @@ fn lock_all() -> nix::Result<()> {
     Ok(())
 }
 
-/// Puts every thread's allocations in glibc's main heap (`M_ARENA_MAX` 1) unless the
-/// environment chose (`MALLOC_ARENA_MAX`). Under `mlockall` the kernel refuses to discard
-/// locked pages, so a secondary arena (an mmap'd heap that glibc shrinks with
-/// `MADV_DONTNEED`) keeps the high-water mark of a burst of connections resident and
-/// locked for ever; the main heap shrinks with `brk`, which the lock does not stop. Runs
-/// before the server's first thread (glibc gives each new thread a new arena up to the
-/// limit); later calls change nothing. A no-op on other C libraries.
-#[allow(unsafe_code)]
+/// Sets the allocator up so that the heap follows use ([`tunables::heap_settings`]): every
+/// thread's allocations in glibc's main heap (`M_ARENA_MAX` 1) unless the environment
+/// chose (`MALLOC_ARENA_MAX`). Under `mlockall` the kernel refuses to discard locked pages,
+/// so a secondary arena (an mmap'd heap that glibc shrinks with `MADV_DONTNEED`) keeps the
+/// high-water mark of a burst of connections resident and locked for ever; the main heap
+/// shrinks with `brk`, which the lock does not stop. Runs before the server's first thread
+/// (glibc gives each new thread a new arena up to the limit); later calls change nothing.
+/// A no-op on other C libraries.
 pub fn one_heap() {
-    #[cfg(target_env = "gnu")]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        static ONCE: std::sync::Once = std::sync::Once::new();
-        // SAFETY: mallopt sets a glibc allocator parameter; it takes the allocator's lock.
-        ONCE.call_once(|| unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
-        });
-    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(tunables::heap_settings);
 }
 
 /// Hardens the process. Runs once, before the first accept: mlockall, non-dumpable, no
