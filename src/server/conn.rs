@@ -217,9 +217,9 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
         note_flaws(shared, first.as_ref(), id, peer_ip);
     }
     // Attribute identities: what the chain proves against `tls.ca`, once per connection
-    // (empty unless a policy names one).
+    // (empty unless a policy names one; a chain verified before comes from the cache).
     let facts = match cert {
-        ClientCert::One(_) => shared.state().policies.facts_of(chain, UnixTime::now()),
+        ClientCert::One(_) => shared.state().policies.facts_of_connection(chain, UnixTime::now()),
         _ => ChainFacts::default(),
     };
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
@@ -554,7 +554,8 @@ fn read_body(
     deadline: Instant,
 ) -> std::io::Result<(ReadBody, bool)> {
     match framing {
-        BodyFraming::None => Ok((ReadBody::InBuf(0), true)),
+        // `UntilClose` frames responses only; a request never has it.
+        BodyFraming::None | BodyFraming::UntilClose => Ok((ReadBody::InBuf(0), true)),
         BodyFraming::Length(n) => {
             let want = usize::try_from(n).unwrap_or(usize::MAX);
             let limit = want.min(max_body);
