@@ -330,8 +330,9 @@ fn main() {
         assert_eq!(c.request("PUT", "/v1/key/create/healthy", None).status, 200);
     }
     let idle = common::proc_status(pid, "VmRSS:");
+    let idle_heap = common::heap_kib(pid);
     println!(
-        "server {bin} {}, mlock {}, idle RSS {} MiB; {hostile} hostile connections from {sources} addresses, {secs} s per phase",
+        "server {bin} {}, mlock {}, idle RSS {} MiB, heap {idle_heap} KiB; {hostile} hostile connections from {sources} addresses, {secs} s per phase",
         flags.join(" "),
         if mlock { "on" } else { "off" },
         idle / 1024
@@ -344,9 +345,10 @@ fn main() {
     println!("{}", phase(&t, pid, None, 0, sources, secs));
     std::thread::sleep(Duration::from_secs(2));
     println!(
-        "after the attacks: RSS {} MiB (idle was {} MiB), {} threads",
+        "after the attacks: RSS {} MiB (idle was {} MiB), heap {} KiB (idle was {idle_heap} KiB), {} threads",
         common::proc_status(pid, "VmRSS:") / 1024,
         idle / 1024,
+        common::heap_kib(pid),
         common::proc_status(pid, "Threads:")
     );
 }

@@ -587,16 +587,12 @@ impl Bursted {
         common::proc_status(self.srv.child.id(), field)
     }
 
-    /// The size of the main heap (`[heap]` in `/proc/PID/maps`, grown with `brk`): where
-    /// every small allocation of the server's one malloc arena lives. Unlike `VmData`, it
-    /// leaves out thread stacks, of which glibc may still hold the last exited thread's
-    /// (it cannot unmap the stack it is running on; the next thread to end frees it).
+    /// The size of the main heap ([`common::heap_kib`]). Unlike `VmData`, it leaves out
+    /// thread stacks, of which glibc may hold the last exited detached thread's.
     fn heap_kib(&self) -> u64 {
-        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.srv.child.id())).unwrap();
-        let line = maps.lines().find(|l| l.ends_with("[heap]")).expect("no [heap] mapping");
-        let (lo, hi) = line.split_once(' ').unwrap().0.split_once('-').unwrap();
-        let (lo, hi) = (u64::from_str_radix(lo, 16).unwrap(), u64::from_str_radix(hi, 16).unwrap());
-        (hi - lo) >> 10
+        let kib = common::heap_kib(self.srv.child.id());
+        assert!(kib > 0, "no [heap] mapping");
+        kib
     }
 
     fn threads(&self) -> u64 {
@@ -723,7 +719,7 @@ fn dev_server(flags: &[&str], env: &[(&str, &str)]) -> Running {
 /// tunables, and says so in one line before the banner: the same PID, so systemd's
 /// `Type=notify` sees `READY=1` from the main PID; an operator's own tunables are kept (and
 /// theirs win); the unit's environment needs no restart; `--no-reexec` leaves the
-/// environment as it is.
+/// environment as it is; a server that finds it was already restarted never restarts again.
 #[test]
 fn kes_server_restarts_itself_with_the_glibc_tunables() {
     let ours = kes::sys::tunables::SERVER_TUNABLES.join(":");
@@ -763,6 +759,19 @@ fn kes_server_restarts_itself_with_the_glibc_tunables() {
     assert_eq!(environ_tunables(srv.child.id()), None);
     let env = std::fs::read(format!("/proc/{}/environ", srv.child.id())).unwrap();
     assert!(!String::from_utf8_lossy(&env).contains(kes::sys::tunables::REEXECUTED));
+    drop(srv);
+
+    // Already restarted once, yet the tunables are missing (a C library that dropped
+    // them): no second restart, a warning instead.
+    let srv = dev_server(&[], &[(kes::sys::tunables::REEXECUTED, "1")]);
+    assert_eq!(
+        srv.banner[0],
+        format!(
+            "WARNING: restarted with GLIBC_TUNABLES={ours}, yet the C library does not show them; going on without"
+        )
+    );
+    assert!(srv.banner[1].starts_with("Version "), "{:?}", srv.banner);
+    assert_eq!(environ_tunables(srv.child.id()), None);
 }
 
 /// A binary with a file capability (`setcap cap_ipc_lock=+ep`) run by an ordinary user

@@ -725,6 +725,20 @@ impl Drop for PackagedServer {
     }
 }
 
+/// The size in KiB of the process's main heap (`[heap]` in `/proc/PID/maps`, grown with
+/// `brk`): where every small allocation of the server's one malloc arena lives. Unlike
+/// `VmData`, it leaves out thread stacks. 0 when there is none (or the process is gone).
+pub fn heap_kib(pid: u32) -> u64 {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let Some(line) = maps.lines().find(|l| l.ends_with("[heap]")) else { return 0 };
+    let range = line.split(' ').next().unwrap_or_default();
+    let Some((lo, hi)) = range.split_once('-') else { return 0 };
+    match (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) {
+        (Ok(lo), Ok(hi)) => (hi - lo) >> 10,
+        _ => 0,
+    }
+}
+
 /// A `/proc/PID/status` figure (`VmRSS:` in KiB, `Threads:`), 0 when unreadable.
 pub fn proc_status(pid: u32, field: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
