@@ -213,6 +213,11 @@ impl Registry {
         }
     }
 
+    /// The connection cap.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
     /// Connections holding a slot (evicted ones that are still unwinding excluded).
     pub fn open(&self) -> usize {
         let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
