@@ -712,13 +712,14 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         CONN_STACK_SIZE,
         serve_admitted,
     );
-    for stream in listener.incoming() {
+    loop {
+        // `accept` returns the peer's address: no `getpeername` per connection.
+        let accepted = listener.accept();
         if shared.stopping.load(Ordering::Acquire) {
             break;
         }
-        let Ok(stream) = stream else { continue };
+        let Ok((stream, peer)) = accepted else { continue };
         let accepted = Instant::now();
-        let Ok(peer) = stream.peer_addr() else { continue };
         let (outcome, slot) = shared.registry.admit(stream, peer.ip());
         let counters = &shared.conns;
         match outcome {
