@@ -288,20 +288,19 @@ mod tests {
         (0..32u8).map(|i| i.wrapping_mul(37) ^ 0xa5).collect()
     }
 
-    /// What a connection left deep on a kept thread's stack is gone after `wipe`, and the
-    /// scan finds it before (so the scan can see it).
-    #[test]
-    fn wipe_zeroes_what_a_connection_left_on_the_stack() {
+    /// Leaves the marker deep on a fresh thread's stack, checks that the scan sees it, runs
+    /// `end` (a wipe or a release) and checks that it is gone, `rounds` times.
+    fn marker_gone_after(rounds: usize, end: fn(&ThreadStack)) {
         std::thread::Builder::new()
             .stack_size(256 << 10)
-            .spawn(|| {
+            .spawn(move || {
                 let stack = ThreadStack::current(256 << 10);
                 let m = marker();
-                for _ in 0..3 {
+                for _ in 0..rounds {
                     leave_marker(&m);
                     assert!(on_stack(&stack, &m), "the marker was not left on the stack");
-                    stack.wipe();
-                    assert!(!on_stack(&stack, &m), "the marker survived the wipe");
+                    end(&stack);
+                    assert!(!on_stack(&stack, &m), "the marker survived");
                 }
             })
             .unwrap()
@@ -309,21 +308,16 @@ mod tests {
             .unwrap();
     }
 
+    /// What a connection left deep on a kept thread's stack is gone after `wipe`, each time
+    /// (the scan finds it before, so it can see it).
+    #[test]
+    fn wipe_zeroes_what_a_connection_left_on_the_stack() {
+        marker_gone_after(3, ThreadStack::wipe);
+    }
+
     /// The same for `release` (the end of a thread that served one connection).
     #[test]
     fn release_zeroes_what_a_connection_left_on_the_stack() {
-        std::thread::Builder::new()
-            .stack_size(256 << 10)
-            .spawn(|| {
-                let stack = ThreadStack::current(256 << 10);
-                let m = marker();
-                leave_marker(&m);
-                assert!(on_stack(&stack, &m), "the marker was not left on the stack");
-                stack.release();
-                assert!(!on_stack(&stack, &m), "the marker survived the release");
-            })
-            .unwrap()
-            .join()
-            .unwrap();
+        marker_gone_after(1, ThreadStack::release);
     }
 }
