@@ -554,7 +554,8 @@ fn read_body(
     deadline: Instant,
 ) -> std::io::Result<(ReadBody, bool)> {
     match framing {
-        BodyFraming::None => Ok((ReadBody::InBuf(0), true)),
+        // `UntilClose` frames responses only; a request never has it.
+        BodyFraming::None | BodyFraming::UntilClose => Ok((ReadBody::InBuf(0), true)),
         BodyFraming::Length(n) => {
             let want = usize::try_from(n).unwrap_or(usize::MAX);
             let limit = want.min(max_body);
