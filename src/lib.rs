@@ -13,7 +13,7 @@
 //! L2  api                             pure: (Request, Identity, &State) -> Response
 //! L1  http | auth | keystore | crypto | obs    (no imports between these)
 //! L0  sys                             the only `unsafe`: the wiping allocator; mlockall, prctl, rlimits, seccomp
-//!     gojson, gotime, der, pem, names leaves: used by any layer, import only other leaves
+//!     gojson, gotime, der, hex, pem, names   leaves: used by any layer, import only other leaves
 //! ```
 //!
 //! A module may import the modules of lower layers, the leaves, and what its row names
@@ -28,7 +28,7 @@
 //! | L2 | `api` | |
 //! | L1 | `http`, `auth`, `crypto`, `keystore`, `obs` | |
 //! | L0 | `sys` | |
-//! | leaf | `gojson`, `gotime`, `goroots`, `der`, `pem`, `names` | |
+//! | leaf | `gojson`, `gotime`, `goroots`, `der`, `hex`, `pem`, `names` | |
 //! | main | `src/main.rs` | `cli`, `sys` |
 //!
 //! Types a lower layer needs live in that layer and `config` maps the YAML onto them
@@ -43,8 +43,9 @@
 //! 1. `server` accepts and admits (`server::admission`): at the connection cap the least
 //!    productive connection (handshaking, waiting for a head, idle; never one whose request
 //!    is being handled) is evicted, within a fair share per source address. A named thread
-//!    with a small explicit stack takes the connection; when it ends, `server::reaper`
-//!    joins it, so that glibc frees its stack and TLS block at once.
+//!    with a small explicit stack takes the connection: a kept one (`server::workers`) or,
+//!    when all are busy, one started for it, which `server::reaper` joins when it ends,
+//!    so that glibc frees its stack and TLS block at once.
 //! 2. The thread completes the rustls handshake under an absolute deadline (every phase
 //!    has one: handshake, head, body, response write) and derives the client
 //!    [`auth::Identity`] (lowercase hex SHA-256 of the leaf certificate's SPKI).
@@ -75,7 +76,7 @@
 //! | `crypto` | secret types, stored-key codecs F0–F4, ciphertext formats, AEAD, HChaCha20, writing legacy encrypted PEM keys (the random IV); a key's versions (`VersionedKey`) |
 //! | `keystore` | the `KeyStore` trait (a key is versions, the first being upstream's key); `mem`, `fs`, `azure`; the single-flight key cache (generic over the parsed value, owning deletes and version writes) and its sealed copy on disk (`cache.persist`) |
 //! | `obs` | log levels, audit trail (the hash-chained audit file, `obs::audit_file`; stdout lines batched by one writer thread, `obs::batch`), error log, stream fan-out, Prometheus text, process figures |
-//! | `gojson`, `gotime`, `goroots`, `der`, `pem`, `names` | leaf helpers: Go's JSON and time/duration text, Go's trusted roots (`SSL_CERT_FILE`/`SSL_CERT_DIR`), a minimal DER walker, PEM files (private keys of every kind, legacy encrypted ones included, and the certificates beside them), the name rule of keys, policies and identities |
+//! | `gojson`, `gotime`, `goroots`, `der`, `hex`, `pem`, `names` | leaf helpers: Go's JSON and time/duration text, Go's trusted roots (`SSL_CERT_FILE`/`SSL_CERT_DIR`), a minimal DER walker, hex text, PEM files (private keys of every kind, legacy encrypted ones included, and the certificates beside them), the name rule of keys, policies and identities |
 //! | `sys` | mlockall, prctl, rlimits, the seccomp filters, sd_notify, the allocator that wipes freed memory, glibc's allocator settings and the re-exec that applies its tunables (`sys::tunables`) |
 //!
 //! ## Invariants
@@ -98,6 +99,7 @@ pub mod der;
 pub mod gojson;
 pub mod goroots;
 pub mod gotime;
+pub mod hex;
 pub mod http;
 pub mod keystore;
 pub mod names;

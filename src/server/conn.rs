@@ -181,7 +181,7 @@ const DL_WRITE: usize = 3;
 /// deadline.
 pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
     let stream = slot.sock();
-    let peer_ip = stream.peer_addr().ok().map(|a| a.ip());
+    let peer_ip = Some(slot.ip());
     let _ = stream.set_nodelay(true);
     let config = shared.tls();
     let Ok(conn) = ServerConnection::new(config) else { return };

@@ -12,6 +12,7 @@ pub mod check;
 pub mod conn;
 pub mod reaper;
 pub mod tls;
+pub mod workers;
 
 use crate::api::{self, BuildInfo, State};
 use crate::auth::attr::{Anchors, AttrIdentity};
@@ -708,13 +709,20 @@ impl AdmissionLog {
 
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>, reaper: Arc<reaper::Reaper>) {
     let mut log = AdmissionLog::default();
-    for stream in listener.incoming() {
+    let kept = workers::Workers::start(
+        workers::KEPT_THREADS.min(shared.registry.cap()),
+        CONN_THREAD_NAME,
+        CONN_STACK_SIZE,
+        serve_admitted,
+    );
+    loop {
+        // `accept` returns the peer's address: no `getpeername` per connection.
+        let accepted = listener.accept();
         if shared.stopping.load(Ordering::Acquire) {
             break;
         }
-        let Ok(stream) = stream else { continue };
+        let Ok((stream, peer)) = accepted else { continue };
         let accepted = Instant::now();
-        let Ok(peer) = stream.peer_addr() else { continue };
         let (outcome, slot) = shared.registry.admit(stream, peer.ip());
         let counters = &shared.conns;
         match outcome {
@@ -738,18 +746,10 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, reaper: Arc<reaper::R
         let Some(slot) = slot else { continue };
         counters.accepted.fetch_add(1, Ordering::Relaxed);
         counters.open.store(shared.registry.open() as u64, Ordering::Relaxed);
-        let guard = SlotGuard(shared.clone(), slot);
+        let job = (SlotGuard(shared.clone(), slot), accepted);
+        let Err(job) = kept.give(job) else { continue };
         let done = reaper.done_guard();
-        let spawned = std::thread::Builder::new()
-            .name("kes-conn".into())
-            .stack_size(CONN_STACK_SIZE)
-            .spawn(move || {
-                let _done = done.arm();
-                let guard = guard;
-                conn::serve(&guard.1, &guard.0, accepted);
-                sys::wipe::release_stack(CONN_STACK_SIZE);
-            });
-        match spawned {
+        match workers::spawn_one(job, CONN_THREAD_NAME, CONN_STACK_SIZE, serve_admitted, done) {
             Ok(handle) => reaper.track(handle),
             Err(e) => shared
                 .state()
@@ -757,7 +757,18 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>, reaper: Arc<reaper::R
                 .log(Level::ERROR, &format!("http: cannot start a connection thread: {e}")),
         }
     }
+    kept.stop();
     reaper.stop();
+}
+
+/// The name of every connection thread.
+const CONN_THREAD_NAME: &str = "kes-conn";
+
+/// What a connection thread does with an admitted connection; the slot is given back
+/// when `job` is dropped.
+fn serve_admitted(job: (SlotGuard, Instant)) {
+    let (guard, accepted) = job;
+    conn::serve(&guard.1, &guard.0, accepted);
 }
 
 impl Server {

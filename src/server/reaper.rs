@@ -1,19 +1,20 @@
-//! Joins connection threads as they end, so that what glibc keeps for a thread goes with
-//! it. A detached thread cannot free its own stack (it is running on it): glibc frees the
-//! stack of the last detached thread to end only when the next one ends, and a thread's
-//! stack carries a small heap block, its TLS vector (DTV, `calloc`ed by `pthread_create`).
-//! In a burst of connections that block is allocated near the top of the heap, the stack
-//! that owns it circulates (each new thread takes the stack the previous one left), and
-//! once the burst is over it stays: one 304-byte block keeps the megabytes below it in the
-//! heap, which under `mlockall` stay resident and locked. A joined thread's stack and DTV
-//! are freed by the join (with `glibc.pthread.stack_cache_size=0`, which `kes server` sees
-//! to, see [`crate::sys::tunables`]), so nothing of a connection outlives it.
+//! Joins the connection threads started for one connection (those beyond the kept ones of
+//! [`super::workers`]) as they end, so that what glibc keeps for a thread goes with it. A
+//! detached thread cannot free its own stack (it is running on it): glibc frees the stack
+//! of the last detached thread to end only when the next one ends, and a thread's stack
+//! carries a small heap block, its TLS vector (DTV, `calloc`ed by `pthread_create`). In a
+//! burst of connections that block is allocated near the top of the heap, the stack that
+//! owns it circulates (each new thread takes the stack the previous one left), and once
+//! the burst is over it stays: one 304-byte block keeps the megabytes below it in the heap,
+//! which under `mlockall` stay resident and locked. A joined thread's stack and DTV are
+//! freed by the join (with `glibc.pthread.stack_cache_size=0`, which `kes server` sees to,
+//! see [`crate::sys::tunables`]), so nothing of a connection outlives it.
 //!
-//! The accept thread hands each connection thread's [`JoinHandle`] to the [`Reaper`]; the
-//! connection thread says it is done as its last act ([`Reaper::done_guard`]); the reaper
-//! thread joins it (the join waits the few microseconds until the thread has really
-//! exited). Tables are sized up front, so the reaper allocates nothing per connection
-//! that could itself end up high in the heap.
+//! The accept thread hands each such thread's [`JoinHandle`] to the [`Reaper`]; the thread
+//! says it is done as its last act ([`DoneGuard`]); the reaper thread joins it (the join
+//! waits the few microseconds until the thread has really exited). Tables are sized up
+//! front, so the reaper allocates nothing per connection that could itself end up high in
+//! the heap.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
