@@ -10,8 +10,9 @@
 //! constructions (`hchacha` supplies HChaCha20, which ring lacks); `ciphertext` unpacks the
 //! legacy msgpack and JSON ciphertexts; `stored` reads F0–F4 and writes F4; `golang` holds the
 //! Go decoding rules (base64, JSON field matching) that decide what upstream could read;
-//! `legacy_pem` decrypts and writes password-encrypted PEM key files (RFC 1423, as OpenSSL,
-//! Go and upstream KES do), the one place that uses the `aes` crate and MD5 instead of ring.
+//! `legacy_pem` writes password-encrypted PEM key files with a fresh random IV; the format
+//! itself (RFC 1423, as OpenSSL, Go and upstream KES read and write it, the one place that
+//! uses the `aes` crate and MD5 instead of ring) is the leaf `crate::pem`.
 
 mod aead;
 mod ciphertext;
