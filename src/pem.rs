@@ -1,7 +1,7 @@
 //! PEM files: the one reader of private keys for the whole program (the server's
 //! `tls.key`, the CLI's client key, the Azure certificate credential), the certificates of a
 //! file that also holds a key, and legacy ("traditional") password-encrypted PEM keys. A leaf
-//! module (it imports only the leaf `der`), so that `server`, `cli`, `keystore` and `crypto`
+//! module (it imports only the leaves `der`, `gojson` and `hex`), so that `server`, `cli`, `keystore` and `crypto`
 //! share it without reaching across layers.
 //!
 //! Legacy encrypted keys: RFC 1421 headers `Proc-Type: 4,ENCRYPTED` and
@@ -123,15 +123,12 @@ pub fn parse(pem: &[u8]) -> Result<EncryptedKey, PemError> {
     let (mode, hex_iv) =
         dek.split_once(',').ok_or(PemError::Malformed("malformed DEK-Info header"))?;
     let cipher = Cipher::by_name(mode.trim())?;
-    let iv: [u8; BLOCK] = unhex(hex_iv.trim())
+    let iv: [u8; BLOCK] = crate::hex::decode(hex_iv.trim())
         .ok_or(PemError::Malformed("malformed IV in the DEK-Info header"))?
         .try_into()
         .map_err(|_| PemError::Malformed("incorrect IV size in the DEK-Info header"))?;
-    let body: String =
-        block.body.iter().flat_map(|l| l.chars()).filter(|c| !c.is_whitespace()).collect();
-    let ciphertext = STANDARD
-        .decode(body)
-        .map_err(|_| PemError::Malformed("invalid base64 in the PEM block"))?;
+    let ciphertext =
+        block.data().ok_or(PemError::Malformed("invalid base64 in the PEM block"))?.to_vec();
     if ciphertext.is_empty() || !ciphertext.len().is_multiple_of(BLOCK) {
         return Err(PemError::Malformed("encrypted PEM data is not a multiple of the block size"));
     }
@@ -275,9 +272,7 @@ pub fn encrypt_with_iv(
     pem.push_str(&format!("-----BEGIN {label}-----\n"));
     pem.push_str("Proc-Type: 4,ENCRYPTED\n");
     pem.push_str("DEK-Info: AES-256-CBC,");
-    for b in iv {
-        pem.push_str(&format!("{b:02x}"));
-    }
+    pem.push_str(&crate::hex::encode(iv));
     pem.push_str("\n\n");
     for line in b64.as_bytes().chunks(LINE) {
         // base64 output is ASCII.
@@ -530,6 +525,15 @@ impl<'a> RawBlock<'a> {
         self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
     }
 
+    /// The body's bytes, decoded as Go's `pem.Decode` decodes them: whitespace dropped, then
+    /// Go's `base64.StdEncoding` (padding required), the one base64 rule of the program.
+    fn data(&self) -> Option<Zeroizing<Vec<u8>>> {
+        let body: Zeroizing<Vec<u8>> = Zeroizing::new(
+            self.body.iter().flat_map(|l| l.bytes()).filter(|c| !c.is_ascii_whitespace()).collect(),
+        );
+        crate::gojson::decode_base64_std(&body)
+    }
+
     fn is_legacy_encrypted(&self) -> bool {
         self.header("DEK-Info").is_some()
             || self.header("Proc-Type").is_some_and(|v| v.contains("ENCRYPTED"))
@@ -582,13 +586,7 @@ fn raw_blocks(text: &str) -> impl Iterator<Item = RawBlock<'_>> {
 pub fn certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     let mut out = Vec::new();
     for b in raw_blocks(as_text(pem)).filter(|b| b.label == "CERTIFICATE") {
-        let body: String =
-            b.body.iter().flat_map(|l| l.chars()).filter(|c| !c.is_whitespace()).collect();
-        out.push(
-            STANDARD
-                .decode(body)
-                .map_err(|_| "invalid base64 in a CERTIFICATE block".to_string())?,
-        );
+        out.push(b.data().ok_or("invalid base64 in a CERTIFICATE block")?.to_vec());
     }
     Ok(out)
 }
@@ -600,15 +598,6 @@ fn as_text(pem: &[u8]) -> &str {
         Ok(s) => s,
         Err(e) => std::str::from_utf8(&pem[..e.valid_up_to()]).unwrap_or_default(),
     }
-}
-
-/// Lower- or upper-case hex.
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    let digit = |c: u8| (c as char).to_digit(16);
-    s.as_bytes().chunks_exact(2).map(|p| Some((digit(p[0])? * 16 + digit(p[1])?) as u8)).collect()
 }
 
 /// Whether `der` is one DER SEQUENCE that fills it exactly and that rustls-pki-types
@@ -647,9 +636,7 @@ mod tests {
     use std::path::{Path, PathBuf};
     use std::process::Command;
 
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|b| format!("{b:02x}")).collect()
-    }
+    use crate::hex::{decode as unhex, encode as hex};
 
     fn md5(data: &[u8]) -> String {
         let mut h = Md5::new();
@@ -1079,6 +1066,23 @@ mod tests {
         assert!(is_encrypted(block(&hdr("AES-256-CBC"), &b16).as_bytes()));
         assert!(!is_encrypted(block("", &b16).as_bytes()));
         assert!(!is_encrypted(b"-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n"));
+    }
+
+    /// Bodies are Go's base64, as `pem.Decode` reads them: whitespace anywhere, padding
+    /// required, non-zero trailing bits accepted, the URL-safe alphabet refused.
+    #[test]
+    fn bodies_are_gos_base64() {
+        let cert = |body: &str| {
+            let pem = format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n");
+            certificates(pem.as_bytes())
+        };
+        assert_eq!(cert("AQID").unwrap(), [vec![1, 2, 3]]);
+        assert_eq!(cert("AQ\n I\tD ").unwrap(), [vec![1, 2, 3]]);
+        assert_eq!(cert("AQ==").unwrap(), [vec![1]]);
+        assert_eq!(cert("AR==").unwrap(), [vec![1]]);
+        for bad in ["AQ", "AQ=", "-_-_", "AQ\u{a0}ID"] {
+            assert_eq!(cert(bad).unwrap_err(), "invalid base64 in a CERTIFICATE block", "{bad:?}");
+        }
     }
 
     #[test]

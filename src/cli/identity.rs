@@ -438,7 +438,7 @@ fn write_file(path: &Path, data: &[u8], mode: u32, replace: bool) -> Result<(), 
     let name = path.file_name().ok_or_else(|| "not a file name".to_string())?;
     let mut rnd = [0u8; 8];
     getrandom::getrandom(&mut rnd).map_err(|e| e.to_string())?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), crate::auth::hex(&rnd)));
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), crate::hex::encode(&rnd)));
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)

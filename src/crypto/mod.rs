@@ -366,7 +366,7 @@ mod tests {
     }
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        crate::hex::decode(s).unwrap()
     }
 
     fn key(alg: Algorithm, b64_key: &str) -> SecretKey {
@@ -380,7 +380,7 @@ mod tests {
     /// The `id` legacy ciphertexts carry: hex of the first 16 bytes of SHA-256(K).
     fn legacy_key_id(key: &[u8; 32]) -> String {
         let digest = ring::digest::digest(&ring::digest::SHA256, key);
-        digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
+        crate::hex::encode(&digest.as_ref()[..16])
     }
 
     /// How a vector's ciphertext is given in the spec.

@@ -149,7 +149,7 @@ impl ClientCertificate {
         let x5t_s256 =
             URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, &certs[0]));
         let sha1 = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &certs[0]);
-        let sha1_hex = sha1.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+        let sha1_hex = crate::hex::encode_upper(sha1.as_ref());
         Ok(ClientCertificate {
             path: path.to_path_buf(),
             key,
@@ -243,7 +243,7 @@ fn uuid_v4() -> Result<String, String> {
     getrandom::getrandom(&mut b).map_err(|_| "no randomness for the assertion id")?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let h = crate::hex::encode(&b);
     Ok(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
 }
 
