@@ -275,11 +275,7 @@ pub fn handle(
     };
     let latency = started.elapsed();
     if audited && state.obs.records_audit() {
-        let message = ctx
-            .audit_message
-            .borrow_mut()
-            .take()
-            .unwrap_or_else(|| format!("{} {}", head.method.as_str(), head.path));
+        let message = ctx.audit_message.borrow_mut().take();
         let refused = state.obs.audit(&AuditEvent {
             time: OffsetDateTime::now_utc(),
             method: head.method.as_str(),
@@ -288,7 +284,7 @@ pub fn handle(
             identity: identity.map(|i| i.as_str()).unwrap_or_default(),
             status: response.status,
             latency,
-            message: &message,
+            message: message.as_deref(),
         });
         if let Err(e) = refused {
             // Fail-closed: not served unaudited (the answer is dropped unsent).
