@@ -18,7 +18,7 @@ use crate::http::{self, Body, BodyFraming, ChunkError, ChunkedDecoder, Method, R
 use crate::obs::Level;
 use rustls::ServerConnection;
 use rustls_pki_types::UnixTime;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{BufRead, ErrorKind, Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -52,8 +52,14 @@ pub const DISCARD_LIMIT: u64 = 64 * 1024;
 pub const LINGER_TIMEOUT: Duration = Duration::from_secs(3);
 /// At most this many bytes are discarded while lingering, however fast the client sends.
 pub const LINGER_MAX_BYTES: u64 = 8 * 1024 * 1024;
-/// Read buffer size.
+/// Most plaintext taken into the connection's buffer per read.
 const READ_CHUNK: usize = 8 * 1024;
+/// A socket timeout already set is kept for the next blocking read or write while it ends
+/// that call at most this long after the phase's deadline (and is at least half the time
+/// left; a call that times out before the deadline is simply made again). A kept-alive
+/// connection then sets its timeouts once instead of calling `setsockopt` twice per
+/// request, and no deadline stretches by more than this.
+const TIMEOUT_OVERSHOOT: Duration = Duration::from_millis(1);
 
 /// The TLS session over the connection's socket, driven by hand (never `complete_io`,
 /// whose internal read loop would let a trickle outlive any deadline).
@@ -62,6 +68,14 @@ struct Tls<'a> {
     sock: &'a TcpStream,
     slot: &'a Slot,
     shared: &'a Shared,
+    /// The socket's receive and send timeouts as last set.
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+}
+
+/// Whether a socket timeout `set` may serve a call that must end within `left`.
+fn timeout_fits(set: Option<Duration>, left: Duration) -> bool {
+    set.is_some_and(|set| set <= left + TIMEOUT_OVERSHOOT && set >= left / 2)
 }
 
 /// Why a deadline-bound read or write stopped.
@@ -77,14 +91,20 @@ fn left(deadline: Instant, what: &str) -> std::io::Result<Duration> {
 impl Tls<'_> {
     /// One socket read into rustls, then its processing. `Ok(0)` at end of stream.
     fn fill(&mut self, deadline: Instant) -> std::io::Result<usize> {
-        self.sock.set_read_timeout(Some(left(deadline, "read")?))?;
         let mut sock = self.sock;
-        let n = match self.conn.read_tls(&mut sock) {
-            Ok(n) => n,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(timed_out("read"));
+        let n = loop {
+            let left = left(deadline, "read")?;
+            if !timeout_fits(self.read_timeout, left) {
+                self.read_timeout = None;
+                self.sock.set_read_timeout(Some(left))?;
+                self.read_timeout = Some(left);
             }
-            Err(e) => return Err(e),
+            match self.conn.read_tls(&mut sock) {
+                Ok(n) => break n,
+                // Nothing read: the deadline, or a kept timeout shorter than the time left.
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => return Err(e),
+            }
         };
         if let Err(e) = self.conn.process_new_packets() {
             // Send the alert rustls queued, briefly, then give up.
@@ -98,13 +118,17 @@ impl Tls<'_> {
     fn flush(&mut self, deadline: Instant) -> std::io::Result<()> {
         let mut sock = self.sock;
         while self.conn.wants_write() {
-            self.sock.set_write_timeout(Some(left(deadline, "write")?))?;
+            let left = left(deadline, "write")?;
+            if !timeout_fits(self.write_timeout, left) {
+                self.write_timeout = None;
+                self.sock.set_write_timeout(Some(left))?;
+                self.write_timeout = Some(left);
+            }
             match self.conn.write_tls(&mut sock) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(_) => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return Err(timed_out("write"));
-                }
+                // Nothing written: the deadline, or a kept timeout shorter than the time left.
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -126,18 +150,26 @@ impl Tls<'_> {
         self.flush(deadline)
     }
 
-    /// Plaintext into `out`, reading the socket as needed before `deadline`. `Ok(0)` when
-    /// the client closed. `on_bytes` runs once when the first bytes arrive on the wire.
+    /// Appends up to [`READ_CHUNK`] bytes of plaintext to `out` (copied straight from
+    /// rustls's buffer: nothing is zeroed first), reading the socket as needed before
+    /// `deadline`. `Ok(0)` when the client closed. `on_bytes` runs once when the first
+    /// bytes arrive on the wire.
     fn read_plain(
         &mut self,
-        out: &mut [u8],
+        out: &mut Vec<u8>,
         deadline: Instant,
         on_bytes: &mut dyn FnMut() -> Option<Instant>,
     ) -> std::io::Result<usize> {
         let mut deadline = deadline;
         loop {
-            match self.conn.reader().read(out) {
-                Ok(n) => return Ok(n),
+            let mut reader = self.conn.reader();
+            match reader.fill_buf() {
+                Ok(chunk) => {
+                    let n = chunk.len().min(READ_CHUNK);
+                    out.extend_from_slice(&chunk[..n]);
+                    reader.consume(n);
+                    return Ok(n);
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(0),
                 Err(e) => return Err(e),
@@ -185,7 +217,8 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
     let _ = stream.set_nodelay(true);
     let config = shared.tls();
     let Ok(conn) = ServerConnection::new(config) else { return };
-    let mut tls = Tls { conn, sock: stream, slot, shared };
+    let mut tls =
+        Tls { conn, sock: stream, slot, shared, read_timeout: None, write_timeout: None };
     if let Err(e) = tls.handshake(accepted + HANDSHAKE_TIMEOUT) {
         tls.count_deadline(&e, DL_HANDSHAKE);
         if slot.phase() != Phase::Evicted {
@@ -344,28 +377,6 @@ enum Next {
     CloseUnread,
 }
 
-/// Reads more plaintext into `buf` before `deadline`; `on_bytes` as in [`Tls::read_plain`].
-fn read_more(
-    tls: &mut Tls<'_>,
-    buf: &mut Vec<u8>,
-    deadline: Instant,
-    on_bytes: &mut dyn FnMut() -> Option<Instant>,
-) -> std::io::Result<usize> {
-    let start = buf.len();
-    buf.resize(start + READ_CHUNK, 0);
-    let r = tls.read_plain(&mut buf[start..], deadline, on_bytes);
-    match r {
-        Ok(n) => {
-            buf.truncate(start + n);
-            Ok(n)
-        }
-        Err(e) => {
-            buf.truncate(start);
-            Err(e)
-        }
-    }
-}
-
 fn no_change() -> Option<Instant> {
     None
 }
@@ -417,7 +428,7 @@ fn one_request(
             first_byte = Some(d);
             Some(d)
         };
-        let r = read_more(tls, buf, deadline, &mut on_bytes);
+        let r = tls.read_plain(buf, deadline, &mut on_bytes);
         if evicted {
             return Next::Close;
         }
@@ -559,7 +570,7 @@ fn read_body(
             let want = usize::try_from(n).unwrap_or(usize::MAX);
             let limit = want.min(max_body);
             while buf.len() < limit {
-                if read_more(tls, buf, deadline, &mut no_change)? == 0 {
+                if tls.read_plain(buf, deadline, &mut no_change)? == 0 {
                     return Err(ErrorKind::UnexpectedEof.into());
                 }
             }
@@ -585,7 +596,7 @@ fn read_body(
                 if dec.is_done() {
                     return Ok((ReadBody::Owned(dec.data), true));
                 }
-                if read_more(tls, buf, deadline, &mut no_change)? == 0 {
+                if tls.read_plain(buf, deadline, &mut no_change)? == 0 {
                     return Err(ErrorKind::UnexpectedEof.into());
                 }
             }
