@@ -719,6 +719,16 @@ pub struct SystemFigures {
     pub num_cpu_used: u64,
     pub proc: ProcStats,
     pub conns: ConnFigures,
+    pub chains: ChainCacheFigures,
+}
+
+/// The cache of verified client chains behind attribute identities (`auth::attr`), since
+/// the config was last loaded (a reload starts a new cache).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChainCacheFigures {
+    pub hits: u64,
+    pub misses: u64,
+    pub entries: u64,
 }
 
 /// Extra figures we add under our own names (never upstream's).
@@ -952,6 +962,28 @@ pub fn render_metrics(obs: &Obs, sys: &SystemFigures, store: &StoreFigures) -> S
         family(&mut out, &name, "counter", &help);
         let _ = writeln!(out, "{name} {n}");
     }
+    let ch = &sys.chains;
+    family(
+        &mut out,
+        "kes_tls_client_chain_cache_entries",
+        "gauge",
+        "Verified client chains held for attribute identities (since the last reload).",
+    );
+    let _ = writeln!(out, "kes_tls_client_chain_cache_entries {}", ch.entries);
+    family(
+        &mut out,
+        "kes_tls_client_chain_cache_hits",
+        "counter",
+        "Connections whose chain was not verified again (since the last reload).",
+    );
+    let _ = writeln!(out, "kes_tls_client_chain_cache_hits {}", ch.hits);
+    family(
+        &mut out,
+        "kes_tls_client_chain_cache_misses",
+        "counter",
+        "Connections whose chain was verified against tls.ca (since the last reload).",
+    );
+    let _ = writeln!(out, "kes_tls_client_chain_cache_misses {}", ch.misses);
     out
 }
 

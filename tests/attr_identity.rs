@@ -497,3 +497,160 @@ fn forged_chains_prove_nothing() {
         "key does not exist"
     );
 }
+
+/// The `kes_tls_client_chain_cache_*` figures of `/v1/metrics`: (hits, misses, entries).
+fn chain_cache(admin: &mut Client) -> (u64, u64, u64) {
+    let text = admin.get("/v1/metrics").text();
+    let figure = |name: &str| -> u64 {
+        let prefix = format!("kes_tls_client_chain_cache_{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {prefix}in {text}"))
+            .parse()
+            .unwrap()
+    };
+    (figure("hits"), figure("misses"), figure("entries"))
+}
+
+/// Repeated connections with the same chain are answered from the cache of verified
+/// chains; the same client certificate with another issuer certificate (its issuing key
+/// cross-signed by the other trusted root) is verified anew and proves its own path, not
+/// the cached one; a reload with another `tls.ca` starts an empty cache.
+#[test]
+fn verified_chains_are_cached_per_chain_until_a_reload() {
+    let pki = Pki::new();
+    let bin = pki.verifying_server(&pki.policies());
+    // The admin's own connection is counted too (its chain is verified like any other).
+    let mut admin = bin.client(Some(&bin.admin));
+    assert_eq!(chain_cache(&mut admin), (0, 1, 1));
+
+    let job = pki.inter.issue(
+        "batch job 7",
+        vec![uri("spiffe://example.org/ns/kes/sa/batch")],
+        &[&pki.inter],
+    );
+    for _ in 0..5 {
+        let mut c = connect(&bin, &job);
+        assert_eq!(status(&mut c, "GET", "/v1/key/list/*"), (200, String::new()));
+        // Requests on a kept-alive connection verify nothing.
+        assert_eq!(status(&mut c, "GET", "/v1/status"), (200, String::new()));
+    }
+    assert_eq!(chain_cache(&mut admin), (4, 2, 2));
+
+    // The issuing key, cross-signed by root B: the same client certificate now chains to
+    // root B through a certificate whose hash the `spiffe` entry does not name.
+    let cross_cert =
+        ca_params("issuing A1").signed_by(pki.inter.issuer.key(), &pki.b.issuer).unwrap();
+    let mut cross = job.client_id();
+    let chain = vec![job.chain[0].clone(), cross_cert.der().clone()];
+    cross.cert = chain[0].clone();
+    let crossed = Leaf {
+        chain,
+        key: job.key.clone_key(),
+        identity: job.identity.clone(),
+        pem: String::new(),
+        key_pem: String::new(),
+    };
+    for _ in 0..2 {
+        let mut c = connect(&bin, &crossed);
+        assert_eq!(status(&mut c, "GET", "/v1/key/list/*"), (DENIED.0, DENIED.1.into()));
+        // Its CN still selects `batch`, named by root A: not through root B.
+        assert_eq!(status(&mut c, "GET", "/v1/status"), (DENIED.0, DENIED.1.into()));
+    }
+    // The crossed chain was verified once, then remembered as what it proves; it took the
+    // job's slot (one entry per client certificate), so the job's chain is verified again.
+    let mut c = connect(&bin, &job);
+    assert_eq!(status(&mut c, "GET", "/v1/key/list/*"), (200, String::new()));
+    assert_eq!(chain_cache(&mut admin), (5, 4, 2));
+    drop(c);
+
+    // Reload with another tls.ca (root B and a new root C, no longer root A).
+    let c_root = Ca::root("root C");
+    std::fs::write(pki.dir.join("ca.pem"), format!("{}{}", pki.b.cert.pem(), c_root.cert.pem()))
+        .unwrap();
+    let signal =
+        std::process::Command::new("kill").args(["-HUP", &bin.pid().to_string()]).status().unwrap();
+    assert!(signal.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !bin.output().contains("Reloading configuration after SIGHUP signal completed") {
+        assert!(std::time::Instant::now() < deadline, "{}", bin.output());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut admin = bin.client(Some(&bin.admin));
+    assert_eq!(chain_cache(&mut admin), (0, 1, 1));
+    // Root A is no longer trusted: the job's chain is refused at the handshake.
+    let mut c = connect(&bin, &job);
+    let sent = c.send_raw(b"GET /v1/key/list/* HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(sent.is_err() || c.read_reply().is_err(), "a chain under root A was served");
+    // A client of the new root C gets its policy through the new anchors.
+    let policies = format!(
+        "{}  c:\n    allow: [/v1/status]\n    identities: [\"ca:{}/dns:c.example.com\"]\n",
+        pki.policies(),
+        c_root.hash()
+    );
+    let text = std::fs::read_to_string(bin.dir.join("config.yml")).unwrap();
+    std::fs::write(bin.dir.join("config.yml"), text.replace(&pki.policies(), &policies)).unwrap();
+    let before =
+        bin.output().matches("Reloading configuration after SIGHUP signal completed").count();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &bin.pid().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    while bin.output().matches("Reloading configuration after SIGHUP signal completed").count()
+        == before
+    {
+        assert!(std::time::Instant::now() < deadline, "{}", bin.output());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let client_c = c_root.issue("c", vec![dns("c.example.com")], &[]);
+    for _ in 0..2 {
+        let mut c = connect(&bin, &client_c);
+        assert_eq!(status(&mut c, "GET", "/v1/status"), (200, String::new()));
+    }
+    let mut admin = bin.client(Some(&bin.admin));
+    assert_eq!(chain_cache(&mut admin), (1, 2, 2));
+}
+
+/// A certificate that expires while its chain is cached is refused from then on (the
+/// handshake refuses it, and the cache holds no entry past the earliest notAfter).
+#[test]
+fn a_cached_chain_is_refused_once_its_certificate_expires() {
+    let pki = Pki::new();
+    let bin = pki.verifying_server(&pki.policies());
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    params.subject_alt_names = vec![dns("minio.example.com")];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::minutes(1);
+    params.not_after = now + time::Duration::seconds(3);
+    let cert = params.signed_by(&key, &pki.a.issuer).unwrap();
+    let leaf = Leaf {
+        chain: vec![cert.der().clone()],
+        key: PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        identity: String::new(),
+        pem: String::new(),
+        key_pem: String::new(),
+    };
+    let mut c = connect(&bin, &leaf);
+    assert_eq!(status(&mut c, "PUT", "/v1/key/create/app-1"), (200, String::new()));
+    let mut c = connect(&bin, &leaf);
+    assert_eq!(status(&mut c, "PUT", "/v1/key/create/app-2"), (200, String::new()));
+    let mut admin = bin.client(Some(&bin.admin));
+    let (hits, _, _) = chain_cache(&mut admin);
+    assert_eq!(hits, 1);
+    // notAfter is inclusive to the second: wait until it is two seconds behind.
+    let expired = now + time::Duration::seconds(5);
+    while time::OffsetDateTime::now_utc() < expired {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut c = connect(&bin, &leaf);
+    let sent = c.send_raw(b"PUT /v1/key/create/app-3 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(sent.is_err() || c.read_reply().is_err(), "an expired certificate was served");
+    assert_eq!(admin.get("/v1/key/describe/app-3").message(), "key does not exist");
+    assert_eq!(chain_cache(&mut admin).0, 1, "an expired chain was a hit");
+}

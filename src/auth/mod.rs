@@ -350,7 +350,7 @@ impl PolicySet {
 
     /// What a presented chain (`chain[0]` the client's certificate) proves for attribute
     /// identities: verified against `tls.ca` at `now`, and only computed when some policy
-    /// names an attribute identity.
+    /// names an attribute identity. Always verified anew (the dry-run).
     pub fn facts_of<C: AsRef<[u8]>>(
         &self,
         chain: &[C],
@@ -358,6 +358,20 @@ impl PolicySet {
     ) -> ChainFacts {
         match &self.anchors {
             Some(anchors) if !self.attributes.is_empty() => anchors.verify(chain, now),
+            _ => ChainFacts::default(),
+        }
+    }
+
+    /// [`PolicySet::facts_of`] for a client connecting now: answered from the anchors'
+    /// cache of verified chains when the same chain verified before and is still valid
+    /// ([`Anchors::verify_cached`]).
+    pub fn facts_of_connection<C: AsRef<[u8]>>(
+        &self,
+        chain: &[C],
+        now: rustls_pki_types::UnixTime,
+    ) -> ChainFacts {
+        match &self.anchors {
+            Some(anchors) if !self.attributes.is_empty() => anchors.verify_cached(chain, now),
             _ => ChainFacts::default(),
         }
     }

@@ -153,6 +153,11 @@ impl<'a> Parts<'a> {
     }
 }
 
+/// A certificate's notBefore and notAfter as Unix seconds; `None` when it does not parse.
+pub fn validity_of(cert_der: &[u8]) -> Option<(i64, i64)> {
+    validity(Parts::of(cert_der)?.validity)
+}
+
 /// notBefore and notAfter of a Validity SEQUENCE body, as Unix seconds.
 fn validity(body: &[u8]) -> Option<(i64, i64)> {
     let (tag, not_before, rest) = tlv(body)?;

@@ -250,9 +250,9 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
         note_flaws(shared, first.as_ref(), id, peer_ip);
     }
     // Attribute identities: what the chain proves against `tls.ca`, once per connection
-    // (empty unless a policy names one).
+    // (empty unless a policy names one; a chain verified before comes from the cache).
     let facts = match cert {
-        ClientCert::One(_) => shared.state().policies.facts_of(chain, UnixTime::now()),
+        ClientCert::One(_) => shared.state().policies.facts_of_connection(chain, UnixTime::now()),
         _ => ChainFacts::default(),
     };
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);

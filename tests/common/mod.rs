@@ -628,6 +628,11 @@ impl Binary {
         Client::connect(self.addr, &self.server_cert, id)
     }
 
+    /// The server's process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the binary printed so far (banner, audit records, error log).
     pub fn output(&self) -> String {
         self.out.lock().unwrap().clone()

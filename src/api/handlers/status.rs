@@ -40,7 +40,14 @@ pub fn system_figures(ctx: &Ctx<'_>) -> SystemFigures {
         num_cpu_used: ctx.state.cpus.1,
         proc: ctx.state.proc.read(),
         conns: ctx.state.conns.figures(),
+        chains: chain_cache_figures(&ctx.state.policies),
     }
+}
+
+/// The verified-chain cache of the current config's `tls.ca` anchors (zeros without one).
+fn chain_cache_figures(policies: &crate::auth::PolicySet) -> crate::obs::ChainCacheFigures {
+    let s = policies.anchors.as_ref().map(|a| a.cache_stats()).unwrap_or_default();
+    crate::obs::ChainCacheFigures { hits: s.hits, misses: s.misses, entries: s.entries as u64 }
 }
 
 pub fn handle_get_status(ctx: &Ctx<'_>, _: &Authorized) -> Result<Response, ApiError> {
