@@ -1102,9 +1102,8 @@ mod tests {
     /// C1 controls, non-ASCII text, empty fields, IPv6 and no address, both message forms.
     #[test]
     fn audit_lines_written_in_place_match_the_owned_forms() {
-        let mut samples: Vec<String> = (0u32..0x80)
-            .map(|c| format!("/v1/key/x{}y", char::from_u32(c).unwrap()))
-            .collect();
+        let mut samples: Vec<String> =
+            (0u32..0x80).map(|c| format!("/v1/key/x{}y", char::from_u32(c).unwrap())).collect();
         samples.extend(
             [
                 "",

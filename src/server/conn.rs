@@ -217,8 +217,7 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
     let _ = stream.set_nodelay(true);
     let config = shared.tls();
     let Ok(conn) = ServerConnection::new(config) else { return };
-    let mut tls =
-        Tls { conn, sock: stream, slot, shared, read_timeout: None, write_timeout: None };
+    let mut tls = Tls { conn, sock: stream, slot, shared, read_timeout: None, write_timeout: None };
     if let Err(e) = tls.handshake(accepted + HANDSHAKE_TIMEOUT) {
         tls.count_deadline(&e, DL_HANDSHAKE);
         if slot.phase() != Phase::Evicted {
