@@ -23,7 +23,7 @@ pub fn push_rfc3339_nano(s: &mut String, t: OffsetDateTime) {
         s.push('.');
         let mut digits = 9;
         let mut frac = nanos;
-        while frac % 10 == 0 {
+        while frac.is_multiple_of(10) {
             frac /= 10;
             digits -= 1;
         }
