@@ -58,7 +58,7 @@ pub use crate::auth::ClientCert;
 /// Per-request inputs handed to a handler.
 pub struct Ctx<'a> {
     pub state: &'a State,
-    pub head: &'a Head,
+    pub head: &'a Head<'a>,
     pub body: &'a [u8],
     /// The path after the route prefix (decoded).
     pub resource: &'a str,
@@ -144,7 +144,7 @@ pub fn lookup<'a>(state: &'a State, head: &Head) -> Routed<'a> {
             let mut location = crate::http::escape_path(&cleaned);
             if !head.query.is_empty() {
                 location.push('?');
-                location.push_str(&crate::http::escape_raw(&head.query));
+                location.push_str(&crate::http::escape_raw(head.query));
             }
             Routed::Respond(Response::new(301).header("Location", location))
         }

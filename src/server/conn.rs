@@ -54,6 +54,10 @@ pub const LINGER_TIMEOUT: Duration = Duration::from_secs(3);
 pub const LINGER_MAX_BYTES: u64 = 8 * 1024 * 1024;
 /// Most plaintext taken into the connection's buffer per read.
 const READ_CHUNK: usize = 8 * 1024;
+/// A connection's buffers keep at most this much memory between requests: after a large
+/// body they are dropped (and wiped by the allocator) rather than wiped in full after every
+/// later request.
+const KEPT_BUFFER: usize = 16 * 1024;
 /// A socket timeout already set is kept for the next blocking read or write while it ends
 /// that call at most this long after the phase's deadline (and is at least half the time
 /// left; a call that times out before the deadline is simply made again). A kept-alive
@@ -254,7 +258,11 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
         ClientCert::One(_) => shared.state().policies.facts_of_connection(chain, UnixTime::now()),
         _ => ChainFacts::default(),
     };
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    // `buf` holds the next request's bytes as they arrive, then its head while it is served
+    // (the head borrows it); `rest` takes what followed the head, where the body is read.
+    // They change places after each request.
+    let mut buf: Vec<u8> = Vec::new();
+    let mut rest: Vec<u8> = Vec::new();
     // The first head is due READ_HEADER_TIMEOUT after the handshake, not after its first
     // byte: a client that completes the handshake and then sends nothing gains nothing.
     let mut wait = Wait::Head(Instant::now() + READ_HEADER_TIMEOUT);
@@ -262,14 +270,22 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
     let mut view = shared.view();
     loop {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            one_request(&mut tls, &mut buf, &mut view, &cert, &facts, peer_ip, wait)
+            one_request(&mut tls, &mut buf, &mut rest, &mut view, &cert, &facts, peer_ip, wait)
         }));
         let state = &view.state;
         match outcome {
             Ok(Next::KeepAlive) => {
-                // The previous request's bytes past the buffer's length go now, not when
+                // What followed the head is the start of the next request.
+                std::mem::swap(&mut buf, &mut rest);
+                rest.clear();
+                // The previous request's bytes past the buffers' lengths go now, not when
                 // the connection ends.
-                crate::sys::wipe::wipe_spare(&mut buf);
+                for b in [&mut buf, &mut rest] {
+                    if b.capacity() > KEPT_BUFFER {
+                        b.shrink_to(b.len().max(READ_CHUNK));
+                    }
+                    crate::sys::wipe::wipe_spare(b);
+                }
                 wait = Wait::Idle;
             }
             Ok(Next::Close) => break,
@@ -380,9 +396,11 @@ fn no_change() -> Option<Instant> {
     None
 }
 
+#[allow(clippy::too_many_arguments)]
 fn one_request(
     tls: &mut Tls<'_>,
     buf: &mut Vec<u8>,
+    rest: &mut Vec<u8>,
     view: &mut StateView,
     cert: &ClientCert,
     facts: &ChainFacts,
@@ -405,9 +423,9 @@ fn one_request(
     // Whether any of this request reached us: a head deadline without a single byte ends
     // in a silent close, as Go does; a partial head gets 408.
     let mut got_bytes = !buf.is_empty();
-    let (head, used) = loop {
-        match http::parse_head(buf) {
-            Ok(Some(parsed)) => break parsed,
+    let used = loop {
+        match http::head_len(buf) {
+            Ok(Some(used)) => break used,
             Ok(None) => {}
             Err(e) => {
                 let response = api::error::head_refused(&e);
@@ -455,7 +473,19 @@ fn one_request(
             }
         }
     };
-    buf.drain(..used);
+    rest.clear();
+    rest.extend_from_slice(&buf[used..]);
+    buf.truncate(used);
+    let head = match http::parse_head(buf) {
+        Ok(Some((head, _))) => head,
+        refused => {
+            let e = refused.err().unwrap_or(http::HeadError::Malformed("malformed request head"));
+            let response = api::error::head_refused(&e);
+            let _ = write_response(tls, &response, false, 1, Method::Get, close_deadline());
+            return Next::CloseUnread;
+        }
+    };
+    let buf = rest;
     // The state as of this request's arrival, not of the wait before it: a reload during
     // a keep-alive idle reaches the next request.
     tls.shared.refresh(view);
