@@ -7,7 +7,6 @@
 pub mod client;
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 
 /// Most bytes a request head may have. kms-go and MinIO send well under 1 KiB; 16 KiB leaves
 /// room for proxies while keeping a slow-loris buffer small.
@@ -459,7 +458,7 @@ pub trait EventStream: Send {
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
-    headers: Vec<(&'static str, String)>,
+    headers: Vec<(&'static str, Cow<'static, str>)>,
     pub body: Body,
     /// Set when an unsafe header replaced this response by a `500`; it then stays one.
     refused: bool,
@@ -470,12 +469,12 @@ impl Response {
         Response { status, headers: Vec::new(), body: Body::Bytes(Vec::new()), refused: false }
     }
 
-    pub fn with_body(status: u16, content_type: &str, body: Vec<u8>) -> Response {
+    pub fn with_body(status: u16, content_type: &'static str, body: Vec<u8>) -> Response {
         Response::new(status).header("Content-Type", content_type).body(Body::Bytes(body))
     }
 
     /// A streamed `200` (`/v1/log/*`).
-    pub fn stream(content_type: &str, stream: Box<dyn EventStream>) -> Response {
+    pub fn stream(content_type: &'static str, stream: Box<dyn EventStream>) -> Response {
         Response::new(200).header("Content-Type", content_type).body(Body::Stream(stream))
     }
 
@@ -490,7 +489,7 @@ impl Response {
     /// other control character, or a name that is not an RFC 9110 token) turns the whole
     /// response into a plain `500` that later headers and bodies leave alone: a server
     /// bug must not become header injection.
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+    pub fn header(mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> Response {
         if self.refused {
             return self;
         }
@@ -498,7 +497,7 @@ impl Response {
         if !header_is_safe(name, &value) {
             return Response {
                 status: 500,
-                headers: vec![("Content-Type", "text/plain; charset=utf-8".to_string())],
+                headers: vec![("Content-Type", Cow::Borrowed("text/plain; charset=utf-8"))],
                 body: Body::Bytes(b"500 Internal Server Error\n".to_vec()),
                 refused: true,
             };
@@ -508,12 +507,12 @@ impl Response {
     }
 
     /// The headers set so far, in order.
-    pub fn headers(&self) -> &[(&'static str, String)] {
+    pub fn headers(&self) -> &[(&'static str, Cow<'static, str>)] {
         &self.headers
     }
 
     pub fn get_header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_ref())
     }
 
     pub fn body_bytes(&self) -> &[u8] {
@@ -526,29 +525,46 @@ impl Response {
     /// Serializes the status line and headers (and a byte body). Stream bodies are sent
     /// with `Transfer-Encoding: chunked`.
     pub fn head_bytes(&self, keep_alive: bool, minor_version: u8, date: &str) -> Vec<u8> {
-        let mut s = String::with_capacity(256);
-        let _ = write!(s, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        let mut out = Vec::with_capacity(256);
+        self.write_to(&mut out, keep_alive, minor_version, date, true);
+        out
+    }
+
+    /// Appends what [`Response::head_bytes`] returns to `out`, the byte body only when
+    /// `with_body` (not for `HEAD`): a connection reuses one buffer for its responses.
+    pub fn write_to(
+        &self,
+        out: &mut Vec<u8>,
+        keep_alive: bool,
+        minor_version: u8,
+        date: &str,
+        with_body: bool,
+    ) {
+        use std::io::Write as _;
+        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (name, value) in &self.headers {
-            let _ = write!(s, "{name}: {value}\r\n");
+            for part in [name.as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
+                out.extend_from_slice(part);
+            }
         }
-        let _ = write!(s, "Date: {date}\r\n");
+        for part in [b"Date: ", date.as_bytes(), b"\r\n"] {
+            out.extend_from_slice(part);
+        }
         match &self.body {
             Body::Bytes(b) => {
-                let _ = write!(s, "Content-Length: {}\r\n", b.len());
+                let _ = write!(out, "Content-Length: {}\r\n", b.len());
             }
-            Body::Stream(_) => s.push_str("Transfer-Encoding: chunked\r\n"),
+            Body::Stream(_) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         }
         if !keep_alive {
-            s.push_str("Connection: close\r\n");
+            out.extend_from_slice(b"Connection: close\r\n");
         } else if minor_version == 0 {
-            s.push_str("Connection: keep-alive\r\n");
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
-        s.push_str("\r\n");
-        let mut out = s.into_bytes();
-        if let Body::Bytes(b) = &self.body {
+        out.extend_from_slice(b"\r\n");
+        if let (Body::Bytes(b), true) = (&self.body, with_body) {
             out.extend_from_slice(b);
         }
-        out
     }
 }
 

@@ -75,6 +75,10 @@ struct Tls<'a> {
     /// The socket's receive and send timeouts as last set.
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// The buffer responses are written into, reused (and wiped) from one to the next.
+    out: Vec<u8>,
+    /// The `Date` header's text and the second it is for: made again once a second.
+    date: (i64, String),
 }
 
 /// Whether a socket timeout `set` may serve a call that must end within `left`.
@@ -221,7 +225,16 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
     let _ = stream.set_nodelay(true);
     let config = shared.tls();
     let Ok(conn) = ServerConnection::new(config) else { return };
-    let mut tls = Tls { conn, sock: stream, slot, shared, read_timeout: None, write_timeout: None };
+    let mut tls = Tls {
+        conn,
+        sock: stream,
+        slot,
+        shared,
+        read_timeout: None,
+        write_timeout: None,
+        out: Vec::new(),
+        date: (0, String::new()),
+    };
     if let Err(e) = tls.handshake(accepted + HANDSHAKE_TIMEOUT) {
         tls.count_deadline(&e, DL_HANDSHAKE);
         if slot.phase() != Phase::Evicted {
@@ -662,14 +675,21 @@ fn write_response(
     method: Method,
     deadline: Instant,
 ) -> std::io::Result<()> {
-    let date = http::http_date(time::OffsetDateTime::now_utc());
-    let mut bytes = r.head_bytes(keep, minor, &date);
-    if method == Method::Head
-        && let Body::Bytes(b) = &r.body
-    {
-        bytes.truncate(bytes.len() - b.len());
+    let now = time::OffsetDateTime::now_utc();
+    if tls.date.0 != now.unix_timestamp() || tls.date.1.is_empty() {
+        tls.date = (now.unix_timestamp(), http::http_date(now));
     }
-    tls.write_all(&bytes, deadline)
+    let mut out = std::mem::take(&mut tls.out);
+    r.write_to(&mut out, keep, minor, &tls.date.1, method != Method::Head);
+    let written = tls.write_all(&out, deadline);
+    // A response may carry key material (generate, decrypt): wiped before the next one.
+    out.clear();
+    if out.capacity() > KEPT_BUFFER {
+        out = Vec::new();
+    }
+    crate::sys::wipe::wipe_spare(&mut out);
+    tls.out = out;
+    written
 }
 
 /// Writes streamed events as chunks until the client goes away or stalls.
