@@ -1,7 +1,7 @@
 //! A minimal DER walker shared by the X.509 facts in `auth`, the key parsing of the Azure
-//! certificate credential and the key check of `crypto::legacy_pem`: definite lengths only,
-//! every length checked against the input, one length parser. A leaf module (no imports),
-//! so all of them can use it without reaching across layers.
+//! certificate credential and the key check of `pem`: definite lengths only, every length
+//! checked against the input, one length parser. A leaf module (no imports), so all of them
+//! can use it without reaching across layers.
 
 /// Most length octets accepted after the `0x8N` marker: 4 (lengths below 4 GiB; nothing
 /// this program reads comes near that, and a larger count is refused, not truncated).

@@ -11,9 +11,9 @@
 //! L4  main -> cli                     argv -> commands; the only code that prints or exits
 //! L3  server (+ config)               sockets, threads, TLS, startup order, reload
 //! L2  api                             pure: (Request, Identity, &State) -> Response
-//! L1  http | auth | keystore | crypto | obs    (no imports between these but keystore -> crypto)
+//! L1  http | auth | keystore | crypto | obs    (no imports between these)
 //! L0  sys                             the only `unsafe`: the wiping allocator; mlockall, prctl, rlimits, seccomp
-//!     gojson, gotime, der, names      leaves: used by any layer, import nothing of the crate
+//!     gojson, gotime, der, hex, pem, names   leaves: used by any layer, import only other leaves
 //! ```
 //!
 //! A module may import the modules of lower layers, the leaves, and what its row names
@@ -26,18 +26,17 @@
 //! | L3 | `server` | `config` |
 //! | L3 | `config` | |
 //! | L2 | `api` | |
-//! | L1 | `http`, `auth`, `crypto`, `obs` | |
-//! | L1 | `keystore` | `crypto` |
+//! | L1 | `http`, `auth`, `crypto`, `keystore`, `obs` | |
 //! | L0 | `sys` | |
-//! | leaf | `gojson`, `gotime`, `goroots`, `der`, `names` | |
+//! | leaf | `gojson`, `gotime`, `goroots`, `der`, `hex`, `pem`, `names` | |
 //! | main | `src/main.rs` | `cli`, `sys` |
 //!
 //! Types a lower layer needs live in that layer and `config` maps the YAML onto them
 //! (`obs::Level`, `keystore::cache::CacheConfig`, `keystore::azure::AzureConfig`,
 //! `api::routes::ApiOverride`). The key cache never decodes a stored value: `api` hands it
-//! the parser (`api::parse_key`). The one L1 import the table allows, `keystore` ->
-//! `crypto`, is the Azure certificate credential reading a password-protected PEM key
-//! (`crypto::legacy_pem`); `crypto` imports no other L1 module, so there is no cycle.
+//! the parser (`api::parse_key`). No L1 module imports another: what several of them need
+//! is a leaf, e.g. `pem`, the one reader of PEM private keys (the server's `tls.key`, the
+//! CLI's client key and the Azure certificate credential, legacy encrypted keys included).
 //!
 //! ## One request, end to end
 //!
@@ -72,10 +71,10 @@
 //! | `api` | the route table and its `api.<path>` overrides, authorization, handlers, the one status mapping, the parser the key cache uses |
 //! | `http` | the sans-IO HTTP/1.1 head parser, body framing, response bytes |
 //! | `auth` | identities (key hashes and `ca:…/dns:…` attributes), API keys, policies, the `Authorized` proof, minimal X.509 facts |
-//! | `crypto` | secret types, stored-key codecs F0–F4, ciphertext formats, AEAD, HChaCha20, legacy PEM; a key's versions (`VersionedKey`) |
+//! | `crypto` | secret types, stored-key codecs F0–F4, ciphertext formats, AEAD, HChaCha20, writing legacy encrypted PEM keys (the random IV); a key's versions (`VersionedKey`) |
 //! | `keystore` | the `KeyStore` trait (a key is versions, the first being upstream's key); `mem`, `fs`, `azure`; the single-flight key cache (generic over the parsed value, owning deletes and version writes) and its sealed copy on disk (`cache.persist`) |
 //! | `obs` | log levels, audit trail (the hash-chained audit file, `obs::audit_file`; stdout lines batched by one writer thread, `obs::batch`), error log, stream fan-out, Prometheus text, process figures |
-//! | `gojson`, `gotime`, `goroots`, `der`, `names` | leaf helpers: Go's JSON and time/duration text, Go's trusted roots (`SSL_CERT_FILE`/`SSL_CERT_DIR`), a minimal DER walker, the name rule of keys, policies and identities |
+//! | `gojson`, `gotime`, `goroots`, `der`, `hex`, `pem`, `names` | leaf helpers: Go's JSON and time/duration text, Go's trusted roots (`SSL_CERT_FILE`/`SSL_CERT_DIR`), a minimal DER walker, hex text, PEM files (private keys of every kind, legacy encrypted ones included, and the certificates beside them), the name rule of keys, policies and identities |
 //! | `sys` | mlockall, prctl, rlimits, the seccomp filters, sd_notify, the allocator that wipes freed memory |
 //!
 //! ## Invariants
@@ -98,9 +97,11 @@ pub mod der;
 pub mod gojson;
 pub mod goroots;
 pub mod gotime;
+pub mod hex;
 pub mod http;
 pub mod keystore;
 pub mod names;
 pub mod obs;
+pub mod pem;
 pub mod server;
 pub mod sys;

@@ -553,6 +553,58 @@ fn plain_400(why: &str) -> String {
     )
 }
 
+/// Request smuggling: every framing a proxy in front of the server could read differently
+/// from the server (both headers in either order, two lengths, a list, a coding other than
+/// one `chunked`) is refused with its exact answer, the connection is closed, and the second
+/// request hidden in the body is never run.
+#[test]
+fn smuggled_requests_are_refused_and_never_run() {
+    let bin = Binary::start("", "");
+    let hidden = "POST /v1/key/create/smuggled HTTP/1.1\r\nHost: kes\r\nContent-Length: 0\r\n\r\n";
+    let plain_501 = "HTTP/1.1 501 Not Implemented\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                     Date: D\r\nContent-Length: 19\r\nConnection: close\r\n\r\n501 Not Implemented";
+    let head = "POST /v1/key/create/front HTTP/1.1\r\nHost: kes\r\n";
+    for (fields, body, want) in [
+        (
+            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+            format!("0\r\n\r\n{hidden}"),
+            plain_400("both Content-Length and Transfer-Encoding"),
+        ),
+        (
+            "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+            format!("0\r\n\r\n{hidden}"),
+            plain_400("both Content-Length and Transfer-Encoding"),
+        ),
+        (
+            "Content-Length: 0\r\nContent-Length: 78\r\n",
+            hidden.to_string(),
+            plain_400("duplicate Content-Length"),
+        ),
+        (
+            "Content-Length: 0\r\nContent-Length: 0\r\n",
+            hidden.to_string(),
+            plain_400("duplicate Content-Length"),
+        ),
+        ("Content-Length: 0, 78\r\n", hidden.to_string(), plain_400("invalid Content-Length")),
+        ("Content-Length: +0\r\n", hidden.to_string(), plain_400("invalid Content-Length")),
+        ("Transfer-Encoding: gzip, chunked\r\n", format!("0\r\n\r\n{hidden}"), plain_501.into()),
+        (
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+            format!("0\r\n\r\n{hidden}"),
+            plain_501.into(),
+        ),
+        ("Transfer-Encoding: identity\r\n", hidden.to_string(), plain_501.into()),
+    ] {
+        let got = raw_exchange(&bin, format!("{head}{fields}\r\n{body}").as_bytes());
+        assert_eq!(without_date(&got), want, "{fields}");
+    }
+    let mut c = bin.client(Some(&bin.admin));
+    for name in ["front", "smuggled"] {
+        let r = c.get(&format!("/v1/key/describe/{name}"));
+        assert_eq!((r.status, r.message()), (404, "key does not exist".into()), "{name}");
+    }
+}
+
 /// Issue 9 #4: HTTP/1.1 heads a careful server refuses or accepts, byte for byte.
 #[test]
 fn http11_heads_are_judged_as_go_judges_them() {

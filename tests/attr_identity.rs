@@ -378,7 +378,7 @@ fn kes_identity_of_ca_prints_the_hash_policies_use() {
     assert_eq!(out, format!("{}\n{}\n", pki.a.hash(), pki.b.hash()));
     // sha256sum of the DER, as an operator can check with openssl.
     let digest = ring::digest::digest(&ring::digest::SHA256, pki.a.cert.der());
-    assert_eq!(kes::auth::hex(digest.as_ref()), pki.a.hash());
+    assert_eq!(kes::hex::encode(digest.as_ref()), pki.a.hash());
     // The identity forms are unchanged.
     let leaf = pki.a.issue("x", vec![], &[]);
     std::fs::write(pki.dir.join("leaf.crt"), &leaf.pem).unwrap();

@@ -9,6 +9,8 @@ mod harness;
 
 #[path = "cli/connection.rs"]
 mod connection;
+#[path = "cli/framing.rs"]
+mod framing;
 #[path = "cli/identity.rs"]
 mod identity;
 #[path = "cli/keys.rs"]

@@ -76,7 +76,7 @@ impl Table {
             return None;
         }
         if self.leaves.contains(from) {
-            return Some(format!("the leaf `{from}` may import nothing of the crate"));
+            return Some(format!("the leaf `{from}` may import only other leaves"));
         }
         let (Some(f), Some(t)) = (self.rows.get(from), self.rows.get(to)) else {
             return Some(format!("`{to}` or `{from}` is not in the layer table"));
@@ -362,6 +362,29 @@ fn every_module_is_in_the_table_once() {
             assert!(table.rows.contains_key(a), "'{m}' may import '{a}', which has no row");
         }
     }
+}
+
+/// The map has no exceptions below `server`: no L1 or L2 module may import a module of its
+/// own layer (what several need is a leaf, such as `pem` for PEM private keys), so the table
+/// gives none of them a "may also import".
+#[test]
+fn no_lower_layer_has_an_exception() {
+    let table = table();
+    for (m, row) in &table.rows {
+        if row.rank <= 2 {
+            assert!(row.also.is_empty(), "'{m}' (L{}) may also import {:?}", row.rank, row.also);
+        }
+    }
+    assert_eq!(
+        table.forbids("keystore", "crypto").unwrap(),
+        "`keystore` (L1) may not import `crypto` (L1)"
+    );
+    assert_eq!(table.forbids("keystore", "pem"), None);
+    assert_eq!(table.forbids("pem", "der"), None);
+    assert_eq!(
+        table.forbids("pem", "crypto").unwrap(),
+        "the leaf `pem` may import only other leaves"
+    );
 }
 
 #[test]

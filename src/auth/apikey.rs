@@ -320,7 +320,7 @@ mod tests {
     use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        crate::hex::decode(s).unwrap()
     }
 
     /// `kes-crypto.md` §8.5.

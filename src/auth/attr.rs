@@ -136,7 +136,7 @@ impl fmt::Display for AttrIdentity {
             Subject::Uri(n) => ("uri", n),
             Subject::Cn(n) => ("cn", n),
         };
-        write!(f, "{PREFIX}{}/{kind}:{name}", super::hex(&self.ca))
+        write!(f, "{PREFIX}{}/{kind}:{name}", crate::hex::encode(&self.ca))
     }
 }
 
@@ -432,7 +432,7 @@ fn sha256(der: &[u8]) -> [u8; 32] {
 /// The hash an attribute identity names a CA certificate by: lowercase hex SHA-256 of its
 /// DER (what `kes identity of --ca` prints).
 pub fn ca_hash(cert_der: &[u8]) -> String {
-    super::hex(&sha256(cert_der))
+    crate::hex::encode(&sha256(cert_der))
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ impl Identity {
     /// Identity of a certificate's DER SubjectPublicKeyInfo.
     pub fn from_spki(spki_der: &[u8]) -> Identity {
         let digest = ring::digest::digest(&ring::digest::SHA256, spki_der);
-        Identity::new(hex(digest.as_ref()))
+        Identity::new(crate::hex::encode(digest.as_ref()))
     }
 
     /// SHA-256 over one DER certificate's SPKI, `None` if it does not parse. This is only the
@@ -110,17 +110,6 @@ impl ClientCert {
             _ => None,
         }
     }
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
-    }
-    s
 }
 
 /// Whether one policy pattern matches a decoded URL path (upstream HEAD semantics): a
@@ -559,10 +548,5 @@ mod tests {
         assert_eq!(ClientCert::from_chain(&[&leaf, &other]), ClientCert::TooMany);
         assert_eq!(ClientCert::from_chain(&[&ca, &leaf, &other]), ClientCert::TooMany);
         assert_eq!(ClientCert::from_chain(&[&leaf, &ca, &other]), ClientCert::TooMany);
-    }
-
-    #[test]
-    fn hex_is_lowercase() {
-        assert_eq!(hex(&[0x00, 0xab, 0xff]), "00abff");
     }
 }

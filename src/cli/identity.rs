@@ -134,7 +134,7 @@ fn describe_argument(arg: &str) -> CmdResult {
     }
     let pem =
         std::fs::read(path).map_err(|e| Fail::Error(format!("open {arg}: {}", io_msg(&e))))?;
-    if legacy_pem::is_encrypted(&pem) || legacy_pem::is_pkcs8_encrypted(&pem) {
+    if crate::pem::is_encrypted(&pem) || crate::pem::is_pkcs8_encrypted(&pem) {
         return describe_encrypted_key(arg, &pem);
     }
     for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(&pem) {
@@ -187,13 +187,13 @@ fn chain_identity(arg: &str, pem: &[u8]) -> Result<Identity, Fail> {
 /// `kes identity <FILE>` for an encrypted private key (as `identity new --encrypt` writes):
 /// asks for the password, then prints the API key as for a plain key.
 fn describe_encrypted_key(arg: &str, pem: &[u8]) -> CmdResult {
-    let encrypted = legacy_pem::parse(pem).map_err(|e| Fail::Error(format!("'{arg}': {e}")))?;
+    let encrypted = crate::pem::parse(pem).map_err(|e| Fail::Error(format!("'{arg}': {e}")))?;
     if encrypted.label() != "PRIVATE KEY" {
         return Err(Fail::Error(format!("'{arg}': the private key is not an Ed25519 key")));
     }
     let password = super::password::for_client_key(Path::new(arg))?;
     let der = encrypted.decrypt(&password).map_err(|e| match e {
-        legacy_pem::PemError::IncorrectPassword => Fail::Error("incorrect password".into()),
+        crate::pem::PemError::IncorrectPassword => Fail::Error("incorrect password".into()),
         e => Fail::Error(format!("'{arg}': {e}")),
     })?;
     let key = ApiKey::from_pkcs8_der(&der)
@@ -438,7 +438,7 @@ fn write_file(path: &Path, data: &[u8], mode: u32, replace: bool) -> Result<(), 
     let name = path.file_name().ok_or_else(|| "not a file name".to_string())?;
     let mut rnd = [0u8; 8];
     getrandom::getrandom(&mut rnd).map_err(|e| e.to_string())?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), crate::auth::hex(&rnd)));
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), crate::hex::encode(&rnd)));
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)

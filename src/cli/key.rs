@@ -342,15 +342,7 @@ fn info(args: Vec<OsString>) -> CmdResult {
 /// `YYYY-MM-DD hh:mm:ss` of an RFC 3339 time as received (its own offset).
 pub(super) fn date_of(rfc3339: &str) -> String {
     match crate::gotime::parse_rfc3339(rfc3339) {
-        Some(t) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
+        Some(t) => super::date_time(t),
         None if rfc3339.is_empty() => "0001-01-01 00:00:00".to_string(),
         None => rfc3339.to_string(),
     }

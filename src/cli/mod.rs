@@ -374,6 +374,12 @@ pub fn local_date(rfc3339: &str) -> String {
         Ok(off) => t.to_offset(off),
         Err(_) => t.to_offset(time::UtcOffset::UTC),
     };
+    date_time(t)
+}
+
+/// `YYYY-MM-DD hh:mm:ss` (Go's `time.DateTime` layout) in `t`'s own offset: how every table
+/// of the CLI shows a time.
+pub fn date_time(t: time::OffsetDateTime) -> String {
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
         t.year(),

@@ -110,7 +110,7 @@ mod tests {
         fn new() -> TestDir {
             let mut r = [0u8; 6];
             getrandom::getrandom(&mut r).unwrap();
-            let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+            let hex = crate::hex::encode(&r);
             let p = std::env::temp_dir().join(format!("kes-source-{hex}"));
             std::fs::create_dir_all(&p).unwrap();
             TestDir(p)

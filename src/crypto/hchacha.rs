@@ -61,7 +61,7 @@ mod tests {
     use super::*;
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        crate::hex::decode(s).unwrap()
     }
 
     /// draft-irtf-cfrg-xchacha-03 §2.2.1, quoted in `kes-crypto.md` §8.1 (HChaCha20 self-check).

@@ -10,8 +10,9 @@
 //! constructions (`hchacha` supplies HChaCha20, which ring lacks); `ciphertext` unpacks the
 //! legacy msgpack and JSON ciphertexts; `stored` reads F0–F4 and writes F4; `golang` holds the
 //! Go decoding rules (base64, JSON field matching) that decide what upstream could read;
-//! `legacy_pem` decrypts and writes password-encrypted PEM key files (RFC 1423, as OpenSSL,
-//! Go and upstream KES do), the one place that uses the `aes` crate and MD5 instead of ring.
+//! `legacy_pem` writes password-encrypted PEM key files with a fresh random IV; the format
+//! itself (RFC 1423, as OpenSSL, Go and upstream KES read and write it, the one place that
+//! uses the `aes` crate and MD5 instead of ring) is the leaf `crate::pem`.
 
 mod aead;
 mod ciphertext;
@@ -365,7 +366,7 @@ mod tests {
     }
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        crate::hex::decode(s).unwrap()
     }
 
     fn key(alg: Algorithm, b64_key: &str) -> SecretKey {
@@ -379,7 +380,7 @@ mod tests {
     /// The `id` legacy ciphertexts carry: hex of the first 16 bytes of SHA-256(K).
     fn legacy_key_id(key: &[u8; 32]) -> String {
         let digest = ring::digest::digest(&ring::digest::SHA256, key);
-        digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
+        crate::hex::encode(&digest.as_ref()[..16])
     }
 
     /// How a vector's ciphertext is given in the spec.

@@ -391,7 +391,7 @@ mod tests {
     }
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        crate::hex::decode(s).unwrap()
     }
 
     fn key_bytes(kv: &KeyVersion) -> Vec<u8> {

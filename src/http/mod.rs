@@ -5,6 +5,7 @@
 //! Must not: see JSON, know routes, or touch a socket.
 
 pub mod client;
+pub mod framing;
 
 use std::borrow::Cow;
 
@@ -50,12 +51,16 @@ impl Method {
     }
 }
 
-/// How the request body is framed.
+/// How a message body is framed ([`framing::body_framing`], RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFraming {
+    /// No body.
     None,
     Length(u64),
     Chunked,
+    /// Responses only: neither header, the body ends when the connection does. A request
+    /// never gets this framing (without either header it has no body).
+    UntilClose,
 }
 
 /// A parsed request head, borrowing its text from the bytes it was parsed from (the
@@ -147,7 +152,10 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head<'_>, usize)>, HeadError> {
         return Err(HeadError::Malformed("request target must be an absolute path"));
     }
     let path = percent_decode(raw_path).ok_or(HeadError::Malformed("invalid URL escape"))?;
-    let framing = framing(&list)?;
+    let framing = framing::body_framing(
+        framing::Message::Request,
+        list.iter().map(|(n, v)| (*n, v.as_bytes())),
+    )?;
     // After framing, as Go checks it.
     if minor_version == 1 {
         match list.iter().filter(|(n, _)| n.eq_ignore_ascii_case("host")).count() {
@@ -200,35 +208,6 @@ fn request_line_error(buf: &[u8]) -> HeadError {
         (true, Some(b'1')) => HeadError::Malformed("malformed request head"),
         (true, _) => HeadError::Version,
         (false, _) => HeadError::Malformed("malformed HTTP version"),
-    }
-}
-
-/// RFC 9112 §6.3: `Transfer-Encoding` and `Content-Length` together are refused (request
-/// smuggling), as are duplicate or non-numeric lengths and codings other than `chunked`.
-fn framing(headers: &[(&str, &str)]) -> Result<BodyFraming, HeadError> {
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
-    for (name, value) in headers {
-        if name.eq_ignore_ascii_case("content-length") {
-            if length.is_some() {
-                return Err(HeadError::Framing("duplicate Content-Length"));
-            }
-            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(HeadError::Framing("invalid Content-Length"));
-            }
-            length = Some(value.parse().map_err(|_| HeadError::Framing("invalid Content-Length"))?);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            if chunked || !value.eq_ignore_ascii_case("chunked") {
-                return Err(HeadError::UnsupportedCoding);
-            }
-            chunked = true;
-        }
-    }
-    match (length, chunked) {
-        (Some(_), true) => Err(HeadError::Framing("both Content-Length and Transfer-Encoding")),
-        (Some(0), false) | (None, false) => Ok(BodyFraming::None),
-        (Some(n), false) => Ok(BodyFraming::Length(n)),
-        (None, true) => Ok(BodyFraming::Chunked),
     }
 }
 

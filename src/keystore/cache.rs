@@ -1492,7 +1492,7 @@ mod tests {
     fn sealed_dir(tag: &str) -> (std::path::PathBuf, Arc<SealedCache>) {
         let mut r = [0u8; 6];
         getrandom::getrandom(&mut r).unwrap();
-        let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::hex::encode(&r);
         let dir = std::env::temp_dir().join(format!("kes-cache-sealed-{tag}-{hex}"));
         let sealed = SealedCache::open(
             &dir,

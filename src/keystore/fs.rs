@@ -135,7 +135,7 @@ impl FsStore {
             StoreError::Failed("fs: the key directory has no name to keep versions beside".into())
         })?;
         let digest = ring::digest::digest(&ring::digest::SHA256, first);
-        let fp: String = digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let fp = crate::hex::encode(&digest.as_ref()[..16]);
         Ok(root.join(name).join(fp))
     }
 
@@ -289,7 +289,7 @@ impl TempFile {
         let mut random = [0u8; 8];
         getrandom::getrandom(&mut random)
             .map_err(|e| StoreError::Failed(format!("fs: no randomness for a temp name: {e}")))?;
-        let suffix: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let suffix = crate::hex::encode(&random);
         let path = dir.join(format!("{TEMP_PREFIX}{name}-{suffix}"));
         let file = OpenOptions::new()
             .write(true)
@@ -537,7 +537,7 @@ mod tests {
         fn new() -> TestDir {
             let mut r = [0u8; 8];
             getrandom::getrandom(&mut r).unwrap();
-            let tag: String = r.iter().map(|b| format!("{b:02x}")).collect();
+            let tag = crate::hex::encode(&r);
             let p = std::env::temp_dir().join(format!("kes-fs-test-{}-{tag}", std::process::id()));
             TestDir(p)
         }

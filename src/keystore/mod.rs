@@ -62,7 +62,7 @@ pub fn new_version_id() -> Result<String, StoreError> {
     let mut random = [0u8; 8];
     getrandom::getrandom(&mut random)
         .map_err(|e| StoreError::Failed(format!("no randomness for a version id: {e}")))?;
-    Ok(random.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::hex::encode(&random))
 }
 
 /// One version of a key as a store keeps it.

@@ -493,7 +493,7 @@ mod tests {
         fn new(tag: &str) -> TestDir {
             let mut r = [0u8; 6];
             getrandom::getrandom(&mut r).unwrap();
-            let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+            let hex = crate::hex::encode(&r);
             let p = std::env::temp_dir().join(format!("kes-sealed-{tag}-{hex}"));
             TestDir(p)
         }

@@ -20,7 +20,6 @@
 //! Owns: the file, the chain state, the queue and the writer thread. Must not: see
 //! anything but finished audit lines (which never hold key material).
 
-use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -268,12 +267,7 @@ impl Writer {
 
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
-    let mut s = String::with_capacity(64);
-    for b in digest.as_ref() {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    crate::hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
 /// The marker between a line's hashed prefix and its own hash.

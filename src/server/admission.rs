@@ -116,6 +116,8 @@ pub fn source_key(ip: IpAddr) -> u128 {
 pub struct Slot {
     word: AtomicU64,
     source: u128,
+    /// The client's address, as `accept` returned it.
+    ip: IpAddr,
     sock: TcpStream,
     epoch: Instant,
 }
@@ -124,6 +126,11 @@ impl Slot {
     /// The connection's socket, for its own thread's reads and writes.
     pub fn sock(&self) -> &TcpStream {
         &self.sock
+    }
+
+    /// The client's address.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
     }
 
     fn now_ms(&self) -> u64 {
@@ -213,6 +220,11 @@ impl Registry {
         }
     }
 
+    /// The connection cap.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
     /// Connections holding a slot (evicted ones that are still unwinding excluded).
     pub fn open(&self) -> usize {
         let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
@@ -272,6 +284,7 @@ impl Registry {
         let slot = Arc::new(Slot {
             word: AtomicU64::new(pack(Phase::Handshake, 0)),
             source,
+            ip,
             sock,
             epoch: self.epoch,
         });

@@ -221,7 +221,7 @@ const DL_WRITE: usize = 3;
 /// deadline.
 pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
     let stream = slot.sock();
-    let peer_ip = stream.peer_addr().ok().map(|a| a.ip());
+    let peer_ip = Some(slot.ip());
     let _ = stream.set_nodelay(true);
     let config = shared.tls();
     let Ok(conn) = ServerConnection::new(config) else { return };
@@ -607,7 +607,8 @@ fn read_body(
     deadline: Instant,
 ) -> std::io::Result<(ReadBody, bool)> {
     match framing {
-        BodyFraming::None => Ok((ReadBody::InBuf(0), true)),
+        // `UntilClose` frames responses only; a request never has it.
+        BodyFraming::None | BodyFraming::UntilClose => Ok((ReadBody::InBuf(0), true)),
         BodyFraming::Length(n) => {
             let want = usize::try_from(n).unwrap_or(usize::MAX);
             let limit = want.min(max_body);

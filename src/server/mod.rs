@@ -11,6 +11,7 @@ pub mod admission;
 pub mod check;
 pub mod conn;
 pub mod tls;
+pub mod workers;
 
 use crate::api::{self, BuildInfo, State};
 use crate::auth::attr::{Anchors, AttrIdentity};
@@ -705,13 +706,20 @@ impl AdmissionLog {
 
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut log = AdmissionLog::default();
-    for stream in listener.incoming() {
+    let kept = workers::Workers::start(
+        workers::KEPT_THREADS.min(shared.registry.cap()),
+        CONN_THREAD_NAME,
+        CONN_STACK_SIZE,
+        serve_admitted,
+    );
+    loop {
+        // `accept` returns the peer's address: no `getpeername` per connection.
+        let accepted = listener.accept();
         if shared.stopping.load(Ordering::Acquire) {
             break;
         }
-        let Ok(stream) = stream else { continue };
+        let Ok((stream, peer)) = accepted else { continue };
         let accepted = Instant::now();
-        let Ok(peer) = stream.peer_addr() else { continue };
         let (outcome, slot) = shared.registry.admit(stream, peer.ip());
         let counters = &shared.conns;
         match outcome {
@@ -735,22 +743,26 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let Some(slot) = slot else { continue };
         counters.accepted.fetch_add(1, Ordering::Relaxed);
         counters.open.store(shared.registry.open() as u64, Ordering::Relaxed);
-        let guard = SlotGuard(shared.clone(), slot);
-        let spawned = std::thread::Builder::new()
-            .name("kes-conn".into())
-            .stack_size(CONN_STACK_SIZE)
-            .spawn(move || {
-                let guard = guard;
-                conn::serve(&guard.1, &guard.0, accepted);
-                sys::wipe::release_stack(CONN_STACK_SIZE);
-            });
-        if let Err(e) = spawned {
+        let job = (SlotGuard(shared.clone(), slot), accepted);
+        let Err(job) = kept.give(job) else { continue };
+        if let Err(e) = workers::spawn_one(job, CONN_THREAD_NAME, CONN_STACK_SIZE, serve_admitted) {
             shared
                 .state()
                 .obs
                 .log(Level::ERROR, &format!("http: cannot start a connection thread: {e}"));
         }
     }
+    kept.stop();
+}
+
+/// The name of every connection thread.
+const CONN_THREAD_NAME: &str = "kes-conn";
+
+/// What a connection thread does with an admitted connection; the slot is given back
+/// when `job` is dropped.
+fn serve_admitted(job: (SlotGuard, Instant)) {
+    let (guard, accepted) = job;
+    conn::serve(&guard.1, &guard.0, accepted);
 }
 
 impl Server {

@@ -7,7 +7,6 @@
 //! the handshake signature, which the verifier in [`danger`] delegates to rustls.
 
 use crate::auth::x509;
-use crate::crypto::legacy_pem;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
@@ -83,14 +82,14 @@ pub fn parse_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, St
 }
 
 /// The first private key of a PEM file, by the program's one loader
-/// ([`legacy_pem::load_private_key`]): PKCS#8, SEC1 or PKCS#1; a legacy encrypted key is
+/// ([`crate::pem::load_private_key`]): PKCS#8, SEC1 or PKCS#1; a legacy encrypted key is
 /// decrypted with `password` (`tls.password`); PKCS#8 `ENCRYPTED PRIVATE KEY` is refused,
 /// as upstream refuses it.
 pub fn parse_private_key(
     pem: &[u8],
     password: Option<&str>,
 ) -> Result<PrivateKeyDer<'static>, String> {
-    legacy_pem::load_private_key(pem, password.map(str::as_bytes)).map_err(|e| e.to_string())
+    crate::pem::load_private_key(pem, password.map(str::as_bytes)).map_err(|e| e.to_string())
 }
 
 /// A server certificate must name at least one DNS name or IP address.
@@ -312,7 +311,8 @@ pub fn dev_identity(ips: &[std::net::IpAddr]) -> Result<(Identity, String), Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::legacy_pem::private_key_der;
+    use crate::crypto::legacy_pem;
+    use crate::pem::private_key_der;
 
     #[test]
     fn certificates_without_san_are_refused() {

@@ -122,60 +122,109 @@ fn stack_low() -> Option<usize> {
     }
 }
 
-/// Ends a connection thread's use of its stack, before the thread exits into glibc's
-/// cache of stacks: what the thread's calls left there (ring's block buffers, HMAC state,
-/// parsing scratch) is zeroed, and the pages are handed back to the kernel, so that a
-/// cached stack costs nothing until it is used again.
-///
-/// Zeroing the whole stack would make every page of it resident, and under `mlockall`
-/// locked, defeating `MCL_ONFAULT` (256 KiB per cached or reused thread instead of the
-/// few pages a connection touches). Instead: the band right below the caller is zeroed in
-/// place; below it, the pages the thread touched (`mincore`: an untouched page is not
-/// resident and holds nothing) are zeroed and then discarded (`MADV_DONTNEED`: the next
-/// touch maps a fresh zero page). The kernel refuses to discard locked pages, so under
-/// `MCL_ONFAULT` the range is unlocked first (it holds only zeros by then) and locked
-/// again on fault (`mlock2(MLOCK_ONFAULT)`), so what a later thread writes there is
-/// locked as before. Under the older full lock the pages stay resident, zeroed.
-///
-/// `size` is the stack size the thread was spawned with; it bounds the range only if
-/// glibc cannot say where the stack ends (then the deepest [`GUARD_MARGIN`] is left).
-/// Signals must be blocked on the calling thread (they are on every server thread): a
-/// handler would run on the range being released.
-#[inline(never)]
-pub fn release_stack(size: usize) {
-    let here = std::hint::black_box(0u8);
-    let here = &here as *const u8 as usize;
-    wipe_below::<IN_USE_BAND>();
-    let page = page_size();
-    let low = stack_low()
-        .unwrap_or_else(|| (here + GUARD_MARGIN).saturating_sub(size).next_multiple_of(page));
-    let end = here.saturating_sub(RELEASE_BELOW) & !(page - 1);
-    if end <= low || !low.is_multiple_of(page) {
-        return;
+/// A thread's own stack, as far as wiping it goes: where its usable range ends, asked of
+/// glibc once (`pthread_getattr_np` takes the thread list lock, reads the CPU affinity with
+/// a system call and allocates), so that a thread serving one connection after another
+/// pays for it once, not per connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadStack {
+    /// The lowest usable address (above the guard page), page-aligned; 0 when unknown.
+    low: usize,
+}
+
+impl ThreadStack {
+    /// The calling thread's stack. `size` is the stack size the thread was spawned with;
+    /// it bounds the range only if glibc cannot say where the stack ends (then the deepest
+    /// [`GUARD_MARGIN`] is left alone).
+    #[inline(never)]
+    pub fn current(size: usize) -> ThreadStack {
+        let here = std::hint::black_box(0u8);
+        let here = &here as *const u8 as usize;
+        let low = stack_low().unwrap_or_else(|| {
+            (here + GUARD_MARGIN).saturating_sub(size).next_multiple_of(page_size())
+        });
+        ThreadStack { low: if low.is_multiple_of(page_size()) { low } else { 0 } }
     }
-    zero_resident(low, end, page);
-    // SAFETY: `low..end` is this thread's own stack below every live frame (ours sits
-    // above `end`); nothing refers to it any more, and after the discard it reads as zeros.
-    unsafe {
-        let (addr, len) = (low as *mut libc::c_void, end - low);
-        match super::locking() {
-            super::Locking::Full => {}
-            super::Locking::None => {
-                libc::madvise(addr, len, libc::MADV_DONTNEED);
-            }
-            super::Locking::OnFault => {
-                if libc::munlock(addr, len) != 0 {
-                    return;
+
+    /// The page-aligned range below a frame at `here` that no live frame uses: from the
+    /// stack's low end to [`RELEASE_BELOW`] under `here`. `None` when there is none.
+    fn unused_below(&self, here: usize) -> Option<(usize, usize)> {
+        let end = here.saturating_sub(RELEASE_BELOW) & !(page_size() - 1);
+        (self.low != 0 && end > self.low).then_some((self.low, end))
+    }
+
+    /// Zeroes what the thread's calls left on its stack below the caller (ring's block
+    /// buffers, HMAC state, parsing scratch), keeping the pages: a connection thread that
+    /// waits for the next connection runs this in between, so no byte of one connection
+    /// is on the stack while it waits or when the next one starts. The band right below
+    /// the caller is zeroed in place and, below it, every resident page (`mincore`: a page
+    /// that is not resident was never touched and holds nothing). The pages stay resident
+    /// (and, under `mlockall`, locked) for the next connection, which touches them again:
+    /// two system calls at most instead of the four of [`ThreadStack::release`] and the
+    /// page faults of a fresh stack.
+    #[inline(never)]
+    pub fn wipe(&self) {
+        let here = std::hint::black_box(0u8);
+        let here = &here as *const u8 as usize;
+        wipe_below::<IN_USE_BAND>();
+        if let Some((low, end)) = self.unused_below(here) {
+            zero_resident(low, end, page_size());
+        }
+    }
+
+    /// Ends a thread's use of its stack, before the thread exits into glibc's cache of
+    /// stacks: what its calls left there is zeroed as by [`ThreadStack::wipe`], and the
+    /// pages are handed back to the kernel, so that a cached stack costs nothing until it
+    /// is used again.
+    ///
+    /// Zeroing the whole stack would make every page of it resident, and under `mlockall`
+    /// locked, defeating `MCL_ONFAULT` (256 KiB per cached or reused thread instead of the
+    /// few pages a connection touches). Instead the touched pages below the in-place band
+    /// are zeroed and then discarded (`MADV_DONTNEED`: the next touch maps a fresh zero
+    /// page). The kernel refuses to discard locked pages, so under `MCL_ONFAULT` the range
+    /// is unlocked first (it holds only zeros by then) and locked again on fault
+    /// (`mlock2(MLOCK_ONFAULT)`), so what a later thread writes there is locked as before.
+    /// Under the older full lock the pages stay resident, zeroed.
+    ///
+    /// Signals must be blocked on the calling thread (they are on every server thread): a
+    /// handler would run on the range being released.
+    #[inline(never)]
+    pub fn release(&self) {
+        let here = std::hint::black_box(0u8);
+        let here = &here as *const u8 as usize;
+        wipe_below::<IN_USE_BAND>();
+        let Some((low, end)) = self.unused_below(here) else { return };
+        zero_resident(low, end, page_size());
+        // SAFETY: `low..end` is this thread's own stack below every live frame (ours sits
+        // above `end`); nothing refers to it any more, and after the discard it reads as
+        // zeros.
+        unsafe {
+            let (addr, len) = (low as *mut libc::c_void, end - low);
+            match super::locking() {
+                super::Locking::Full => {}
+                super::Locking::None => {
+                    libc::madvise(addr, len, libc::MADV_DONTNEED);
                 }
-                libc::madvise(addr, len, libc::MADV_DONTNEED);
-                let onfault = libc::MLOCK_ONFAULT as libc::c_long;
-                if libc::syscall(libc::SYS_mlock2, addr, len, onfault) != 0 {
-                    // Never leave the range unlocked: lock it whole (resident again).
-                    libc::mlock(addr, len);
+                super::Locking::OnFault => {
+                    if libc::munlock(addr, len) != 0 {
+                        return;
+                    }
+                    libc::madvise(addr, len, libc::MADV_DONTNEED);
+                    let onfault = libc::MLOCK_ONFAULT as libc::c_long;
+                    if libc::syscall(libc::SYS_mlock2, addr, len, onfault) != 0 {
+                        // Never leave the range unlocked: lock it whole (resident again).
+                        libc::mlock(addr, len);
+                    }
                 }
             }
         }
     }
+}
+
+/// [`ThreadStack::release`] for a thread that ends after one connection.
+#[inline(never)]
+pub fn release_stack(size: usize) {
+    ThreadStack::current(size).release();
 }
 
 /// Zeroes the resident pages of `low..end` (page-aligned, this thread's unused stack).
@@ -202,4 +251,73 @@ fn page_size() -> usize {
     // SAFETY: sysconf reads a constant of the process.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if p > 0 { p as usize } else { 4096 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Leaves `marker` on the stack about 16 KiB below the caller's frame, as a deep call
+    /// of a connection (ring, parsing) leaves its scratch, and returns.
+    #[inline(never)]
+    fn leave_marker(marker: &[u8]) {
+        let mut deep = [0u8; 16 << 10];
+        deep[64..64 + marker.len()].copy_from_slice(marker);
+        std::hint::black_box(&mut deep);
+    }
+
+    /// Whether `marker` is anywhere on this thread's stack below the caller's frame (less
+    /// a margin for this function's own frame).
+    #[inline(never)]
+    fn on_stack(stack: &ThreadStack, marker: &[u8]) -> bool {
+        let here = std::hint::black_box(0u8);
+        let here = &here as *const u8 as usize;
+        let Some((low, _)) = stack.unused_below(here) else { panic!("no stack range") };
+        let end = here - (2 << 10);
+        // SAFETY: `low..end` is mapped, readable memory of this thread's own stack, below
+        // every live frame; it is only read, byte by byte, through volatile reads.
+        (low..end - marker.len()).any(|a| {
+            (0..marker.len())
+                .all(|i| unsafe { ((a + i) as *const u8).read_volatile() } == marker[i])
+        })
+    }
+
+    fn marker() -> Box<[u8]> {
+        // Built at run time and kept on the heap, so that only `leave_marker` puts it on
+        // the stack.
+        (0..32u8).map(|i| i.wrapping_mul(37) ^ 0xa5).collect()
+    }
+
+    /// Leaves the marker deep on a fresh thread's stack, checks that the scan sees it, runs
+    /// `end` (a wipe or a release) and checks that it is gone, `rounds` times.
+    fn marker_gone_after(rounds: usize, end: fn(&ThreadStack)) {
+        std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || {
+                let stack = ThreadStack::current(256 << 10);
+                let m = marker();
+                for _ in 0..rounds {
+                    leave_marker(&m);
+                    assert!(on_stack(&stack, &m), "the marker was not left on the stack");
+                    end(&stack);
+                    assert!(!on_stack(&stack, &m), "the marker survived");
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    /// What a connection left deep on a kept thread's stack is gone after `wipe`, each time
+    /// (the scan finds it before, so it can see it).
+    #[test]
+    fn wipe_zeroes_what_a_connection_left_on_the_stack() {
+        marker_gone_after(3, ThreadStack::wipe);
+    }
+
+    /// The same for `release` (the end of a thread that served one connection).
+    #[test]
+    fn release_zeroes_what_a_connection_left_on_the_stack() {
+        marker_gone_after(1, ThreadStack::release);
+    }
 }

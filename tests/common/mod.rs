@@ -16,7 +16,7 @@ impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         let mut rnd = [0u8; 8];
         getrandom::getrandom(&mut rnd).unwrap();
-        let p = std::env::temp_dir().join(format!("kes-test-{tag}-{}", kes::auth::hex(&rnd)));
+        let p = std::env::temp_dir().join(format!("kes-test-{tag}-{}", kes::hex::encode(&rnd)));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }

@@ -25,8 +25,8 @@ pub use self::settings::{
 use super::apikey;
 use super::{Fail, io_msg};
 use crate::auth::{ClientCert, Identity};
-use crate::http::ChunkedDecoder;
 use crate::http::client::{ResponseHead as Head, parse_response_head};
+use crate::http::{BodyFraming, ChunkedDecoder};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
@@ -228,13 +228,13 @@ enum BodyState {
 }
 
 impl BodyState {
+    /// The state for the head's framing ([`crate::http::framing::body_framing`]).
     fn for_head(head: &Head, limit: usize) -> BodyState {
-        if head.chunked {
-            BodyState::Chunked(ChunkedDecoder::new(limit))
-        } else if let Some(n) = head.content_length {
-            BodyState::Length(n)
-        } else {
-            BodyState::UntilClose
+        match head.framing {
+            BodyFraming::None => BodyState::Length(0),
+            BodyFraming::Length(n) => BodyState::Length(usize::try_from(n).unwrap_or(usize::MAX)),
+            BodyFraming::Chunked => BodyState::Chunked(ChunkedDecoder::new(limit)),
+            BodyFraming::UntilClose => BodyState::UntilClose,
         }
     }
 }
@@ -353,9 +353,6 @@ impl Conn {
     }
 
     fn read_body(&mut self, head: &Head) -> Result<Zeroizing<Vec<u8>>, Failure> {
-        if head.status == 204 || head.status == 304 {
-            return Ok(Zeroizing::new(Vec::new()));
-        }
         match BodyState::for_head(head, MAX_RESPONSE_BODY) {
             BodyState::Length(n) => {
                 if n > MAX_RESPONSE_BODY {

@@ -194,7 +194,7 @@ pub fn load_key_pair(
     key: &Path,
     ask: AskPassword<'_>,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Fail> {
-    use crate::crypto::legacy_pem::{self, KeyError, PemError};
+    use crate::pem::{self, KeyError, PemError};
     use crate::server::tls::parse_certificates;
     let cert_pem = std::fs::read(cert).map_err(|e| {
         Fail::Error(format!("reading certificate file: open {}: {}", cert.display(), io_msg(&e)))
@@ -206,21 +206,21 @@ pub fn load_key_pair(
     })?);
     let failed = |e: &dyn fmt::Display| Fail::Error(format!("failed to read TLS private key: {e}"));
     // A key that cannot be decrypted is refused before anyone is asked for a password.
-    let password = if legacy_pem::is_encrypted(&key_pem) {
-        legacy_pem::parse(&key_pem).map_err(|e| failed(&e))?;
+    let password = if pem::is_encrypted(&key_pem) {
+        pem::parse(&key_pem).map_err(|e| failed(&e))?;
         Some(ask(key)?)
     } else {
         None
     };
-    let key_der = legacy_pem::load_private_key(&key_pem, password.as_ref().map(|p| p.as_slice()))
+    let key_der = pem::load_private_key(&key_pem, password.as_ref().map(|p| p.as_slice()))
         .map_err(|e| match e {
-        KeyError::PasswordRequired | KeyError::Encrypted(PemError::IncorrectPassword) => {
-            Fail::Error("incorrect password".into())
-        }
-        KeyError::Encrypted(e) => failed(&e),
-        KeyError::Pkcs8Encrypted => failed(&legacy_pem::PKCS8_UNSUPPORTED),
-        e => failed(&e),
-    })?;
+            KeyError::PasswordRequired | KeyError::Encrypted(PemError::IncorrectPassword) => {
+                Fail::Error("incorrect password".into())
+            }
+            KeyError::Encrypted(e) => failed(&e),
+            KeyError::Pkcs8Encrypted => failed(&pem::PKCS8_UNSUPPORTED),
+            e => failed(&e),
+        })?;
     let signer = rustls::crypto::ring::default_provider()
         .key_provider
         .load_private_key(key_der.clone_key())

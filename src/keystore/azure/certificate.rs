@@ -20,8 +20,8 @@ use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, KeyPair as _, RsaKeyPair};
 use zeroize::Zeroizing;
 
-use crate::crypto::legacy_pem::{self, KeyError};
 use crate::der::tlv;
+use crate::pem::KeyError;
 
 /// Lifetime of an assertion (`exp - nbf`), as MSAL uses.
 pub const ASSERTION_LIFETIME_SECS: i64 = 600;
@@ -132,7 +132,7 @@ impl ClientCertificate {
         let (kind, key) = classify_key(&label, der)?;
         let public = public_key(kind, &key)?;
 
-        let mut certs = legacy_pem::certificates(pem)?;
+        let mut certs = crate::pem::certificates(pem)?;
         if certs.is_empty() {
             return Err(
                 "no CERTIFICATE found: the file must hold the certificate and its private key"
@@ -149,7 +149,7 @@ impl ClientCertificate {
         let x5t_s256 =
             URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, &certs[0]));
         let sha1 = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &certs[0]);
-        let sha1_hex = sha1.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+        let sha1_hex = crate::hex::encode_upper(sha1.as_ref());
         Ok(ClientCertificate {
             path: path.to_path_buf(),
             key,
@@ -243,7 +243,7 @@ fn uuid_v4() -> Result<String, String> {
     getrandom::getrandom(&mut b).map_err(|_| "no randomness for the assertion id")?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let h = crate::hex::encode(&b);
     Ok(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
 }
 
@@ -276,11 +276,10 @@ fn public_key(kind: KeyKind, der: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// The first private key of the PEM file as (label, DER), by the program's one loader
-/// ([`legacy_pem::load_private_key`]), with this credential's hints.
+/// ([`crate::pem::load_private_key`]), with this credential's hints.
 fn private_key(pem: &[u8], password: Option<&str>) -> Result<(String, Zeroizing<Vec<u8>>), String> {
-    use rustls_pki_types::PrivateKeyDer;
     let key =
-        legacy_pem::load_private_key(pem, password.map(str::as_bytes)).map_err(|e| match e {
+        crate::pem::load_private_key(pem, password.map(str::as_bytes)).map_err(|e| match e {
             KeyError::PasswordRequired => {
                 "the private key is encrypted: set AZURE_CLIENT_CERTIFICATE_PASSWORD".to_string()
             }
@@ -291,11 +290,7 @@ fn private_key(pem: &[u8], password: Option<&str>) -> Result<(String, Zeroizing<
             }
             e => e.to_string(),
         })?;
-    let label = match &key {
-        PrivateKeyDer::Pkcs1(_) => "RSA PRIVATE KEY",
-        PrivateKeyDer::Sec1(_) => "EC PRIVATE KEY",
-        _ => "PRIVATE KEY",
-    };
+    let label = crate::pem::key_label(&key);
     Ok((label.to_string(), Zeroizing::new(key.secret_der().to_vec())))
 }
 
@@ -608,7 +603,7 @@ mod tests {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let cert =
             rcgen::CertificateParams::new(vec!["c".into()]).unwrap().self_signed(&key).unwrap();
-        let enc = legacy_pem::encrypt("PRIVATE KEY", &key.serialize_der(), b"pw").unwrap();
+        let enc = crate::pem::encrypt_with_iv("PRIVATE KEY", &key.serialize_der(), b"pw", &[7; 16]);
         let pem = format!("{}{}", cert.pem(), enc.as_str());
         let p = Path::new("c.pem");
         let e = ClientCertificate::from_pem(p, pem.as_bytes(), None, false).unwrap_err();
