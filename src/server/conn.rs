@@ -81,9 +81,20 @@ struct Tls<'a> {
     date: (i64, String),
 }
 
-/// Whether a socket timeout `set` may serve a call that must end within `left`.
-fn timeout_fits(set: Option<Duration>, left: Duration) -> bool {
-    set.is_some_and(|set| set <= left + TIMEOUT_OVERSHOOT && set >= left / 2)
+/// Makes sure the next blocking call ends within `left` (plus [`TIMEOUT_OVERSHOOT`]):
+/// keeps the timeout `kept` when it fits, else sets `left` with `set`.
+fn fit_timeout(
+    kept: &mut Option<Duration>,
+    left: Duration,
+    set: impl FnOnce(Option<Duration>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    if kept.is_some_and(|k| k <= left + TIMEOUT_OVERSHOOT && k >= left / 2) {
+        return Ok(());
+    }
+    *kept = None;
+    set(Some(left))?;
+    *kept = Some(left);
+    Ok(())
 }
 
 /// Why a deadline-bound read or write stopped.
@@ -101,12 +112,10 @@ impl Tls<'_> {
     fn fill(&mut self, deadline: Instant) -> std::io::Result<usize> {
         let mut sock = self.sock;
         let n = loop {
-            let left = left(deadline, "read")?;
-            if !timeout_fits(self.read_timeout, left) {
-                self.read_timeout = None;
-                self.sock.set_read_timeout(Some(left))?;
-                self.read_timeout = Some(left);
-            }
+            let sock_ref = self.sock;
+            fit_timeout(&mut self.read_timeout, left(deadline, "read")?, |t| {
+                sock_ref.set_read_timeout(t)
+            })?;
             match self.conn.read_tls(&mut sock) {
                 Ok(n) => break n,
                 // Nothing read: the deadline, or a kept timeout shorter than the time left.
@@ -126,12 +135,10 @@ impl Tls<'_> {
     fn flush(&mut self, deadline: Instant) -> std::io::Result<()> {
         let mut sock = self.sock;
         while self.conn.wants_write() {
-            let left = left(deadline, "write")?;
-            if !timeout_fits(self.write_timeout, left) {
-                self.write_timeout = None;
-                self.sock.set_write_timeout(Some(left))?;
-                self.write_timeout = Some(left);
-            }
+            let sock_ref = self.sock;
+            fit_timeout(&mut self.write_timeout, left(deadline, "write")?, |t| {
+                sock_ref.set_write_timeout(t)
+            })?;
             match self.conn.write_tls(&mut sock) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(_) => {}
