@@ -3,6 +3,9 @@
 //! the same `tls.ca`; one names the client by its key hash, the other by
 //! `ca:<hash>/dns:bench.example.com` (so it verifies the chain once more per connection).
 //! Rounds alternate between the two servers; the ratio is what matters on a shared machine.
+//! Then the attacker against the cache of verified chains (`auth::attr`): one valid
+//! certificate with ever different extra CA certificates, and more distinct valid
+//! certificates than the cache holds; the cache's entries and the server's RSS are printed.
 //!
 //!     cargo build --release
 //!     cargo run --release --example attr_bench -- target/release/kes [CONNECTIONS_PER_ROUND] [ROUNDS]
@@ -23,9 +26,7 @@ fn main() {
     let rounds: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(5);
 
     let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut ca_params = rcgen::CertificateParams::default();
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "bench CA");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_params = ca_params_named("bench CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let leaf = |name: &str| -> ClientId {
@@ -60,27 +61,14 @@ fn main() {
         ("ca:/dns:", start(&policy(&format!("ca:{hash}/dns:bench.example.com")))),
     ];
     let addr = |s: &PackagedServer| SocketAddr::from(([127, 0, 0, 1], s.port));
-    let cfg = |bin: &PackagedServer| {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(bin.server_cert.clone()).unwrap();
-        Arc::new(
-            rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_client_auth_cert(vec![client.cert.clone()], client.key.clone_key())
-            .unwrap(),
-        )
-    };
+    let cfg = |bin: &PackagedServer| client_config(bin, vec![client.cert.clone()], &client);
     let configs = [cfg(&servers[0].1), cfg(&servers[1].1)];
     let mut rates = [Vec::new(), Vec::new()];
     for round in 0..=rounds {
         for (i, (_, bin)) in servers.iter().enumerate() {
             let started = Instant::now();
             for _ in 0..per_round {
-                let mut c = Client::with_config(addr(bin), configs[i].clone());
+                let mut c = connect(addr(bin), configs[i].clone());
                 assert_eq!(c.get("/v1/status").status, 200);
             }
             // Round 0 warms both servers up and is not counted.
@@ -98,4 +86,86 @@ fn main() {
         println!("{name:<9} {r:>8.0} connections/s (median of {rounds} rounds of {per_round})");
     }
     println!("ratio ca:/dns: / key hash = {:.3}", b / a);
+
+    // The attacker against the cache of verified chains: it holds one valid client
+    // certificate and presents it with ever different extra CA certificates (each chain
+    // is new), then many distinct valid certificates (more than the cache holds).
+    let bin = &servers[1].1;
+    let mut admin = Client::connect(addr(bin), &bin.server_cert, Some(&bin.admin));
+    let figure = |admin: &mut Client, name: &str| -> u64 {
+        let text = admin.get("/v1/metrics").text();
+        let prefix = format!("kes_tls_client_chain_cache_{name} ");
+        text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).unwrap().parse().unwrap()
+    };
+    let rss_before = bin.status_kib("VmRSS:");
+    let junk = per_round * 3;
+    for i in 0..junk {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let extra = ca_params_named(&format!("junk {i}")).self_signed(&key).unwrap();
+        let cfg = client_config(bin, vec![client.cert.clone(), extra.der().clone()], &client);
+        let mut c = connect(addr(bin), cfg);
+        assert_eq!(c.get("/v1/status").status, 200);
+    }
+    println!(
+        "attack: one certificate with {junk} different extra CA certificates: cache entries {}, \
+         misses {}, server RSS {} -> {} KiB",
+        figure(&mut admin, "entries"),
+        figure(&mut admin, "misses"),
+        rss_before,
+        bin.status_kib("VmRSS:")
+    );
+    let many = kes::auth::attr::MAX_CACHED_CHAINS + 100;
+    for i in 0..many {
+        let other = leaf(&format!("client-{i}.example.com"));
+        let cfg = client_config(bin, vec![other.cert.clone()], &other);
+        let mut c = connect(addr(bin), cfg);
+        // Not named by the policy: refused, but verified (and remembered) all the same.
+        assert_eq!(c.get("/v1/status").status, 403);
+    }
+    println!(
+        "attack: {many} distinct valid certificates: cache entries {} (at most {}), server RSS \
+         {} KiB",
+        figure(&mut admin, "entries"),
+        kes::auth::attr::MAX_CACHED_CHAINS,
+        bin.status_kib("VmRSS:")
+    );
+}
+
+/// A client connection with TCP_NODELAY, as Go's clients (MinIO, kms-go) set it: without
+/// it the request written after the handshake waits for a delayed ACK (~40 ms), which
+/// would hide every difference between the servers.
+fn connect(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Client {
+    let sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_nodelay(true).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(cfg, name).unwrap();
+    Client::from_parts(rustls::StreamOwned::new(conn, sock))
+}
+
+fn ca_params_named(name: &str) -> rcgen::CertificateParams {
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name.push(rcgen::DnType::CommonName, name);
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p
+}
+
+/// A client configuration trusting `bin`'s certificate and presenting `chain` with `id`'s key.
+fn client_config(
+    bin: &PackagedServer,
+    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    id: &ClientId,
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(bin.server_cert.clone()).unwrap();
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, id.key.clone_key())
+        .unwrap(),
+    )
 }

@@ -8,14 +8,14 @@
 
 #[path = "../tests/support/fake_vault.rs"]
 mod fake_vault;
+#[path = "../tests/support/vault_store.rs"]
+mod vault_store;
 
 use std::time::{Duration, Instant};
 
 use fake_vault::{FakeVault, Op};
 use kes::keystore::KeyStore;
-use kes::keystore::azure::{AzureConfig, AzureCredentials};
-use kes::keystore::azure::{AzureOptions, AzureStore};
-use zeroize::Zeroizing;
+use kes::keystore::azure::AzureStore;
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -63,18 +63,9 @@ fn main() {
     let keys: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
     let latency = Duration::from_millis(args.next().and_then(|a| a.parse().ok()).unwrap_or(40));
     let v = FakeVault::start();
-    let cfg = AzureConfig {
-        endpoint: v.url(),
-        credentials: AzureCredentials::ClientSecret {
-            tenant_id: v.tenant_id(),
-            client_id: v.client_id(),
-            client_secret: Zeroizing::new(v.client_secret()),
-        },
-    };
-    let mut opts = AzureOptions::new();
-    opts.roots = kes::goroots::RootSources::only_file(v.ca_file());
-    opts.authority_host_override = Some(v.authority());
-    let store = AzureStore::new(&cfg, opts).expect("store");
+    // The tests' store: only its retry and conflict pauses are shortened, and nothing
+    // here fails, so nothing is retried.
+    let store = vault_store::azure_store(&v);
 
     let one: Vec<String> = (0..keys).map(|i| format!("cold-{i:04}")).collect();
     for n in &one {

@@ -196,7 +196,35 @@ fn a_renewed_certificate_keeps_its_policy_and_another_ca_does_not() {
         assert_eq!(d["identity"], leaf.identity.as_str());
         assert_eq!(d["policy"], "minio");
         assert_eq!(d["allow"]["/v1/key/create/app-*"], serde_json::json!({}));
+        // Ours: which entry selected the policy.
+        let entry = format!("ca:{}/dns:minio.example.com", pki.a.hash());
+        assert_eq!(d["via"], serde_json::json!([entry]));
     }
+    // `kes identity info` with the renewed certificate says the same.
+    let (crt, key) = (bin.dir.join("renewed.crt"), bin.dir.join("renewed.key"));
+    std::fs::write(&crt, &renewed.pem).unwrap();
+    std::fs::write(&key, &renewed.key_pem).unwrap();
+    let env = [
+        ("KES_SERVER", format!("https://127.0.0.1:{}", bin.addr.port())),
+        ("KES_CLIENT_CERT", crt.display().to_string()),
+        ("KES_CLIENT_KEY", key.display().to_string()),
+        ("SSL_CERT_FILE", bin.dir.join("server.crt").display().to_string()),
+    ];
+    let (code, out, err) = kes_in(bin.dir.path(), &["identity", "info"], &env);
+    assert_eq!((code, err.as_str()), (0, ""), "{out}");
+    assert!(
+        out.starts_with(&format!(
+            "Identity    {}\nPolicy      minio\nVia         ca:{}/dns:minio.example.com\n",
+            renewed.identity,
+            pki.a.hash()
+        )),
+        "{out}"
+    );
+    // A public-key identity's body is upstream's: no `via`.
+    let mut admin = bin.client(Some(&bin.admin));
+    let pinned = admin.get("/v1/identity/self/describe").json();
+    assert_eq!(pinned["admin"], true);
+    assert!(pinned.get("via").is_none(), "{pinned}");
 
     // The same name from the other trusted root, a name root A did not certify, and a
     // certificate carrying the name only as its CN: refused, and nothing created.
@@ -207,7 +235,6 @@ fn a_renewed_certificate_keeps_its_policy_and_another_ca_does_not() {
         let mut c = connect(&bin, leaf);
         assert_eq!(status(&mut c, "PUT", "/v1/key/create/app-3"), (DENIED.0, DENIED.1.into()));
     }
-    let mut admin = bin.client(Some(&bin.admin));
     assert_eq!(admin.get("/v1/key/describe/app-1").status, 200);
     assert_eq!(admin.get("/v1/key/describe/app-3").message(), "key does not exist");
 
@@ -234,6 +261,16 @@ fn uri_and_cn_entries_through_an_intermediate_combine_with_deny_winning() {
     let mut c = connect(&bin, &job);
     assert_eq!(status(&mut c, "GET", "/v1/status").0, 200);
     assert_eq!(status(&mut c, "GET", "/v1/key/list/*").0, 200);
+    // Self-describe names both policies (in name order) and the entry behind each.
+    let d = c.get("/v1/identity/self/describe").json();
+    assert_eq!(d["policy"], "batch,spiffe");
+    assert_eq!(
+        d["via"],
+        serde_json::json!([
+            format!("ca:{}/cn:batch job 7", pki.a.hash()),
+            format!("ca:{}/uri:spiffe://example.org/ns/kes/sa/batch", pki.inter.hash())
+        ])
+    );
     // `spiffe` allows every list, `batch` denies this one: deny wins.
     assert_eq!(status(&mut c, "GET", "/v1/key/list/secret-*"), (DENIED.0, DENIED.1.into()));
     assert_eq!(status(&mut c, "PUT", "/v1/key/create/app-9"), (DENIED.0, DENIED.1.into()));

@@ -664,6 +664,35 @@ fn token_endpoint_faults() {
     );
 }
 
+/// A token endpoint that cannot be reached makes the store unreachable (an outage, as
+/// for the vault: the sealed cache may answer), not an authentication failure; the
+/// message names the authority.
+#[test]
+fn an_unreachable_token_endpoint_is_an_outage() {
+    let v = FakeVault::start();
+    v.insert_version("k", "x", 1, None);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    for (authority, kind) in [
+        (format!("https://{closed}"), "closed port"),
+        ("https://login.kes-test.invalid".to_string(), "unresolvable name"),
+    ] {
+        let mut o = opts(&v);
+        o.authority_host_override = Some(authority.clone());
+        let s = AzureStore::new(&secret_cfg(&v), o).unwrap();
+        match s.get("k", soon()) {
+            Err(StoreError::Unreachable(m)) => assert!(
+                m.starts_with(&format!(
+                    "azure: failed to get 'k': failed to list versions: token endpoint \
+                     unreachable: Entra ID token request to {authority}: "
+                )),
+                "{kind}: {m}"
+            ),
+            other => panic!("{kind}: expected Unreachable, got {other:?}"),
+        }
+    }
+    assert_eq!(v.count(Op::Token), 0);
+}
+
 #[test]
 fn a_foreign_next_link_is_refused() {
     let v = FakeVault::start();

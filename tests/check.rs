@@ -257,3 +257,111 @@ fn keystore_probe_names_what_fails() {
     let err = fails(trust());
     assert!(err.contains(": DNS: the vault's host name does not resolve"), "{err}");
 }
+
+/// A token endpoint that gives no answer is classed like a vault that gives none (DNS,
+/// network, proxy, CA), naming the token endpoint and its authority; a refused credential
+/// (400/401) stays authentication.
+#[test]
+fn keystore_probe_names_token_endpoint_failures_by_transport() {
+    let vault = FakeVault::start();
+    let dir = setup();
+    std::fs::write(
+        dir.join("config.yml"),
+        azure_config(&vault.url(), &vault.client_secret(), &vault),
+    )
+    .unwrap();
+    let args = ["--keystore", "--config", "config.yml"];
+    let with_authority = |authority: &str| {
+        vec![
+            ("SSL_CERT_FILE", vault.ca_file().display().to_string()),
+            ("AZURE_AUTHORITY_HOST", authority.to_string()),
+        ]
+    };
+    let fails = |env: Vec<(&str, String)>| {
+        let (code, out, err) = check(dir.path(), &args, &env);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(err.starts_with("Error: key store probe failed: Azure KeyVault: "), "{err}");
+        assert!(!err.contains(&vault.client_secret()), "{err}");
+        err
+    };
+    let prefix = format!("Error: key store probe failed: Azure KeyVault: {}: ", vault.url());
+
+    // Network: nothing listens where the authority points.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let err = fails(with_authority(&format!("https://{closed}")));
+    assert!(
+        err.starts_with(&format!(
+            "{prefix}network: the token endpoint cannot be reached (check AZURE_AUTHORITY_HOST \
+             or the managed identity endpoint, firewall and routes): key store is not reachable: \
+             azure: failed to list '': failed to list secrets: token endpoint unreachable: Entra ID token request to \
+             https://{closed}: "
+        )),
+        "{err}"
+    );
+    // DNS: an authority that cannot resolve (RFC 6761 reserves .invalid).
+    let err = fails(with_authority("https://login.kes-check.invalid"));
+    assert!(
+        err.starts_with(&format!(
+            "{prefix}DNS: the token endpoint's host name does not resolve (check \
+             AZURE_AUTHORITY_HOST and the resolver): key store is not reachable: azure: failed \
+             to list '': failed to list secrets: token endpoint unreachable: Entra ID token request to \
+             https://login.kes-check.invalid: "
+        )),
+        "{err}"
+    );
+    // Proxy: the vault is reached directly (loopback bypasses proxies, as in Go), the
+    // authority only through a proxy that does not answer.
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut env = with_authority("https://login.kes-check.invalid");
+    env.push(("HTTPS_PROXY", format!("http://{proxy}")));
+    let err = fails(env);
+    assert!(
+        err.starts_with(&format!(
+            "{prefix}proxy: the token endpoint cannot be reached through the HTTPS proxy \
+             http://{proxy} (check HTTPS_PROXY and NO_PROXY): "
+        )),
+        "{err}"
+    );
+    // CA: an authority whose certificate this host does not trust (another fake vault,
+    // with its own CA).
+    let other = FakeVault::start();
+    let err = fails(with_authority(&other.authority()));
+    assert!(
+        err.starts_with(&format!(
+            "{prefix}CA: the token endpoint's TLS certificate is not trusted (add its CA with \
+             SSL_CERT_FILE or SSL_CERT_DIR): "
+        )),
+        "{err}"
+    );
+    // Authentication: the token endpoint answers 400 or 401.
+    for fault in [
+        Fault::Unauthorized,
+        Fault::Raw {
+            status: 400,
+            content_type: "application/json".into(),
+            body: r#"{"error":"invalid_request","error_description":"AADSTS900144: The request body must contain client_id."}"#.into(),
+        },
+    ] {
+        vault.inject_forever(Op::Token, fault);
+        let err = fails(with_authority(&vault.authority()));
+        assert!(
+            err.starts_with(&format!(
+                "{prefix}authentication: no token for the vault (check the tenant, the client \
+                 ID and secret, or the managed identity): azure: failed to list '': failed to \
+                 list secrets: authentication failed: Entra ID token request: HTTP 40"
+            )),
+            "{err}"
+        );
+        vault.clear_faults();
+    }
+    // Throttled or failing after the retries: the endpoint answered, without a token.
+    vault.inject_forever(Op::Token, Fault::Status { status: 503, retry_after: None });
+    let err = fails(with_authority(&vault.authority()));
+    assert!(
+        err.starts_with(&format!(
+            "{prefix}the token endpoint answered without a token: azure: failed to list '': \
+             failed to list secrets: authentication failed: Entra ID token request: HTTP 503"
+        )),
+        "{err}"
+    );
+}

@@ -14,6 +14,11 @@
 //! leaf must carry the name (DNS names compare ASCII case-insensitively; URIs and CNs
 //! exactly). Without verification ([`Anchors`] absent) nothing ever matches. How the
 //! policies of several matching entries combine is [`super::PolicySet::decide`]'s rule.
+//!
+//! A connection's chain is verified once, when it opens; [`Anchors::verify_cached`]
+//! answers a chain these anchors verified before from a bounded table
+//! ([`MAX_CACHED_CHAINS`]), within the validity of the certificates of its path. Failures
+//! are never remembered, and a reload builds new anchors with an empty table.
 
 use super::x509::{self, Names};
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};

@@ -282,10 +282,7 @@ impl PolicySet {
         if *identity == self.admin {
             return Rule::Admin;
         }
-        let selected: Vec<(&str, Option<String>)> = match self.assignments.get(identity) {
-            Some(name) => vec![(name.as_str(), None)],
-            None => self.matching_attributes(facts),
-        };
+        let selected = self.selections_of(identity, facts);
         if selected.is_empty() {
             return Rule::NoPolicy;
         }
@@ -331,9 +328,19 @@ impl PolicySet {
     /// The names of the policies that apply to a client, as [`PolicySet::decide`] selects
     /// them (its public-key policy, else the policies its attributes select).
     pub fn policies_of(&self, identity: &Identity, facts: &ChainFacts) -> Vec<&str> {
+        self.selections_of(identity, facts).into_iter().map(|(n, _)| n).collect()
+    }
+
+    /// [`PolicySet::policies_of`], each with the attribute entry that selected it (`None`
+    /// for a public-key assignment).
+    pub fn selections_of(
+        &self,
+        identity: &Identity,
+        facts: &ChainFacts,
+    ) -> Vec<(&str, Option<String>)> {
         match self.assignments.get(identity) {
-            Some(name) => vec![name.as_str()],
-            None => self.matching_attributes(facts).into_iter().map(|(n, _)| n).collect(),
+            Some(name) => vec![(name.as_str(), None)],
+            None => self.matching_attributes(facts),
         }
     }
 

@@ -509,6 +509,10 @@ fn info(args: Vec<OsString>) -> CmdResult {
     if !policy.is_empty() {
         s.push_str(&format!("{} {policy}\n", label("Policy")));
     }
+    // Ours: the attribute entries that selected the policies (a `ca:…` identity).
+    for entry in v.get("via").and_then(|x| x.as_array()).into_iter().flatten() {
+        s.push_str(&format!("{} {}\n", label("Via"), entry.as_str().unwrap_or_default()));
+    }
     s.push_str(&format!("{} {}\n", label("Created At"), local_date(&str_of("created_at"))));
     s.push_str(&format!("{} {}\n", label("Role"), if admin { "Admin" } else { "User" }));
     let created_by = str_of("created_by");

@@ -10,7 +10,7 @@ use crate::config::{Config, KeyStoreConfig};
 use crate::gotime::format_duration;
 use crate::keystore::KeyStore;
 use crate::keystore::azure::AzureCredentials;
-use crate::keystore::azure::error::ProbeFailure;
+use crate::keystore::azure::error::{ProbeFailure, ProbeTarget};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -203,7 +203,7 @@ pub fn probe(cfg: &KeyStoreConfig) -> Result<String, String> {
         KeyStoreConfig::Azure(az) => {
             let store = super::open_azure(az).map_err(|e| e.0)?;
             let listed = store.probe(deadline).map_err(|e| {
-                let advice = advice(e.failure, store.proxy().as_deref());
+                let advice = advice(e.failure, e.target, store.proxy().as_deref());
                 format!("{}: {advice}: {}", store.describe(), e.message)
             });
             (store.describe(), listed)
@@ -231,9 +231,12 @@ fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// What a probe failure means for the operator and what to do about it; `proxy` is the
-/// HTTPS proxy the store goes through.
-pub fn advice(failure: ProbeFailure, proxy: Option<&str>) -> String {
+/// What a probe failure means for the operator and what to do about it; `target` is the
+/// endpoint that failed, `proxy` the HTTPS proxy the store goes through.
+pub fn advice(failure: ProbeFailure, target: ProbeTarget, proxy: Option<&str>) -> String {
+    if target == ProbeTarget::TokenEndpoint {
+        return token_advice(failure, proxy);
+    }
     match failure {
         ProbeFailure::Permission => "permission: the credential is valid but may not list \
             secrets (grant the 'Key Vault Secrets Officer' role, or the \
@@ -260,22 +263,60 @@ pub fn advice(failure: ProbeFailure, proxy: Option<&str>) -> String {
     }
 }
 
+/// [`advice`] for the token endpoint (Entra ID, or the managed-identity endpoint): the
+/// same classes as the vault's, naming the endpoint operators must check instead.
+fn token_advice(failure: ProbeFailure, proxy: Option<&str>) -> String {
+    match failure {
+        ProbeFailure::Permission | ProbeFailure::Authentication => {
+            advice(ProbeFailure::Authentication, ProbeTarget::Vault, proxy)
+        }
+        ProbeFailure::Ca => "CA: the token endpoint's TLS certificate is not trusted (add its CA \
+            with SSL_CERT_FILE or SSL_CERT_DIR)"
+            .into(),
+        ProbeFailure::Proxy => format!(
+            "proxy: the token endpoint cannot be reached through the HTTPS proxy {} (check \
+             HTTPS_PROXY and NO_PROXY)",
+            proxy.unwrap_or("in use")
+        ),
+        ProbeFailure::Dns => "DNS: the token endpoint's host name does not resolve (check \
+            AZURE_AUTHORITY_HOST and the resolver)"
+            .into(),
+        ProbeFailure::Network => "network: the token endpoint cannot be reached (check \
+            AZURE_AUTHORITY_HOST or the managed identity endpoint, firewall and routes)"
+            .into(),
+        ProbeFailure::Refused => "the token endpoint answered without a token".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_failure_class_names_its_piece() {
-        let first =
-            |f: ProbeFailure, proxy| advice(f, proxy).split(':').next().unwrap().to_string();
+        let first = |f: ProbeFailure, proxy| {
+            advice(f, ProbeTarget::Vault, proxy).split(':').next().unwrap().to_string()
+        };
         assert_eq!(first(ProbeFailure::Permission, None), "permission");
         assert_eq!(first(ProbeFailure::Authentication, None), "authentication");
         assert_eq!(first(ProbeFailure::Ca, None), "CA");
         assert_eq!(first(ProbeFailure::Dns, None), "DNS");
         assert_eq!(first(ProbeFailure::Network, None), "network");
         assert_eq!(first(ProbeFailure::Refused, None), "the vault refused the listing");
-        assert!(advice(ProbeFailure::Proxy, Some("http://p:3128")).starts_with(
-            "proxy: the vault cannot be reached through the HTTPS proxy http://p:3128 "
+        assert!(
+            advice(ProbeFailure::Proxy, ProbeTarget::Vault, Some("http://p:3128")).starts_with(
+                "proxy: the vault cannot be reached through the HTTPS proxy http://p:3128 "
+            )
+        );
+        // The token endpoint: the same classes, naming it.
+        let token = |f| advice(f, ProbeTarget::TokenEndpoint, Some("http://p:3128"));
+        assert!(token(ProbeFailure::Dns).starts_with("DNS: the token endpoint's host name"));
+        assert!(token(ProbeFailure::Network).starts_with("network: the token endpoint cannot"));
+        assert!(token(ProbeFailure::Ca).starts_with("CA: the token endpoint's TLS certificate"));
+        assert!(token(ProbeFailure::Proxy).starts_with(
+            "proxy: the token endpoint cannot be reached through the HTTPS proxy http://p:3128 "
         ));
+        assert!(token(ProbeFailure::Authentication).starts_with("authentication: no token"));
+        assert_eq!(token(ProbeFailure::Refused), "the token endpoint answered without a token");
     }
 }

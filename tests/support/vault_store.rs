@@ -21,15 +21,19 @@ pub fn opts(v: &FakeVault) -> AzureOptions {
     o
 }
 
-/// A store using the fake vault's client-secret credentials.
-pub fn azure_store(v: &FakeVault) -> Arc<AzureStore> {
-    let cfg = AzureConfig {
+/// The fake vault's endpoint with its client-secret credentials.
+pub fn secret_config(v: &FakeVault) -> AzureConfig {
+    AzureConfig {
         endpoint: v.url(),
         credentials: AzureCredentials::ClientSecret {
             tenant_id: v.tenant_id(),
             client_id: v.client_id(),
             client_secret: Zeroizing::new(v.client_secret()),
         },
-    };
-    Arc::new(AzureStore::new(&cfg, opts(v)).unwrap())
+    }
+}
+
+/// A store using the fake vault's client-secret credentials.
+pub fn azure_store(v: &FakeVault) -> Arc<AzureStore> {
+    Arc::new(AzureStore::new(&secret_config(v), opts(v)).unwrap())
 }

@@ -69,6 +69,10 @@ pub fn handle_describe_self(ctx: &Ctx<'_>, auth: &Authorized) -> Result<Response
         allow: BTreeMap<&'a str, serde_json::Map<String, serde_json::Value>>,
         #[serde(skip_serializing_if = "BTreeMap::is_empty")]
         deny: BTreeMap<&'a str, serde_json::Map<String, serde_json::Value>>,
+        /// Ours: the attribute entries (`ca:…`) that selected the policies, one per policy;
+        /// absent for a public-key identity, whose body stays upstream's.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        via: Vec<String>,
     }
     let Some(id) = auth.identity() else { return Err(ApiError::IdentityNotFound) };
     let set = &ctx.state.policies;
@@ -82,7 +86,8 @@ pub fn handle_describe_self(ctx: &Ctx<'_>, auth: &Authorized) -> Result<Response
     // A public-key identity has one policy; attribute identities may select several,
     // which apply as one (deny wins): reported as their names joined by ',' and the
     // union of their patterns.
-    let names = set.policies_of(id, ctx.facts);
+    let selected = set.selections_of(id, ctx.facts);
+    let names: Vec<&str> = selected.iter().map(|(n, _)| *n).collect();
     if names.is_empty() {
         return Err(ApiError::IdentityNotFound);
     }
@@ -100,5 +105,6 @@ pub fn handle_describe_self(ctx: &Ctx<'_>, auth: &Authorized) -> Result<Response
         policy: &name,
         allow: rule_map(&allow),
         deny: rule_map(&deny),
+        via: selected.into_iter().filter_map(|(_, via)| via).collect(),
     }))
 }

@@ -22,7 +22,7 @@ use ureq::http::Method;
 use zeroize::Zeroizing;
 
 use super::certificate::ClientCertificate;
-use super::client::{Http, Request, form_body, jitter, pct_encode};
+use super::client::{Http, Request, TransportError, TransportKind, form_body, jitter, pct_encode};
 use super::error::describe_token_error;
 
 /// Public-cloud Entra ID authority (`azure-rest.md` §1).
@@ -76,6 +76,68 @@ pub fn authority_for_vault_host(host: &str) -> &'static str {
 /// The v2 scope for a resource: `<resource>/.default`.
 pub fn scope_for_resource(resource: &str) -> String {
     format!("{}/.default", resource.trim_end_matches('/'))
+}
+
+/// Why no token came back, typed so that `kes server --check --keystore` and the store's
+/// errors tell an unreachable token endpoint (an outage) from a refused credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenError {
+    pub failure: TokenFailure,
+    /// Names the endpoint and what went wrong; never a secret, a token or a body.
+    pub message: String,
+}
+
+/// The classes of [`TokenError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenFailure {
+    /// No HTTP answer from the token endpoint (DNS, proxy, connect, TLS, timeout), after
+    /// the transport's retries: the same kinds as a vault call's.
+    Transport(TransportKind),
+    /// The endpoint refused the credential (400, 401, 403: wrong tenant, client ID or
+    /// secret, unknown identity), or the credential cannot be used at all (an unreadable
+    /// federated token file, a certificate assertion that cannot be signed).
+    Rejected,
+    /// Any other answer: throttled or failing after retries (429, 5xx), or a 200 that is
+    /// not a usable token.
+    BadAnswer,
+}
+
+impl TokenError {
+    fn new(failure: TokenFailure, message: impl Into<String>) -> TokenError {
+        TokenError { failure, message: message.into() }
+    }
+
+    /// No answer from `endpoint` (what the message calls it).
+    fn transport(endpoint: &str, e: TransportError) -> TokenError {
+        TokenError::new(TokenFailure::Transport(e.kind), format!("{endpoint}: {e}"))
+    }
+
+    /// A credential that cannot be used before any request is sent.
+    fn rejected(message: impl Into<String>) -> TokenError {
+        TokenError::new(TokenFailure::Rejected, message)
+    }
+
+    /// Whether the token endpoint could not be reached.
+    pub fn is_transport(&self) -> bool {
+        matches!(self.failure, TokenFailure::Transport(_))
+    }
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The token in an answer of `endpoint`, or why there is none, classed by status.
+fn token_answer(endpoint: &str, status: u16, body: &[u8]) -> Result<Fetched, TokenError> {
+    parse_token_response(status, body).map_err(|e| {
+        let failure = match status {
+            400 | 401 | 403 => TokenFailure::Rejected,
+            _ => TokenFailure::BadAnswer,
+        };
+        TokenError::new(failure, format!("{endpoint}: {e}"))
+    })
 }
 
 /// One way of obtaining tokens.
@@ -144,7 +206,12 @@ impl Source {
     }
 
     /// Fetches a new token for `resource` (e.g. `https://vault.azure.net`).
-    pub fn fetch(&self, http: &Http, resource: &str, deadline: Instant) -> Result<Fetched, String> {
+    pub fn fetch(
+        &self,
+        http: &Http,
+        resource: &str,
+        deadline: Instant,
+    ) -> Result<Fetched, TokenError> {
         match self {
             Source::ClientSecret { authority, tenant, client_id, secret } => {
                 let scope = scope_for_resource(resource);
@@ -161,7 +228,9 @@ impl Source {
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
                     .unwrap_or(0);
-                let assertion = cert.assertion(client_id, &token_url(authority, tenant), now)?;
+                let assertion = cert
+                    .assertion(client_id, &token_url(authority, tenant), now)
+                    .map_err(TokenError::rejected)?;
                 let scope = scope_for_resource(resource);
                 let body = form_body(&[
                     ("client_id", client_id),
@@ -176,7 +245,7 @@ impl Source {
                 entra_token(http, authority, tenant, &body, deadline)
             }
             Source::Workload { authority, tenant, client_id, token_file } => {
-                let assertion = read_assertion(token_file)?;
+                let assertion = read_assertion(token_file).map_err(TokenError::rejected)?;
                 let scope = scope_for_resource(resource);
                 let body = form_body(&[
                     ("client_id", client_id),
@@ -204,7 +273,8 @@ impl Source {
                 req.direct = true;
                 let mut extra = 0;
                 loop {
-                    let r = http.send(&req, deadline).map_err(|e| format!("IMDS: {e}"))?;
+                    let r =
+                        http.send(&req, deadline).map_err(|e| TokenError::transport("IMDS", e))?;
                     if matches!(r.status, 404 | 410) && extra < IMDS_EXTRA_RETRIES {
                         let wait = http.retry_policy().backoff(extra + 1);
                         if Instant::now() + wait < deadline {
@@ -213,8 +283,7 @@ impl Source {
                             continue;
                         }
                     }
-                    return parse_token_response(r.status, &r.body)
-                        .map_err(|e| format!("IMDS: {e}"));
+                    return token_answer("IMDS", r.status, &r.body);
                 }
             }
             Source::AppService { endpoint, header, client_id } => {
@@ -229,11 +298,10 @@ impl Source {
                 let mut req = Request::new(Method::GET, &url);
                 req.headers.push(("x-identity-header", header.to_string()));
                 req.direct = true;
-                let r = http
-                    .send(&req, deadline)
-                    .map_err(|e| format!("App Service identity endpoint: {e}"))?;
-                parse_token_response(r.status, &r.body)
-                    .map_err(|e| format!("App Service identity endpoint: {e}"))
+                const ENDPOINT: &str = "App Service identity endpoint";
+                let r =
+                    http.send(&req, deadline).map_err(|e| TokenError::transport(ENDPOINT, e))?;
+                token_answer(ENDPOINT, r.status, &r.body)
             }
         }
     }
@@ -245,12 +313,15 @@ fn entra_token(
     tenant: &str,
     body: &[u8],
     deadline: Instant,
-) -> Result<Fetched, String> {
+) -> Result<Fetched, TokenError> {
     let url = token_url(authority, tenant);
     let mut req = Request::new(Method::POST, &url);
     req.body = Some(("application/x-www-form-urlencoded", body));
-    let r = http.send(&req, deadline).map_err(|e| format!("Entra ID token request: {e}"))?;
-    parse_token_response(r.status, &r.body).map_err(|e| format!("Entra ID token request: {e}"))
+    // A failure to reach it names the authority (the host an operator must check).
+    let r = http
+        .send(&req, deadline)
+        .map_err(|e| TokenError::transport(&format!("Entra ID token request to {authority}"), e))?;
+    token_answer("Entra ID token request", r.status, &r.body)
 }
 
 /// The v2 token endpoint of `tenant`; also the `aud` of a certificate assertion.
@@ -411,7 +482,7 @@ struct CacheState {
     refreshing: bool,
     /// Incremented when a refresh finishes.
     epoch: u64,
-    last_error: Option<String>,
+    last_error: Option<TokenError>,
     generation: u64,
 }
 
@@ -439,7 +510,8 @@ impl Drop for RefreshGuard<'_> {
             let mut st = self.cache.lock();
             st.refreshing = false;
             st.epoch += 1;
-            st.last_error = Some("token refresh panicked".into());
+            st.last_error =
+                Some(TokenError::new(TokenFailure::BadAnswer, "token refresh panicked"));
             self.cache.cond.notify_all();
         }
     }
@@ -468,8 +540,8 @@ impl TokenCache {
         &self,
         resource: &str,
         deadline: Instant,
-        fetch: &dyn Fn(&str, Instant) -> Result<Fetched, String>,
-    ) -> Result<Arc<AccessToken>, String> {
+        fetch: &dyn Fn(&str, Instant) -> Result<Fetched, TokenError>,
+    ) -> Result<Arc<AccessToken>, TokenError> {
         let mut st = self.lock();
         if st.resource != resource {
             // A different resource (a challenge named another one): start over.
@@ -487,7 +559,10 @@ impl TokenCache {
                 let epoch = st.epoch;
                 let Some(wait) = deadline.checked_duration_since(now).filter(|d| !d.is_zero())
                 else {
-                    return Err("timed out waiting for an access token".into());
+                    return Err(TokenError::new(
+                        TokenFailure::Transport(TransportKind::Deadline),
+                        "timed out waiting for an access token",
+                    ));
                 };
                 st = self.cond.wait_timeout(st, wait).unwrap_or_else(|p| p.into_inner()).0;
                 if st.epoch != epoch && !st.refreshing {
@@ -664,8 +739,9 @@ mod tests {
     fn failures_are_shared_and_invalidation_is_targeted() {
         let cache = TokenCache::new();
         let deadline = Instant::now() + Duration::from_secs(5);
-        let fail = |_: &str, _: Instant| Err::<Fetched, _>("HTTP 401: invalid_client".to_string());
-        assert_eq!(cache.get("r", deadline, &fail).unwrap_err(), "HTTP 401: invalid_client");
+        let refused = TokenError::new(TokenFailure::Rejected, "HTTP 401: invalid_client");
+        let fail = |_: &str, _: Instant| Err::<Fetched, _>(refused.clone());
+        assert_eq!(cache.get("r", deadline, &fail).unwrap_err(), refused);
         let ok = |_: &str, _: Instant| Ok(fetched(3600));
         let t1 = cache.get("r", deadline, &ok).unwrap();
         assert_eq!(cache.get("r", deadline, &ok).unwrap().generation, t1.generation);
@@ -694,7 +770,8 @@ mod tests {
         };
         let t1 = cache.get("r", deadline, &short).unwrap();
         std::thread::sleep(Duration::from_millis(1050));
-        let fail = |_: &str, _: Instant| Err::<Fetched, _>("outage".to_string());
+        let outage = TokenError::new(TokenFailure::Transport(TransportKind::Dns), "outage");
+        let fail = |_: &str, _: Instant| Err::<Fetched, _>(outage.clone());
         assert_eq!(cache.get("r", deadline, &fail).unwrap().generation, t1.generation);
     }
 

@@ -148,10 +148,20 @@ pub enum ProbeFailure {
     Refused,
 }
 
-/// A failed probe: its class and the store's own message.
+/// Which endpoint a probe failure is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeTarget {
+    /// The Key Vault endpoint.
+    Vault,
+    /// Where tokens come from: Entra ID, or the managed-identity endpoint.
+    TokenEndpoint,
+}
+
+/// A failed probe: its class, the endpoint it concerns and the store's own message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeError {
     pub failure: ProbeFailure,
+    pub target: ProbeTarget,
     pub message: String,
 }
 
@@ -165,6 +175,17 @@ impl ProbeFailure {
             K::Proxy => ProbeFailure::Proxy,
             K::Timeout | K::Connection | K::Deadline => ProbeFailure::Network,
             K::TooLarge | K::Invalid => ProbeFailure::Refused,
+        }
+    }
+
+    /// The class of a failed token request: the transport kinds of a vault call when the
+    /// endpoint gave no answer, else authentication for a refused credential.
+    pub fn of_token(failure: super::credentials::TokenFailure) -> ProbeFailure {
+        use super::credentials::TokenFailure as T;
+        match failure {
+            T::Transport(kind) => ProbeFailure::of_transport(kind),
+            T::Rejected => ProbeFailure::Authentication,
+            T::BadAnswer => ProbeFailure::Refused,
         }
     }
 

@@ -47,7 +47,7 @@ use zeroize::Zeroizing;
 
 use self::client::{Http, HttpSettings, ProxySettings, Request, Response, RetryPolicy, Url};
 use self::credentials::{TokenCache, authority_for_vault_host, resource_for_vault_host};
-use self::error::{Class, ProbeError, ProbeFailure, api_error, classify, redact};
+use self::error::{Class, ProbeError, ProbeFailure, ProbeTarget, api_error, classify, redact};
 pub use self::options::{AzureConfig, AzureCredentials, AzureOptions};
 pub use self::select::select_source;
 use self::vault::{CallError, Purge, Vault, bad, fail_http, map_get_status};
@@ -499,13 +499,20 @@ impl AzureStore {
     pub fn probe(&self, deadline: Instant) -> Result<(usize, bool), ProbeError> {
         let v = &self.vault;
         let url = format!("{}/secrets?api-version={API_VERSION}", v.base);
-        let failed = |failure, e: StoreError| ProbeError { failure, message: e.to_string() };
+        let failed = |failure, e: StoreError| ProbeError {
+            failure,
+            target: ProbeTarget::Vault,
+            message: e.to_string(),
+        };
         let r = v.call(Method::GET, &url, None, deadline).map_err(|e| {
-            let failure = match &e {
-                CallError::Transport(t) => ProbeFailure::of_transport(t.kind),
-                CallError::Auth(_) => ProbeFailure::Authentication,
+            let (failure, target) = match &e {
+                CallError::Transport(t) => (ProbeFailure::of_transport(t.kind), ProbeTarget::Vault),
+                CallError::Auth(_) => (ProbeFailure::Authentication, ProbeTarget::Vault),
+                CallError::Token(t) => {
+                    (ProbeFailure::of_token(t.failure), ProbeTarget::TokenEndpoint)
+                }
             };
-            failed(failure, e.store("list", "", "failed to list secrets"))
+            ProbeError { target, ..failed(failure, e.store("list", "", "failed to list secrets")) }
         })?;
         if r.status != 200 {
             let failure = ProbeFailure::of_answer(r.status, &api_error(r.status, &r.body));

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use ureq::http::Method;
 
 use super::client::{Http, Request, Response, TransportError, Url, jitter, pct_encode};
-use super::credentials::{Source, TokenCache};
+use super::credentials::{Source, TokenCache, TokenError};
 use super::error::{Class, api_error, classify, parse_challenge, resource_matches_host};
 use super::wire::{BadBody, VersionItem, parse_page};
 use super::{API_VERSION, MAX_VERSION_PAGES};
@@ -40,7 +40,10 @@ pub(super) struct Vault {
 /// Why a vault call produced no HTTP answer.
 pub(super) enum CallError {
     Transport(TransportError),
+    /// The vault's challenge could not be used.
     Auth(String),
+    /// No token: the token endpoint could not be reached, or refused the credential.
+    Token(TokenError),
 }
 
 impl From<TransportError> for CallError {
@@ -55,8 +58,15 @@ impl CallError {
             CallError::Transport(e) => {
                 StoreError::Unreachable(format!("azure: failed to {op} '{name}': {what}: {e}"))
             }
+            // An unreachable token endpoint is an outage like an unreachable vault.
+            CallError::Token(e) if e.is_transport() => StoreError::Unreachable(format!(
+                "azure: failed to {op} '{name}': {what}: token endpoint unreachable: {e}"
+            )),
             CallError::Auth(m) => StoreError::Failed(format!(
                 "azure: failed to {op} '{name}': {what}: authentication failed: {m}"
+            )),
+            CallError::Token(e) => StoreError::Failed(format!(
+                "azure: failed to {op} '{name}': {what}: authentication failed: {e}"
             )),
         }
     }
@@ -152,7 +162,7 @@ impl Vault {
         let mut retried = false;
         loop {
             let fetch = |res: &str, d: Instant| self.source.fetch(&self.http, res, d);
-            let token = self.tokens.get(&resource, deadline, &fetch).map_err(CallError::Auth)?;
+            let token = self.tokens.get(&resource, deadline, &fetch).map_err(CallError::Token)?;
             let mut req = Request::new(method.clone(), url);
             req.bearer = Some(token.secret());
             if let Some(b) = body {
