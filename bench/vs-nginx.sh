@@ -16,7 +16,8 @@
 # scheduler otherwise gives one-process nginx a small slice of CPU 0 and our 16 threads
 # a large one, and nginx looks 3-5x slower than it is. nginx runs one worker, with the same certificates (the server's
 # and the client's, made by `kes identity new`), TLS 1.2 and 1.3, the same TLS 1.3 suites
-# and groups as rustls offers, client certificates required, unlimited keep-alive, and
+# and groups as rustls offers, chosen in the server's order as ours are (AES-128-GCM first,
+# Go's order), client certificates required, unlimited keep-alive, and
 # answers `return 200` with a body as long as ours. `kes` runs as packaged: mlock on when
 # root, the fs key store (keys are served from the in-memory cache after the first read),
 # audit lines on stdout into a pipe that `cat` drains to /dev/null (as journald would take
@@ -158,7 +159,8 @@ http {
         ssl_client_certificate $DIR/client.crt;
         ssl_verify_client on;
         ssl_protocols TLSv1.2 TLSv1.3;
-        ssl_conf_command Ciphersuites TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256;
+        ssl_prefer_server_ciphers on;
+        ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;
         ssl_ecdh_curve X25519:prime256v1:secp384r1;
         default_type application/json;
         location /v1/key/generate/ { return 200 '$(filler "$GEN_LEN")'; }

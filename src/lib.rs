@@ -43,7 +43,8 @@
 //! 1. `server` accepts and admits (`server::admission`): at the connection cap the least
 //!    productive connection (handshaking, waiting for a head, idle; never one whose request
 //!    is being handled) is evicted, within a fair share per source address. A named thread
-//!    with a small explicit stack takes the connection.
+//!    with a small explicit stack takes the connection: one of the threads kept between
+//!    connections (`server::workers`), or a new one when all of those are busy.
 //! 2. The thread completes the rustls handshake under an absolute deadline (every phase
 //!    has one: handshake, head, body, response write) and derives the client
 //!    [`auth::Identity`] (lowercase hex SHA-256 of the leaf certificate's SPKI).

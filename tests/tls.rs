@@ -240,3 +240,54 @@ fn a_ca_only_client_is_told_why_it_has_no_identity() {
         srv.error_text()
     );
 }
+
+/// The server picks the cipher suite by its own order, as a Go server (upstream) does on
+/// AES hardware for a client that lists an AES-GCM suite first: AES-128-GCM before
+/// AES-256-GCM before ChaCha20, in TLS 1.3 and 1.2; a client that offers one suite only
+/// gets that one. (A Go server would pick ChaCha20 for a client listing it first; this
+/// one still picks AES-GCM, as the README says.)
+#[test]
+fn the_server_prefers_aes_128_gcm_as_go_does() {
+    use rustls::CipherSuite as S;
+    let srv = TestServer::start("");
+    let a = &srv.admin;
+    let negotiated = |versions: &[&'static rustls::SupportedProtocolVersion], offer: &[S]| {
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites = offer
+            .iter()
+            .map(|want| *provider.cipher_suites.iter().find(|s| s.suite() == *want).unwrap())
+            .collect();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(srv.server_cert.clone()).unwrap();
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![a.cert.clone()], a.key.clone_key())
+            .unwrap();
+        let mut c = common::Client::with_config(srv.addr, Arc::new(cfg));
+        assert_eq!(c.get("/version").status, 200);
+        c.tls.conn.negotiated_cipher_suite().unwrap().suite()
+    };
+    let tls13 = &[&rustls::version::TLS13];
+    let all13 = [
+        S::TLS13_AES_256_GCM_SHA384,
+        S::TLS13_CHACHA20_POLY1305_SHA256,
+        S::TLS13_AES_128_GCM_SHA256,
+    ];
+    assert_eq!(negotiated(tls13, &all13), S::TLS13_AES_128_GCM_SHA256);
+    let no128 = [S::TLS13_AES_256_GCM_SHA384, S::TLS13_CHACHA20_POLY1305_SHA256];
+    assert_eq!(negotiated(tls13, &no128), S::TLS13_AES_256_GCM_SHA384);
+    assert_eq!(
+        negotiated(tls13, &[S::TLS13_CHACHA20_POLY1305_SHA256]),
+        S::TLS13_CHACHA20_POLY1305_SHA256
+    );
+    let tls12 = &[&rustls::version::TLS12];
+    let all12 = [
+        S::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ];
+    assert_eq!(negotiated(tls12, &all12), S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256);
+    assert_eq!(negotiated(tls12, &all12[..2]), S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384);
+}

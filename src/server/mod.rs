@@ -1,6 +1,7 @@
 //! The server: builds an immutable [`api::State`] from the config, hardens the process,
 //! binds, and runs a bounded thread-per-connection accept loop. No async runtime: every
-//! connection is a named thread with a small explicit stack, and everything a client can
+//! connection is a named thread with a small explicit stack (one of the threads kept
+//! between connections, [`workers`], or one started for it), and everything a client can
 //! hold (a thread, a socket, buffered bytes, time) is bounded by a named constant.
 //!
 //! Startup order: config -> TLS material -> key store -> declarative keys -> bind ->
