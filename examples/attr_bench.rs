@@ -1,14 +1,17 @@
 //! What attribute identities cost: new mTLS connections per second (handshake + one
 //! `GET /v1/status`) against two servers of the same binary, both with `tls.auth: on` and
 //! the same `tls.ca`; one names the client by its key hash, the other by
-//! `ca:<hash>/dns:bench.example.com` (so it verifies the chain once more per connection).
+//! `ca:<hash>/dns:bench.example.com` (so it verifies a chain it has not cached once more).
 //! Rounds alternate between the two servers; the ratio is what matters on a shared machine.
 //! Then the attacker against the cache of verified chains (`auth::attr`): one valid
 //! certificate with ever different extra CA certificates, and more distinct valid
 //! certificates than the cache holds; the cache's entries and the server's RSS are printed.
 //!
 //!     cargo build --release
-//!     cargo run --release --example attr_bench -- target/release/kes [CONNECTIONS_PER_ROUND] [ROUNDS]
+//!     cargo run --example attr_bench -- target/release/kes [CONNECTIONS_PER_ROUND] [ROUNDS]
+//!
+//! The servers' CPU time per connection (from `/proc`) is the figure to compare on a
+//! shared machine; it does not depend on how the client is built.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -64,8 +67,12 @@ fn main() {
     let cfg = |bin: &PackagedServer| client_config(bin, vec![client.cert.clone()], &client);
     let configs = [cfg(&servers[0].1), cfg(&servers[1].1)];
     let mut rates = [Vec::new(), Vec::new()];
+    // Server CPU time over the counted rounds: far less sensitive than throughput to what
+    // else runs on a shared machine.
+    let mut cpu = [0u64; 2];
     for round in 0..=rounds {
         for (i, (_, bin)) in servers.iter().enumerate() {
+            let cpu_before = cpu_ticks(bin.child.id());
             let started = Instant::now();
             for _ in 0..per_round {
                 let mut c = connect(addr(bin), configs[i].clone());
@@ -74,6 +81,7 @@ fn main() {
             // Round 0 warms both servers up and is not counted.
             if round > 0 {
                 rates[i].push(per_round as f64 / started.elapsed().as_secs_f64());
+                cpu[i] += cpu_ticks(bin.child.id()) - cpu_before;
             }
         }
     }
@@ -86,6 +94,13 @@ fn main() {
         println!("{name:<9} {r:>8.0} connections/s (median of {rounds} rounds of {per_round})");
     }
     println!("ratio ca:/dns: / key hash = {:.3}", b / a);
+    let per_conn = |ticks: u64| ticks as f64 * 10_000.0 / (per_round * rounds) as f64;
+    println!(
+        "server CPU per new connection: key hash {:.0} us, ca:/dns: {:.0} us, ratio {:.3}",
+        per_conn(cpu[0]),
+        per_conn(cpu[1]),
+        cpu[1] as f64 / cpu[0] as f64
+    );
 
     // The attacker against the cache of verified chains: it holds one valid client
     // certificate and presents it with ever different extra CA certificates (each chain
@@ -141,6 +156,16 @@ fn connect(addr: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> Client {
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
     let conn = rustls::ClientConnection::new(cfg, name).unwrap();
     Client::from_parts(rustls::StreamOwned::new(conn, sock))
+}
+
+/// utime + stime of a process in clock ticks (100 per second on Linux).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
 }
 
 fn ca_params_named(name: &str) -> rcgen::CertificateParams {

@@ -2,29 +2,34 @@
 //! prints it, and Go duration strings (`5m0s`, `1h30m`, `720h`) as `time.ParseDuration`
 //! reads them. KES clients parse both, so the exact shapes matter (spec kes-api.md §7).
 
+use std::fmt::Write as _;
 use std::time::Duration;
 use time::{OffsetDateTime, UtcOffset};
 
 /// Formats like Go's `time.RFC3339Nano`: trailing zeros of the fraction are dropped,
 /// UTC is written `Z`, other offsets `+hh:mm`.
 pub fn format_rfc3339_nano(t: OffsetDateTime) -> String {
-    let mut s = format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
+    let mut s = String::with_capacity(35);
+    push_rfc3339_nano(&mut s, t);
+    s
+}
+
+/// Appends [`format_rfc3339_nano`]'s text to `s` (no allocation beyond `s` growing: every
+/// audit line carries one).
+pub fn push_rfc3339_nano(s: &mut String, t: OffsetDateTime) {
+    push_date_time(s, t);
     let nanos = t.nanosecond();
     if nanos != 0 {
-        let frac = format!("{nanos:09}");
         s.push('.');
-        s.push_str(frac.trim_end_matches('0'));
+        let mut digits = 9;
+        let mut frac = nanos;
+        while frac.is_multiple_of(10) {
+            frac /= 10;
+            digits -= 1;
+        }
+        push_digits(s, frac, digits);
     }
-    push_offset(&mut s, t.offset());
-    s
+    push_offset(s, t.offset());
 }
 
 /// A system time in UTC to whole seconds, e.g. `2026-12-04T13:50:02Z`.
@@ -35,18 +40,49 @@ pub fn format_utc_seconds(t: std::time::SystemTime) -> String {
 
 /// Formats with millisecond precision, as Go's slog text handler does for `time=`.
 pub fn format_rfc3339_millis(t: OffsetDateTime) -> String {
-    let mut s = format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    );
-    push_offset(&mut s, t.offset());
+    let mut s = String::with_capacity(29);
+    push_rfc3339_millis(&mut s, t);
     s
+}
+
+/// Appends [`format_rfc3339_millis`]'s text to `s`.
+pub fn push_rfc3339_millis(s: &mut String, t: OffsetDateTime) {
+    push_date_time(s, t);
+    s.push('.');
+    push_digits(s, u32::from(t.millisecond()), 3);
+    push_offset(s, t.offset());
+}
+
+/// `yyyy-mm-ddThh:mm:ss` (the year as `{:04}` prints it, sign and all, outside 0..=9999).
+fn push_date_time(s: &mut String, t: OffsetDateTime) {
+    match u32::try_from(t.year()) {
+        Ok(year) if year <= 9999 => push_digits(s, year, 4),
+        _ => {
+            let _ = write!(s, "{:04}", t.year());
+        }
+    }
+    s.push('-');
+    push_digits(s, u32::from(u8::from(t.month())), 2);
+    s.push('-');
+    push_digits(s, u32::from(t.day()), 2);
+    s.push('T');
+    push_digits(s, u32::from(t.hour()), 2);
+    s.push(':');
+    push_digits(s, u32::from(t.minute()), 2);
+    s.push(':');
+    push_digits(s, u32::from(t.second()), 2);
+}
+
+/// The last `width` decimal digits of `v`, zero-padded.
+fn push_digits(s: &mut String, mut v: u32, width: usize) {
+    let mut buf = [b'0'; 10];
+    for slot in buf[..width].iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    for &b in &buf[..width] {
+        s.push(char::from(b));
+    }
 }
 
 fn push_offset(s: &mut String, off: UtcOffset) {
@@ -54,8 +90,10 @@ fn push_offset(s: &mut String, off: UtcOffset) {
         s.push('Z');
     } else {
         let (h, m, _) = off.as_hms();
-        let sign = if off.is_negative() { '-' } else { '+' };
-        s.push_str(&format!("{sign}{:02}:{:02}", h.unsigned_abs(), m.unsigned_abs()));
+        s.push(if off.is_negative() { '-' } else { '+' });
+        push_digits(s, u32::from(h.unsigned_abs()), 2);
+        s.push(':');
+        push_digits(s, u32::from(m.unsigned_abs()), 2);
     }
 }
 
@@ -210,6 +248,55 @@ mod tests {
             "2024-01-12T11:39:20.5+01:00"
         );
         assert_eq!(format_rfc3339_nano(datetime!(0001-01-01 00:00:00 UTC)), ZERO_TIME);
+        assert_eq!(
+            format_rfc3339_nano(datetime!(2026-12-04 19:31:10.000000001 -03:30)),
+            "2026-12-04T19:31:10.000000001-03:30"
+        );
+        assert_eq!(
+            format_rfc3339_nano(datetime!(2026-12-04 19:31:10.12345678 UTC)),
+            "2026-12-04T19:31:10.12345678Z"
+        );
+    }
+
+    /// The appenders write what `format!` with the same widths writes, for every field at
+    /// its extremes (years outside 0..=9999 keep `{:04}`'s sign and width).
+    #[test]
+    fn rfc3339_appenders_match_format() {
+        let reference = |t: OffsetDateTime, millis: bool| {
+            let mut s = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            );
+            if millis {
+                s.push_str(&format!(".{:03}", t.millisecond()));
+            } else if t.nanosecond() != 0 {
+                s.push('.');
+                s.push_str(format!("{:09}", t.nanosecond()).trim_end_matches('0'));
+            }
+            let (h, m, _) = t.offset().as_hms();
+            if t.offset().is_utc() {
+                s.push('Z');
+            } else {
+                let sign = if t.offset().is_negative() { '-' } else { '+' };
+                s.push_str(&format!("{sign}{:02}:{:02}", h.unsigned_abs(), m.unsigned_abs()));
+            }
+            s
+        };
+        for t in [
+            datetime!(0000-01-01 00:00:00 UTC),
+            datetime!(9999-12-31 23:59:59.999999999 +23:59),
+            datetime!(-0001-06-15 12:00:00.1 -00:30),
+            datetime!(2024-02-29 01:02:03.000100 UTC),
+            datetime!(2024-02-29 01:02:03.050 +05:45),
+        ] {
+            assert_eq!(format_rfc3339_nano(t), reference(t, false), "{t}");
+            assert_eq!(format_rfc3339_millis(t), reference(t, true), "{t}");
+        }
     }
 
     #[test]

@@ -114,8 +114,20 @@ pub struct AuditEvent<'a> {
     pub identity: &'a str,
     pub status: u16,
     pub latency: Duration,
-    /// Upstream's fixed text, e.g. `secret key 'x' created`.
-    pub message: &'a str,
+    /// Upstream's fixed text, e.g. `secret key 'x' created`; `None` for the routes upstream
+    /// describes by their request, `METHOD PATH` (written without building that string).
+    pub message: Option<&'a str>,
+}
+
+impl<'a> AuditEvent<'a> {
+    /// The message as up to three pieces to write one after the other: escaping works
+    /// character by character, so the pieces escape as their concatenation would.
+    fn message_parts(&self) -> [&'a str; 3] {
+        match self.message {
+            Some(m) => [m, "", ""],
+            None => [self.method, " ", self.path],
+        }
+    }
 }
 
 /// The `flaw` labels of `kes_tls_client_cert_flaws`, one per `auth::x509::Flaw` (a server
@@ -364,11 +376,15 @@ impl Obs {
         if !self.audit_enabled() {
             return result;
         }
-        if let Some(batch) = &self.audit_batch {
-            batch.push(&if self.json { audit_json_line(e) } else { audit_text_line(e) });
-        } else if let Some(out) = &self.audit_out {
-            let line = if self.json { audit_json_line(e) } else { audit_text_line(e) };
-            self.write_line(out, &line);
+        if self.audit_batch.is_some() || self.audit_out.is_some() {
+            with_line_buffer(|line| {
+                write_audit_line(line, e, self.json);
+                if let Some(batch) = &self.audit_batch {
+                    batch.push(line);
+                } else if let Some(out) = &self.audit_out {
+                    self.write_line(out, line);
+                }
+            });
         }
         self.audit.publish_with(|| audit_ndjson(e));
         result
@@ -410,27 +426,116 @@ impl Obs {
     }
 }
 
-fn quote_if_needed(v: &str) -> String {
-    if v.is_empty() || v.chars().any(|c| c == ' ' || c == '"' || c == '=' || c.is_control()) {
-        crate::gojson::go_json_string(v)
+/// Audit lines longer than this do not keep their buffer's memory after being written (a
+/// long path is rare; the usual line is about 300 bytes).
+const KEPT_LINE_CAPACITY: usize = 4096;
+
+thread_local! {
+    /// The audit line being written by this (request) thread, reused from request to
+    /// request: a line costs no allocation. Audit lines hold no secrets.
+    static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Runs `f` with this thread's empty line buffer (a fresh one if it is in use).
+fn with_line_buffer(f: impl FnOnce(&mut String)) {
+    let mut f = Some(f);
+    let _ = LINE.try_with(|cell| {
+        if let Ok(mut line) = cell.try_borrow_mut() {
+            line.clear();
+            (f.take().expect("called once"))(&mut line);
+            if line.capacity() > KEPT_LINE_CAPACITY {
+                *line = String::new();
+            }
+        }
+    });
+    if let Some(f) = f {
+        f(&mut String::new());
+    }
+}
+
+/// Whether slog's text handler quotes `v`.
+fn needs_quote(v: &str) -> bool {
+    v.is_empty() || v.chars().any(|c| c == ' ' || c == '"' || c == '=' || c.is_control())
+}
+
+/// Appends the text handler's form of the concatenated `parts`: as is, or quoted as Go's
+/// JSON encoder escapes a string but with `<`, `>` and `&` left alone.
+fn push_text_value(out: &mut String, parts: &[&str]) {
+    let empty = parts.iter().all(|p| p.is_empty());
+    if !empty && !parts.iter().any(|p| needs_quote(p) && !p.is_empty()) {
+        parts.iter().for_each(|p| out.push_str(p));
+    } else if parts.iter().any(|p| p.contains('\\')) {
+        // The historical form, kept byte for byte: an escaped backslash followed by `u003c`
+        // is turned back as if it were an escaped `<`.
+        let v: String = parts.concat();
+        let quoted = crate::gojson::go_json_string(&v)
             .replace("\\u003c", "<")
             .replace("\\u003e", ">")
-            .replace("\\u0026", "&")
+            .replace("\\u0026", "&");
+        out.push_str(&quoted);
     } else {
-        v.to_string()
+        out.push('"');
+        parts.iter().for_each(|p| push_escaped(out, p, Escape::GoText));
+        out.push('"');
     }
+}
+
+/// Which JSON string escaping [`push_escaped`] applies.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Escape {
+    /// serde_json's: `\b`, `\f`, `\n`, `\r`, `\t`, other controls below 0x20 as `\u00xx`.
+    Json,
+    /// Go's encoder without its HTML escapes (slog's text handler): every control below
+    /// 0x20 except `\n`, `\r`, `\t` as `\u00xx`, and U+2028/U+2029 escaped.
+    GoText,
+}
+
+/// Appends the inside of a JSON string literal for `v` (no quotes).
+fn push_escaped(out: &mut String, v: &str, how: Escape) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut plain = 0;
+    for (i, c) in v.char_indices() {
+        let short = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            '\u{8}' if how == Escape::Json => "\\b",
+            '\u{c}' if how == Escape::Json => "\\f",
+            '\u{2028}' if how == Escape::GoText => "\\u2028",
+            '\u{2029}' if how == Escape::GoText => "\\u2029",
+            c if (c as u32) < 0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&v[plain..i]);
+        plain = i + c.len_utf8();
+        if short.is_empty() {
+            let b = c as u32 as usize;
+            out.push_str("\\u00");
+            out.push(char::from(HEX[b >> 4]));
+            out.push(char::from(HEX[b & 0xf]));
+        } else {
+            out.push_str(short);
+        }
+    }
+    out.push_str(&v[plain..]);
 }
 
 /// Go `slog` text handler shape: `time=… level=… msg=… k=v…`.
 fn slog_text(now: OffsetDateTime, level: Level, msg: &str, fields: &[(&str, &str)]) -> String {
-    let mut s = format!(
-        "time={} level={} msg={}",
-        gotime::format_rfc3339_millis(now),
-        level.name(),
-        quote_if_needed(msg)
-    );
+    let mut s = String::with_capacity(128);
+    s.push_str("time=");
+    gotime::push_rfc3339_millis(&mut s, now);
+    s.push_str(" level=");
+    s.push_str(&level.name());
+    s.push_str(" msg=");
+    push_text_value(&mut s, &[msg]);
     for (k, v) in fields {
-        let _ = write!(s, " {k}={}", quote_if_needed(v));
+        s.push(' ');
+        s.push_str(k);
+        s.push('=');
+        push_text_value(&mut s, &[v]);
     }
     s
 }
@@ -450,62 +555,72 @@ fn latency_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The stdout audit line (`kes-api.md` §10).
+/// Appends the stdout audit line of `e` (JSON or slog text, `kes-api.md` §10) to `out`,
+/// without its newline, allocating nothing but `out`'s growth.
+pub fn write_audit_line(out: &mut String, e: &AuditEvent, json: bool) {
+    if json { write_audit_json(out, e) } else { write_audit_text(out, e) }
+}
+
+/// The stdout audit line in slog text form.
 pub fn audit_text_line(e: &AuditEvent) -> String {
-    let ip = e.ip.map(|i| i.to_string()).unwrap_or_default();
-    let code = e.status.to_string();
-    let latency = gotime::format_duration(e.latency);
-    slog_text(
-        e.time,
-        Level::INFO,
-        e.message,
-        &[
-            ("req.method", e.method),
-            ("req.path", e.path),
-            ("req.ip", &ip),
-            ("req.identity", e.identity),
-            ("res.code", &code),
-            ("res.time", &latency),
-        ],
-    )
+    let mut s = String::with_capacity(256);
+    write_audit_text(&mut s, e);
+    s
+}
+
+fn write_audit_text(s: &mut String, e: &AuditEvent) {
+    s.push_str("time=");
+    gotime::push_rfc3339_millis(s, e.time);
+    s.push_str(" level=INFO msg=");
+    push_text_value(s, &e.message_parts());
+    s.push_str(" req.method=");
+    push_text_value(s, &[e.method]);
+    s.push_str(" req.path=");
+    push_text_value(s, &[e.path]);
+    s.push_str(" req.ip=");
+    match e.ip {
+        Some(ip) => {
+            let _ = write!(s, "{ip}");
+        }
+        None => s.push_str("\"\""),
+    }
+    s.push_str(" req.identity=");
+    push_text_value(s, &[e.identity]);
+    let _ = write!(s, " res.code={} res.time=", e.status);
+    push_text_value(s, &[&gotime::format_duration(e.latency)]);
 }
 
 /// The JSON audit line (`--log-format json`, or stdout not a terminal): keys in sorted
-/// order as a JSON object map prints them, serialized straight from the event.
+/// order as a JSON object map prints them, strings escaped as serde_json escapes them.
 fn audit_json_line(e: &AuditEvent) -> String {
-    #[derive(serde::Serialize)]
-    struct Req<'a> {
-        identity: &'a str,
-        ip: String,
-        method: &'a str,
-        path: &'a str,
+    let mut s = String::with_capacity(256);
+    write_audit_json(&mut s, e);
+    s
+}
+
+fn write_audit_json(s: &mut String, e: &AuditEvent) {
+    s.push_str("{\"level\":\"INFO\",\"msg\":\"");
+    for part in e.message_parts() {
+        push_escaped(s, part, Escape::Json);
     }
-    #[derive(serde::Serialize)]
-    struct Res {
-        code: u16,
-        time: u64,
+    s.push_str("\",\"req\":{\"identity\":\"");
+    push_escaped(s, e.identity, Escape::Json);
+    s.push_str("\",\"ip\":\"");
+    if let Some(ip) = e.ip {
+        let _ = write!(s, "{ip}");
     }
-    #[derive(serde::Serialize)]
-    struct Line<'a> {
-        level: &'static str,
-        msg: &'a str,
-        req: Req<'a>,
-        res: Res,
-        time: String,
-    }
-    let line = Line {
-        level: "INFO",
-        msg: e.message,
-        req: Req {
-            identity: e.identity,
-            ip: e.ip.map(|i| i.to_string()).unwrap_or_default(),
-            method: e.method,
-            path: e.path,
-        },
-        res: Res { code: e.status, time: latency_ms(e.latency) },
-        time: gotime::format_rfc3339_nano(e.time),
-    };
-    serde_json::to_string(&line).unwrap_or_default()
+    s.push_str("\",\"method\":\"");
+    push_escaped(s, e.method, Escape::Json);
+    s.push_str("\",\"path\":\"");
+    push_escaped(s, e.path, Escape::Json);
+    let _ = write!(
+        s,
+        "\"}},\"res\":{{\"code\":{},\"time\":{}}},\"time\":\"",
+        e.status,
+        latency_ms(e.latency)
+    );
+    gotime::push_rfc3339_nano(s, e.time);
+    s.push_str("\"}");
 }
 
 /// The `/v1/log/audit` line (`kes-api.md` §9.21): `ip`/`identity` omitted when empty,
@@ -901,7 +1016,7 @@ mod tests {
             identity: "abc",
             status: 200,
             latency: Duration::from_millis(12),
-            message: "secret key 'k' created",
+            message: Some("secret key 'k' created"),
         };
         assert_eq!(
             String::from_utf8(audit_ndjson(&e)).unwrap(),
@@ -917,7 +1032,7 @@ mod tests {
         })
         .to_string();
         assert_eq!(audit_json_line(&e), map);
-        let quoted = AuditEvent { message: "a \"b\"\n<c>", ip: None, ..e };
+        let quoted = AuditEvent { message: Some("a \"b\"\n<c>"), ip: None, ..e };
         let mut map: serde_json::Value = serde_json::from_str(&map).unwrap();
         map["msg"] = "a \"b\"\n<c>".into();
         map["req"]["ip"] = "".into();
@@ -927,6 +1042,113 @@ mod tests {
             line,
             "time=2024-01-12T10:39:20.500Z level=INFO msg=\"secret key 'k' created\" req.method=PUT req.path=/v1/key/create/k req.ip=127.0.0.1 req.identity=abc res.code=200 res.time=12ms"
         );
+    }
+
+    /// The JSON line as the serde struct it replaced wrote it.
+    fn reference_json_line(e: &AuditEvent) -> String {
+        let message = match e.message {
+            Some(m) => m.to_string(),
+            None => format!("{} {}", e.method, e.path),
+        };
+        serde_json::json!({
+            "level": "INFO",
+            "msg": message,
+            "req": {
+                "identity": e.identity,
+                "ip": e.ip.map(|i| i.to_string()).unwrap_or_default(),
+                "method": e.method,
+                "path": e.path,
+            },
+            "res": { "code": e.status, "time": latency_ms(e.latency) },
+            "time": gotime::format_rfc3339_nano(e.time),
+        })
+        .to_string()
+    }
+
+    /// The text line as `slog_text` with `quote_if_needed` built it before lines were
+    /// written in place.
+    fn reference_text_line(e: &AuditEvent) -> String {
+        let quote = |v: &str| {
+            if v.is_empty() || v.chars().any(|c| c == ' ' || c == '"' || c == '=' || c.is_control())
+            {
+                crate::gojson::go_json_string(v)
+                    .replace("\\u003c", "<")
+                    .replace("\\u003e", ">")
+                    .replace("\\u0026", "&")
+            } else {
+                v.to_string()
+            }
+        };
+        let message = match e.message {
+            Some(m) => m.to_string(),
+            None => format!("{} {}", e.method, e.path),
+        };
+        format!(
+            "time={} level=INFO msg={} req.method={} req.path={} req.ip={} req.identity={} res.code={} res.time={}",
+            gotime::format_rfc3339_millis(e.time),
+            quote(&message),
+            quote(e.method),
+            quote(e.path),
+            quote(&e.ip.map(|i| i.to_string()).unwrap_or_default()),
+            quote(e.identity),
+            quote(&e.status.to_string()),
+            quote(&gotime::format_duration(e.latency)),
+        )
+    }
+
+    /// Lines written in place have the bytes of the lines built from owned strings, for
+    /// every character class the escaping treats apart: each control character, quotes,
+    /// backslashes (with the text form's `\u003c` quirk), HTML characters, U+2028/U+2029,
+    /// C1 controls, non-ASCII text, empty fields, IPv6 and no address, both message forms.
+    #[test]
+    fn audit_lines_written_in_place_match_the_owned_forms() {
+        let mut samples: Vec<String> =
+            (0u32..0x80).map(|c| format!("/v1/key/x{}y", char::from_u32(c).unwrap())).collect();
+        samples.extend(
+            [
+                "",
+                "/",
+                "plain",
+                "a b",
+                "k=v",
+                "\\u003c<>&\\",
+                "\\",
+                "é☰\u{2028}\u{2029}\u{85}\u{9f}\u{a0}",
+                "/v1/key/create/\"q\"\r\n",
+                "\u{1F600}\u{7f}\u{0}\u{1f}",
+            ]
+            .map(String::from),
+        );
+        let base = AuditEvent {
+            time: time::macros::datetime!(2026-12-04 19:40:01.000000700 UTC),
+            method: "POST",
+            path: "/v1/key/generate/k",
+            ip: Some("::1".parse().unwrap()),
+            identity: "3ecfcdf38fcbe141ae26a1030f81e96b753365a46760ae6b578698a97c59fd22",
+            status: 200,
+            latency: Duration::from_micros(1234),
+            message: None,
+        };
+        let mut events = Vec::new();
+        for s in &samples {
+            events.push(AuditEvent { path: s, ..base });
+            events.push(AuditEvent { message: Some(s), ip: None, status: 403, ..base });
+            events.push(AuditEvent { identity: s, method: s, latency: Duration::ZERO, ..base });
+        }
+        for e in &events {
+            assert_eq!(audit_json_line(e), reference_json_line(e), "{e:?}");
+            assert_eq!(audit_text_line(e), reference_text_line(e), "{e:?}");
+            // Through the reused buffer, as requests write them.
+            for json in [true, false] {
+                with_line_buffer(|line| {
+                    line.push_str("left over from the last request");
+                    line.clear();
+                    write_audit_line(line, e, json);
+                    let want = if json { reference_json_line(e) } else { reference_text_line(e) };
+                    assert_eq!(*line, want);
+                });
+            }
+        }
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub use crate::auth::ClientCert;
 /// Per-request inputs handed to a handler.
 pub struct Ctx<'a> {
     pub state: &'a State,
-    pub head: &'a Head,
+    pub head: &'a Head<'a>,
     pub body: &'a [u8],
     /// The path after the route prefix (decoded).
     pub resource: &'a str,
@@ -144,7 +144,7 @@ pub fn lookup<'a>(state: &'a State, head: &Head) -> Routed<'a> {
             let mut location = crate::http::escape_path(&cleaned);
             if !head.query.is_empty() {
                 location.push('?');
-                location.push_str(&crate::http::escape_raw(&head.query));
+                location.push_str(&crate::http::escape_raw(head.query));
             }
             Routed::Respond(Response::new(301).header("Location", location))
         }
@@ -275,11 +275,7 @@ pub fn handle(
     };
     let latency = started.elapsed();
     if audited && state.obs.records_audit() {
-        let message = ctx
-            .audit_message
-            .borrow_mut()
-            .take()
-            .unwrap_or_else(|| format!("{} {}", head.method.as_str(), head.path));
+        let message = ctx.audit_message.borrow_mut().take();
         let refused = state.obs.audit(&AuditEvent {
             time: OffsetDateTime::now_utc(),
             method: head.method.as_str(),
@@ -288,7 +284,7 @@ pub fn handle(
             identity: identity.map(|i| i.as_str()).unwrap_or_default(),
             status: response.status,
             latency,
-            message: &message,
+            message: message.as_deref(),
         });
         if let Err(e) = refused {
             // Fail-closed: not served unaudited (the answer is dropped unsent).

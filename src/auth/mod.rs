@@ -13,19 +13,20 @@ use std::fmt;
 use std::sync::Arc;
 
 /// A client identity: 64 lowercase hex characters for certificates; config may also hold
-/// placeholders such as `disabled`, which no certificate can ever match.
+/// placeholders such as `disabled`, which no certificate can ever match. Shared, not
+/// copied, when cloned: every authorized request takes the connection's identity.
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Identity(String);
+pub struct Identity(Arc<str>);
 
 impl Identity {
     pub fn new(s: impl Into<String>) -> Identity {
-        Identity(s.into())
+        Identity(Arc::from(s.into()))
     }
 
     /// Identity of a certificate's DER SubjectPublicKeyInfo.
     pub fn from_spki(spki_der: &[u8]) -> Identity {
         let digest = ring::digest::digest(&ring::digest::SHA256, spki_der);
-        Identity(crate::hex::encode(digest.as_ref()))
+        Identity::new(crate::hex::encode(digest.as_ref()))
     }
 
     /// SHA-256 over one DER certificate's SPKI, `None` if it does not parse. This is only the

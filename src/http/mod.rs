@@ -7,7 +7,7 @@
 pub mod client;
 pub mod framing;
 
-use std::fmt::Write as _;
+use std::borrow::Cow;
 
 /// Most bytes a request head may have. kms-go and MinIO send well under 1 KiB; 16 KiB leaves
 /// room for proxies while keeping a slow-loris buffer small.
@@ -63,28 +63,31 @@ pub enum BodyFraming {
     UntilClose,
 }
 
-/// A parsed request head.
+/// A parsed request head, borrowing its text from the bytes it was parsed from (the
+/// connection's read buffer): nothing is copied except a path with `%` escapes, which is
+/// decoded into its own string.
 #[derive(Debug, Clone)]
-pub struct Head {
+pub struct Head<'a> {
     pub method: Method,
     /// The raw request target as sent.
-    pub target: String,
+    pub target: &'a str,
     /// Percent-decoded path (Go's `URL.Path`).
-    pub path: String,
+    pub path: Cow<'a, str>,
     /// The raw query without `?`.
-    pub query: String,
+    pub query: &'a str,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
-    pub headers: Vec<(String, String)>,
+    /// Names as sent, values without surrounding whitespace.
+    pub headers: Vec<(&'a str, &'a str)>,
     pub framing: BodyFraming,
     /// Whether the client wants the connection kept open after this request.
     pub keep_alive: bool,
 }
 
-impl Head {
+impl Head<'_> {
     /// The first header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
     }
 }
 
@@ -103,48 +106,55 @@ pub enum HeadError {
     UnsupportedCoding,
 }
 
-/// Parses a request head from the start of `buf`. `Ok(None)`: incomplete, read more.
-/// `Ok(Some((head, n)))`: the head used `n` bytes.
-pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, HeadError> {
+/// Where the head at the start of `buf` ends: `Ok(None)` while incomplete (read more),
+/// `Err` as soon as what arrived cannot become a head, without building the [`Head`].
+pub fn head_len(buf: &[u8]) -> Result<Option<usize>, HeadError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
+    head_status(&mut req, buf)
+}
+
+fn head_status<'h, 'b>(
+    req: &mut httparse::Request<'h, 'b>,
+    buf: &'b [u8],
+) -> Result<Option<usize>, HeadError> {
     let status = match req.parse(buf) {
         Ok(s) => s,
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
         Err(_) => return Err(request_line_error(buf)),
     };
-    let n = match status {
-        httparse::Status::Complete(n) => n,
-        httparse::Status::Partial => {
-            if buf.len() > MAX_HEAD_BYTES {
-                return Err(HeadError::TooLarge);
-            }
-            return Ok(None);
-        }
-    };
-    if n > MAX_HEAD_BYTES {
-        return Err(HeadError::TooLarge);
+    match status {
+        httparse::Status::Complete(n) if n > MAX_HEAD_BYTES => Err(HeadError::TooLarge),
+        httparse::Status::Complete(n) => Ok(Some(n)),
+        httparse::Status::Partial if buf.len() > MAX_HEAD_BYTES => Err(HeadError::TooLarge),
+        httparse::Status::Partial => Ok(None),
     }
+}
+
+/// Parses a request head from the start of `buf`. `Ok(None)`: incomplete, read more.
+/// `Ok(Some((head, n)))`: the head used `n` bytes, and borrows them.
+pub fn parse_head(buf: &[u8]) -> Result<Option<(Head<'_>, usize)>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let Some(n) = head_status(&mut req, buf)? else { return Ok(None) };
     let method = Method::parse(req.method.unwrap_or_default());
-    let target = req.path.unwrap_or_default().to_string();
+    let target = req.path.unwrap_or_default();
     let minor_version = req.version.unwrap_or(1);
     let mut list = Vec::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value)
             .map_err(|_| HeadError::Malformed("header value is not valid UTF-8"))?;
-        list.push((h.name.to_string(), value.trim().to_string()));
+        list.push((h.name, value.trim()));
     }
-    let (raw_path, query) = match origin_form(&target).split_once('?') {
-        Some((p, q)) => (p, q.to_string()),
-        None => (origin_form(&target), String::new()),
-    };
+    let (raw_path, query) =
+        origin_form(target).split_once('?').unwrap_or((origin_form(target), ""));
     if !raw_path.starts_with('/') {
         return Err(HeadError::Malformed("request target must be an absolute path"));
     }
     let path = percent_decode(raw_path).ok_or(HeadError::Malformed("invalid URL escape"))?;
     let framing = framing::body_framing(
         framing::Message::Request,
-        list.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+        list.iter().map(|(n, v)| (*n, v.as_bytes())),
     )?;
     // After framing, as Go checks it.
     if minor_version == 1 {
@@ -203,7 +213,7 @@ fn request_line_error(buf: &[u8]) -> HeadError {
 
 /// HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 closes unless it asks
 /// for `keep-alive`.
-fn keep_alive(headers: &[(String, String)], minor_version: u8) -> bool {
+fn keep_alive(headers: &[(&str, &str)], minor_version: u8) -> bool {
     let mut close = false;
     let mut keep = false;
     for (name, value) in headers {
@@ -222,10 +232,10 @@ fn keep_alive(headers: &[(String, String)], minor_version: u8) -> bool {
 }
 
 /// Percent-decodes a URL path as Go's `url.PathUnescape` does; `None` on a bad escape or a
-/// result that is not UTF-8.
-pub fn percent_decode(s: &str) -> Option<String> {
+/// result that is not UTF-8. A path without `%` is returned as it is, not copied.
+pub fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
     if !s.contains('%') {
-        return Some(s.to_string());
+        return Some(Cow::Borrowed(s));
     }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -241,7 +251,7 @@ pub fn percent_decode(s: &str) -> Option<String> {
             i += 1;
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 fn hex_val(b: u8) -> Option<u8> {
@@ -427,7 +437,7 @@ pub trait EventStream: Send {
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
-    headers: Vec<(&'static str, String)>,
+    headers: Vec<(&'static str, Cow<'static, str>)>,
     pub body: Body,
     /// Set when an unsafe header replaced this response by a `500`; it then stays one.
     refused: bool,
@@ -438,12 +448,12 @@ impl Response {
         Response { status, headers: Vec::new(), body: Body::Bytes(Vec::new()), refused: false }
     }
 
-    pub fn with_body(status: u16, content_type: &str, body: Vec<u8>) -> Response {
+    pub fn with_body(status: u16, content_type: &'static str, body: Vec<u8>) -> Response {
         Response::new(status).header("Content-Type", content_type).body(Body::Bytes(body))
     }
 
     /// A streamed `200` (`/v1/log/*`).
-    pub fn stream(content_type: &str, stream: Box<dyn EventStream>) -> Response {
+    pub fn stream(content_type: &'static str, stream: Box<dyn EventStream>) -> Response {
         Response::new(200).header("Content-Type", content_type).body(Body::Stream(stream))
     }
 
@@ -458,7 +468,7 @@ impl Response {
     /// other control character, or a name that is not an RFC 9110 token) turns the whole
     /// response into a plain `500` that later headers and bodies leave alone: a server
     /// bug must not become header injection.
-    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+    pub fn header(mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> Response {
         if self.refused {
             return self;
         }
@@ -466,7 +476,7 @@ impl Response {
         if !header_is_safe(name, &value) {
             return Response {
                 status: 500,
-                headers: vec![("Content-Type", "text/plain; charset=utf-8".to_string())],
+                headers: vec![("Content-Type", Cow::Borrowed("text/plain; charset=utf-8"))],
                 body: Body::Bytes(b"500 Internal Server Error\n".to_vec()),
                 refused: true,
             };
@@ -476,12 +486,12 @@ impl Response {
     }
 
     /// The headers set so far, in order.
-    pub fn headers(&self) -> &[(&'static str, String)] {
+    pub fn headers(&self) -> &[(&'static str, Cow<'static, str>)] {
         &self.headers
     }
 
     pub fn get_header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_ref())
     }
 
     pub fn body_bytes(&self) -> &[u8] {
@@ -494,29 +504,46 @@ impl Response {
     /// Serializes the status line and headers (and a byte body). Stream bodies are sent
     /// with `Transfer-Encoding: chunked`.
     pub fn head_bytes(&self, keep_alive: bool, minor_version: u8, date: &str) -> Vec<u8> {
-        let mut s = String::with_capacity(256);
-        let _ = write!(s, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
+        let mut out = Vec::with_capacity(256);
+        self.write_to(&mut out, keep_alive, minor_version, date, true);
+        out
+    }
+
+    /// Appends what [`Response::head_bytes`] returns to `out`, the byte body only when
+    /// `with_body` (not for `HEAD`): a connection reuses one buffer for its responses.
+    pub fn write_to(
+        &self,
+        out: &mut Vec<u8>,
+        keep_alive: bool,
+        minor_version: u8,
+        date: &str,
+        with_body: bool,
+    ) {
+        use std::io::Write as _;
+        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (name, value) in &self.headers {
-            let _ = write!(s, "{name}: {value}\r\n");
+            for part in [name.as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
+                out.extend_from_slice(part);
+            }
         }
-        let _ = write!(s, "Date: {date}\r\n");
+        for part in [b"Date: ", date.as_bytes(), b"\r\n"] {
+            out.extend_from_slice(part);
+        }
         match &self.body {
             Body::Bytes(b) => {
-                let _ = write!(s, "Content-Length: {}\r\n", b.len());
+                let _ = write!(out, "Content-Length: {}\r\n", b.len());
             }
-            Body::Stream(_) => s.push_str("Transfer-Encoding: chunked\r\n"),
+            Body::Stream(_) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         }
         if !keep_alive {
-            s.push_str("Connection: close\r\n");
+            out.extend_from_slice(b"Connection: close\r\n");
         } else if minor_version == 0 {
-            s.push_str("Connection: keep-alive\r\n");
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
-        s.push_str("\r\n");
-        let mut out = s.into_bytes();
-        if let Body::Bytes(b) = &self.body {
+        out.extend_from_slice(b"\r\n");
+        if let (Body::Bytes(b), true) = (&self.body, with_body) {
             out.extend_from_slice(b);
         }
-        out
     }
 }
 
@@ -624,14 +651,15 @@ mod tests {
     use super::*;
 
     /// Parses `s`, adding a `Host` header to HTTP/1.1 requests that have none.
-    fn parse(s: &str) -> Head {
+    fn parse(s: &str) -> Head<'static> {
         let s = match s.split_once("\r\n") {
             Some((line, rest)) if line.ends_with("1.1") && !s.contains("Host:") => {
                 format!("{line}\r\nHost: kes\r\n{rest}")
             }
             _ => s.to_string(),
         };
-        parse_head(s.as_bytes()).unwrap().unwrap().0
+        // Leaked: a test's head borrows its bytes for the rest of the test.
+        parse_head(Box::leak(s.into_boxed_str()).as_bytes()).unwrap().unwrap().0
     }
 
     #[test]
@@ -690,7 +718,8 @@ mod tests {
     fn absolute_form_targets_are_accepted() {
         let p = |t: &str| {
             let req = format!("GET {t} HTTP/1.1\r\nHost: kes\r\n\r\n");
-            parse_head(req.as_bytes()).map(|h| h.map(|(h, _)| (h.path, h.query)))
+            parse_head(req.as_bytes())
+                .map(|h| h.map(|(h, _)| (h.path.into_owned(), h.query.to_string())))
         };
         let ok = |path: &str, q: &str| Ok(Some((path.to_string(), q.to_string())));
         assert_eq!(p("https://kes:7373/v1/status"), ok("/v1/status", ""));
@@ -757,6 +786,76 @@ mod tests {
         assert_eq!(percent_decode("%E2%98%B0").as_deref(), Some("☰"));
         assert_eq!(percent_decode("%ff"), None);
         assert_eq!(percent_decode("%4"), None);
+    }
+
+    /// A head borrows the bytes it was parsed from; only a path with escapes is copied.
+    #[test]
+    fn heads_borrow_their_bytes_and_decode_only_escaped_paths() {
+        let raw = b"POST /v1/key/generate/k?a=%41 HTTP/1.1\r\nHost: kes\r\nX-Pad:  v w \r\n\r\n";
+        let (head, n) = parse_head(raw).unwrap().unwrap();
+        assert_eq!(n, raw.len());
+        assert!(matches!(head.path, Cow::Borrowed("/v1/key/generate/k")));
+        assert_eq!((head.target, head.query), ("/v1/key/generate/k?a=%41", "a=%41"));
+        assert_eq!(head.headers, [("Host", "kes"), ("X-Pad", "v w")]);
+        let within = |s: &str| raw.as_ptr_range().contains(&s.as_ptr());
+        assert!(within(head.target) && within(head.query) && within(&head.path));
+        assert!(head.headers.iter().all(|(n, v)| within(n) && within(v)));
+        let escaped = parse("GET /v1/key/list/a%2Ab HTTP/1.1\r\n\r\n");
+        assert!(matches!(escaped.path, Cow::Owned(ref p) if p == "/v1/key/list/a*b"));
+    }
+
+    #[test]
+    fn percent_decoding_edge_cases() {
+        let decode = |s: &str| percent_decode(s).map(Cow::into_owned);
+        assert!(matches!(percent_decode("/plain/path"), Some(Cow::Borrowed("/plain/path"))));
+        assert_eq!(decode(""), Some(String::new()));
+        assert_eq!(decode("%25"), Some("%".into()));
+        assert_eq!(decode("%2f%2F"), Some("//".into()));
+        assert_eq!(decode("a%20b%00c"), Some("a b\0c".into()));
+        assert_eq!(decode("%E2%98%b0x"), Some("☰x".into()));
+        for bad in ["%", "%2", "x%", "%zz", "%g0", "%0g", "%%41", "%E2%98", "%C0%AF", "%80"] {
+            assert_eq!(decode(bad), None, "{bad:?}");
+        }
+        // A head with a bad escape or an escape that is not UTF-8 is refused, not decoded.
+        for target in ["/a%", "/a%2", "/%ff", "/%E2%98"] {
+            let req = format!("GET {target} HTTP/1.1\r\nHost: kes\r\n\r\n");
+            assert_eq!(
+                parse_head(req.as_bytes()).unwrap_err(),
+                HeadError::Malformed("invalid URL escape"),
+                "{target:?}"
+            );
+        }
+    }
+
+    /// `head_len` sees a head end where `parse_head` does, for every prefix of a set of
+    /// heads (bare LF lines, leading empty lines, pipelined bytes after it), and refuses
+    /// what `parse_head`'s httparse pass refuses, at the same byte.
+    #[test]
+    fn head_len_agrees_with_parse_head_on_every_prefix() {
+        let heads: [&[u8]; 7] = [
+            b"GET /version HTTP/1.1\r\nHost: kes\r\n\r\nGET /next",
+            b"POST /v1/key/decrypt/k HTTP/1.1\nHost: kes\nContent-Length: 2\n\n{}",
+            b"\r\nGET / HTTP/1.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: kes\r\nBad Header: x\r\n\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+            b"GET / HTTP/2.0\r\n\r\n",
+            b"GET /a b HTTP/1.1\r\n\r\n",
+        ];
+        for raw in heads {
+            for end in 0..=raw.len() {
+                let prefix = &raw[..end];
+                let full = parse_head(prefix).map(|h| h.map(|(_, n)| n));
+                match (head_len(prefix), full) {
+                    (Ok(a), Ok(b)) => assert_eq!(a, b, "{prefix:?}"),
+                    // parse_head also judges what httparse accepted (Host, framing, ...).
+                    (Ok(Some(_)), Err(_)) => {}
+                    (a, b) => assert_eq!(a, b, "{prefix:?}"),
+                }
+            }
+        }
+        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        big.resize(MAX_HEAD_BYTES + 2, b'a');
+        assert_eq!(head_len(&big), Err(HeadError::TooLarge));
     }
 
     #[test]

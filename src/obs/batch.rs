@@ -29,6 +29,10 @@ struct Pending {
     buf: Vec<u8>,
     /// Closed: no writer thread any more; lines are written at once.
     direct: bool,
+    /// The writer waits on `wake` for a first line. Only then does a request signal it:
+    /// while lines keep coming the writer is sleeping out [`FLUSH_DELAY`] and takes them
+    /// when it wakes, so a busy server makes no futex call per batch from request threads.
+    idle: bool,
 }
 
 /// A line writer that batches (see the module doc).
@@ -50,7 +54,11 @@ impl LineBatch {
     pub fn start(out: SharedWriter) -> std::io::Result<Arc<LineBatch>> {
         let batch = Arc::new(LineBatch {
             out,
-            pending: Mutex::new(Pending { buf: Vec::with_capacity(64 * 1024), direct: false }),
+            pending: Mutex::new(Pending {
+                buf: Vec::with_capacity(64 * 1024),
+                direct: false,
+                idle: false,
+            }),
             wake: Condvar::new(),
             room: Condvar::new(),
             batches: AtomicU64::new(0),
@@ -90,11 +98,11 @@ impl LineBatch {
             }
             return;
         }
-        let first = p.buf.is_empty();
         p.buf.extend_from_slice(line.as_bytes());
         p.buf.push(b'\n');
+        let wake = std::mem::take(&mut p.idle);
         drop(p);
-        if first {
+        if wake {
             self.wake.notify_one();
         }
     }
@@ -121,21 +129,30 @@ impl LineBatch {
         open
     }
 
+    /// Waits for a first line, then writes a batch every [`FLUSH_DELAY`] for as long as
+    /// lines keep arriving; only a delay that gathered nothing sends it back to waiting.
     fn run(&self) {
         let mut spare = Vec::with_capacity(64 * 1024);
         loop {
             {
                 let mut p = self.lock();
                 while p.buf.is_empty() && !p.direct {
+                    p.idle = true;
                     p = self.wake.wait(p).unwrap_or_else(|e| e.into_inner());
                 }
+                p.idle = false;
                 if p.direct {
                     return;
                 }
             }
-            std::thread::sleep(FLUSH_DELAY);
-            if !self.write_pending(&mut spare, false) {
-                return;
+            loop {
+                std::thread::sleep(FLUSH_DELAY);
+                if !self.write_pending(&mut spare, false) {
+                    return;
+                }
+                if self.lock().buf.is_empty() {
+                    break;
+                }
             }
         }
     }

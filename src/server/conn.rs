@@ -18,7 +18,7 @@ use crate::http::{self, Body, BodyFraming, ChunkError, ChunkedDecoder, Method, R
 use crate::obs::Level;
 use rustls::ServerConnection;
 use rustls_pki_types::UnixTime;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{BufRead, ErrorKind, Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -52,8 +52,18 @@ pub const DISCARD_LIMIT: u64 = 64 * 1024;
 pub const LINGER_TIMEOUT: Duration = Duration::from_secs(3);
 /// At most this many bytes are discarded while lingering, however fast the client sends.
 pub const LINGER_MAX_BYTES: u64 = 8 * 1024 * 1024;
-/// Read buffer size.
+/// Most plaintext taken into the connection's buffer per read.
 const READ_CHUNK: usize = 8 * 1024;
+/// A connection's buffers keep at most this much memory between requests: after a large
+/// body they are dropped (and wiped by the allocator) rather than wiped in full after every
+/// later request.
+const KEPT_BUFFER: usize = 16 * 1024;
+/// A socket timeout already set is kept for the next blocking read or write while it ends
+/// that call at most this long after the phase's deadline (and is at least half the time
+/// left; a call that times out before the deadline is simply made again). A kept-alive
+/// connection then sets its timeouts once instead of calling `setsockopt` twice per
+/// request, and no deadline stretches by more than this.
+const TIMEOUT_OVERSHOOT: Duration = Duration::from_millis(1);
 
 /// The TLS session over the connection's socket, driven by hand (never `complete_io`,
 /// whose internal read loop would let a trickle outlive any deadline).
@@ -62,6 +72,29 @@ struct Tls<'a> {
     sock: &'a TcpStream,
     slot: &'a Slot,
     shared: &'a Shared,
+    /// The socket's receive and send timeouts as last set.
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+    /// The buffer responses are written into, reused (and wiped) from one to the next.
+    out: Vec<u8>,
+    /// The `Date` header's text and the second it is for: made again once a second.
+    date: (i64, String),
+}
+
+/// Makes sure the next blocking call ends within `left` (plus [`TIMEOUT_OVERSHOOT`]):
+/// keeps the timeout `kept` when it fits, else sets `left` with `set`.
+fn fit_timeout(
+    kept: &mut Option<Duration>,
+    left: Duration,
+    set: impl FnOnce(Option<Duration>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    if kept.is_some_and(|k| k <= left + TIMEOUT_OVERSHOOT && k >= left / 2) {
+        return Ok(());
+    }
+    *kept = None;
+    set(Some(left))?;
+    *kept = Some(left);
+    Ok(())
 }
 
 /// Why a deadline-bound read or write stopped.
@@ -77,14 +110,18 @@ fn left(deadline: Instant, what: &str) -> std::io::Result<Duration> {
 impl Tls<'_> {
     /// One socket read into rustls, then its processing. `Ok(0)` at end of stream.
     fn fill(&mut self, deadline: Instant) -> std::io::Result<usize> {
-        self.sock.set_read_timeout(Some(left(deadline, "read")?))?;
         let mut sock = self.sock;
-        let n = match self.conn.read_tls(&mut sock) {
-            Ok(n) => n,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(timed_out("read"));
+        let n = loop {
+            let sock_ref = self.sock;
+            fit_timeout(&mut self.read_timeout, left(deadline, "read")?, |t| {
+                sock_ref.set_read_timeout(t)
+            })?;
+            match self.conn.read_tls(&mut sock) {
+                Ok(n) => break n,
+                // Nothing read: the deadline, or a kept timeout shorter than the time left.
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         };
         if let Err(e) = self.conn.process_new_packets() {
             // Send the alert rustls queued, briefly, then give up.
@@ -98,13 +135,15 @@ impl Tls<'_> {
     fn flush(&mut self, deadline: Instant) -> std::io::Result<()> {
         let mut sock = self.sock;
         while self.conn.wants_write() {
-            self.sock.set_write_timeout(Some(left(deadline, "write")?))?;
+            let sock_ref = self.sock;
+            fit_timeout(&mut self.write_timeout, left(deadline, "write")?, |t| {
+                sock_ref.set_write_timeout(t)
+            })?;
             match self.conn.write_tls(&mut sock) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(_) => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return Err(timed_out("write"));
-                }
+                // Nothing written: the deadline, or a kept timeout shorter than the time left.
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -126,18 +165,26 @@ impl Tls<'_> {
         self.flush(deadline)
     }
 
-    /// Plaintext into `out`, reading the socket as needed before `deadline`. `Ok(0)` when
-    /// the client closed. `on_bytes` runs once when the first bytes arrive on the wire.
+    /// Appends up to [`READ_CHUNK`] bytes of plaintext to `out` (copied straight from
+    /// rustls's buffer: nothing is zeroed first), reading the socket as needed before
+    /// `deadline`. `Ok(0)` when the client closed. `on_bytes` runs once when the first
+    /// bytes arrive on the wire.
     fn read_plain(
         &mut self,
-        out: &mut [u8],
+        out: &mut Vec<u8>,
         deadline: Instant,
         on_bytes: &mut dyn FnMut() -> Option<Instant>,
     ) -> std::io::Result<usize> {
         let mut deadline = deadline;
         loop {
-            match self.conn.reader().read(out) {
-                Ok(n) => return Ok(n),
+            let mut reader = self.conn.reader();
+            match reader.fill_buf() {
+                Ok(chunk) => {
+                    let n = chunk.len().min(READ_CHUNK);
+                    out.extend_from_slice(&chunk[..n]);
+                    reader.consume(n);
+                    return Ok(n);
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(0),
                 Err(e) => return Err(e),
@@ -185,7 +232,16 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
     let _ = stream.set_nodelay(true);
     let config = shared.tls();
     let Ok(conn) = ServerConnection::new(config) else { return };
-    let mut tls = Tls { conn, sock: stream, slot, shared };
+    let mut tls = Tls {
+        conn,
+        sock: stream,
+        slot,
+        shared,
+        read_timeout: None,
+        write_timeout: None,
+        out: Vec::new(),
+        date: (0, String::new()),
+    };
     if let Err(e) = tls.handshake(accepted + HANDSHAKE_TIMEOUT) {
         tls.count_deadline(&e, DL_HANDSHAKE);
         if slot.phase() != Phase::Evicted {
@@ -222,7 +278,11 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
         ClientCert::One(_) => shared.state().policies.facts_of_connection(chain, UnixTime::now()),
         _ => ChainFacts::default(),
     };
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    // `buf` holds the next request's bytes as they arrive, then its head while it is served
+    // (the head borrows it); `rest` takes what followed the head, where the body is read.
+    // They change places after each request.
+    let mut buf: Vec<u8> = Vec::new();
+    let mut rest: Vec<u8> = Vec::new();
     // The first head is due READ_HEADER_TIMEOUT after the handshake, not after its first
     // byte: a client that completes the handshake and then sends nothing gains nothing.
     let mut wait = Wait::Head(Instant::now() + READ_HEADER_TIMEOUT);
@@ -230,14 +290,22 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
     let mut view = shared.view();
     loop {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            one_request(&mut tls, &mut buf, &mut view, &cert, &facts, peer_ip, wait)
+            one_request(&mut tls, &mut buf, &mut rest, &mut view, &cert, &facts, peer_ip, wait)
         }));
         let state = &view.state;
         match outcome {
             Ok(Next::KeepAlive) => {
-                // The previous request's bytes past the buffer's length go now, not when
+                // What followed the head is the start of the next request.
+                std::mem::swap(&mut buf, &mut rest);
+                rest.clear();
+                // The previous request's bytes past the buffers' lengths go now, not when
                 // the connection ends.
-                crate::sys::wipe::wipe_spare(&mut buf);
+                for b in [&mut buf, &mut rest] {
+                    if b.capacity() > KEPT_BUFFER {
+                        b.shrink_to(b.len().max(READ_CHUNK));
+                    }
+                    crate::sys::wipe::wipe_spare(b);
+                }
                 wait = Wait::Idle;
             }
             Ok(Next::Close) => break,
@@ -344,35 +412,15 @@ enum Next {
     CloseUnread,
 }
 
-/// Reads more plaintext into `buf` before `deadline`; `on_bytes` as in [`Tls::read_plain`].
-fn read_more(
-    tls: &mut Tls<'_>,
-    buf: &mut Vec<u8>,
-    deadline: Instant,
-    on_bytes: &mut dyn FnMut() -> Option<Instant>,
-) -> std::io::Result<usize> {
-    let start = buf.len();
-    buf.resize(start + READ_CHUNK, 0);
-    let r = tls.read_plain(&mut buf[start..], deadline, on_bytes);
-    match r {
-        Ok(n) => {
-            buf.truncate(start + n);
-            Ok(n)
-        }
-        Err(e) => {
-            buf.truncate(start);
-            Err(e)
-        }
-    }
-}
-
 fn no_change() -> Option<Instant> {
     None
 }
 
+#[allow(clippy::too_many_arguments)]
 fn one_request(
     tls: &mut Tls<'_>,
     buf: &mut Vec<u8>,
+    rest: &mut Vec<u8>,
     view: &mut StateView,
     cert: &ClientCert,
     facts: &ChainFacts,
@@ -395,9 +443,9 @@ fn one_request(
     // Whether any of this request reached us: a head deadline without a single byte ends
     // in a silent close, as Go does; a partial head gets 408.
     let mut got_bytes = !buf.is_empty();
-    let (head, used) = loop {
-        match http::parse_head(buf) {
-            Ok(Some(parsed)) => break parsed,
+    let used = loop {
+        match http::head_len(buf) {
+            Ok(Some(used)) => break used,
             Ok(None) => {}
             Err(e) => {
                 let response = api::error::head_refused(&e);
@@ -417,7 +465,7 @@ fn one_request(
             first_byte = Some(d);
             Some(d)
         };
-        let r = read_more(tls, buf, deadline, &mut on_bytes);
+        let r = tls.read_plain(buf, deadline, &mut on_bytes);
         if evicted {
             return Next::Close;
         }
@@ -445,7 +493,19 @@ fn one_request(
             }
         }
     };
-    buf.drain(..used);
+    rest.clear();
+    rest.extend_from_slice(&buf[used..]);
+    buf.truncate(used);
+    let head = match http::parse_head(buf) {
+        Ok(Some((head, _))) => head,
+        refused => {
+            let e = refused.err().unwrap_or(http::HeadError::Malformed("malformed request head"));
+            let response = api::error::head_refused(&e);
+            let _ = write_response(tls, &response, false, 1, Method::Get, close_deadline());
+            return Next::CloseUnread;
+        }
+    };
+    let buf = rest;
     // The state as of this request's arrival, not of the wait before it: a reload during
     // a keep-alive idle reaches the next request.
     tls.shared.refresh(view);
@@ -560,7 +620,7 @@ fn read_body(
             let want = usize::try_from(n).unwrap_or(usize::MAX);
             let limit = want.min(max_body);
             while buf.len() < limit {
-                if read_more(tls, buf, deadline, &mut no_change)? == 0 {
+                if tls.read_plain(buf, deadline, &mut no_change)? == 0 {
                     return Err(ErrorKind::UnexpectedEof.into());
                 }
             }
@@ -586,7 +646,7 @@ fn read_body(
                 if dec.is_done() {
                     return Ok((ReadBody::Owned(dec.data), true));
                 }
-                if read_more(tls, buf, deadline, &mut no_change)? == 0 {
+                if tls.read_plain(buf, deadline, &mut no_change)? == 0 {
                     return Err(ErrorKind::UnexpectedEof.into());
                 }
             }
@@ -623,14 +683,21 @@ fn write_response(
     method: Method,
     deadline: Instant,
 ) -> std::io::Result<()> {
-    let date = http::http_date(time::OffsetDateTime::now_utc());
-    let mut bytes = r.head_bytes(keep, minor, &date);
-    if method == Method::Head
-        && let Body::Bytes(b) = &r.body
-    {
-        bytes.truncate(bytes.len() - b.len());
+    let now = time::OffsetDateTime::now_utc();
+    if tls.date.0 != now.unix_timestamp() || tls.date.1.is_empty() {
+        tls.date = (now.unix_timestamp(), http::http_date(now));
     }
-    tls.write_all(&bytes, deadline)
+    let mut out = std::mem::take(&mut tls.out);
+    r.write_to(&mut out, keep, minor, &tls.date.1, method != Method::Head);
+    let written = tls.write_all(&out, deadline);
+    // A response may carry key material (generate, decrypt): wiped before the next one.
+    out.clear();
+    if out.capacity() > KEPT_BUFFER {
+        out = Vec::new();
+    }
+    crate::sys::wipe::wipe_spare(&mut out);
+    tls.out = out;
+    written
 }
 
 /// Writes streamed events as chunks until the client goes away or stalls.

@@ -176,7 +176,8 @@ impl Client {
     }
 
     fn api_error(&self, status: u16, message: String, path: &str) -> ClientError {
-        let path = crate::http::percent_decode(path).unwrap_or_else(|| path.to_string());
+        let path =
+            crate::http::percent_decode(path).map_or_else(|| path.to_string(), |p| p.into_owned());
         ClientError::Api { status, message, path, identity: self.identity.clone() }
     }
 
