@@ -131,6 +131,14 @@ fn head_status<'h, 'b>(
     }
 }
 
+/// Trims what Go's HTTP parser trims around header values, header list tokens and chunk
+/// sizes: ASCII space, tab, CR and LF, and nothing else. `str::trim` would also drop
+/// Unicode spaces (U+00A0, U+3000, ...), so `Content-Length: 5` followed by a no-break space
+/// would frame a body Go refuses to frame: a disagreement a smuggling attack needs.
+fn go_trim(s: &str) -> &str {
+    s.trim_matches([' ', '\t', '\r', '\n'])
+}
+
 /// Parses a request head from the start of `buf`. `Ok(None)`: incomplete, read more.
 /// `Ok(Some((head, n)))`: the head used `n` bytes, and borrows them.
 pub fn parse_head(buf: &[u8]) -> Result<Option<(Head<'_>, usize)>, HeadError> {
@@ -144,7 +152,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head<'_>, usize)>, HeadError> {
     for h in req.headers.iter() {
         let value = std::str::from_utf8(h.value)
             .map_err(|_| HeadError::Malformed("header value is not valid UTF-8"))?;
-        list.push((h.name, value.trim()));
+        list.push((h.name, go_trim(value)));
     }
     let (raw_path, query) =
         origin_form(target).split_once('?').unwrap_or((origin_form(target), ""));
@@ -219,7 +227,7 @@ fn keep_alive(headers: &[(&str, &str)], minor_version: u8) -> bool {
     for (name, value) in headers {
         if name.eq_ignore_ascii_case("connection") {
             for token in value.split(',') {
-                let t = token.trim();
+                let t = go_trim(token);
                 close |= t.eq_ignore_ascii_case("close");
                 keep |= t.eq_ignore_ascii_case("keep-alive");
             }
@@ -365,7 +373,7 @@ impl ChunkedDecoder {
                     }
                     let size_text = line.split(|&b| b == b';').next().unwrap_or_default();
                     let size_text =
-                        std::str::from_utf8(size_text).map_err(|_| ChunkError::Malformed)?.trim();
+                        go_trim(std::str::from_utf8(size_text).map_err(|_| ChunkError::Malformed)?);
                     if size_text.is_empty() || !size_text.bytes().all(|b| b.is_ascii_hexdigit()) {
                         return Err(ChunkError::Malformed);
                     }
@@ -802,6 +810,32 @@ mod tests {
         assert!(head.headers.iter().all(|(n, v)| within(n) && within(v)));
         let escaped = parse("GET /v1/key/list/a%2Ab HTTP/1.1\r\n\r\n");
         assert!(matches!(escaped.path, Cow::Owned(ref p) if p == "/v1/key/list/a*b"));
+    }
+
+    /// Only ASCII whitespace is trimmed, as Go does: a length or chunk size followed by a
+    /// Unicode space is refused, not read as the number before it.
+    #[test]
+    fn only_ascii_whitespace_is_trimmed() {
+        let head = |h: &str| {
+            let raw = format!("POST /v1/key/create/k HTTP/1.1\r\nHost: a\r\n{h}\r\n\r\n");
+            parse_head(Box::leak(raw.into_bytes().into_boxed_slice()))
+                .map(|r| r.map(|(h, _)| h.framing))
+        };
+        assert_eq!(
+            head("Content-Length: 5\u{a0}"),
+            Err(HeadError::Framing("invalid Content-Length"))
+        );
+        assert_eq!(
+            head("Content-Length: \u{3000}5"),
+            Err(HeadError::Framing("invalid Content-Length"))
+        );
+        assert_eq!(head("Content-Length: 5 \t"), Ok(Some(BodyFraming::Length(5))));
+        assert_eq!(go_trim("\t close \r\n"), "close");
+        assert_eq!(go_trim("\u{a0}close\u{85}"), "\u{a0}close\u{85}");
+        let mut chunks = ChunkedDecoder::new(64);
+        assert_eq!(chunks.feed(b"5\xc2\xa0\r\nhello\r\n0\r\n\r\n"), Err(ChunkError::Malformed));
+        let mut chunks = ChunkedDecoder::new(64);
+        assert!(chunks.feed(b"5 \t\r\nhello\r\n0\r\n\r\n").is_ok());
     }
 
     #[test]
