@@ -333,9 +333,9 @@ for c in "${CASES[@]}"; do
                 printf " %9s %7s %11s", "-", "-", "-"
             # What a request costs the reference over what it costs kes: the ratio the two
             # would reach if both were held back by their own CPU alone.
-            printf " %9.2f", kc > 0 ? median(v6, col("ref", 7, v6)) / kc : 0
-            if (g > 0) printf " %9.2f", kc > 0 ? median(v8, col("go", 7, v8)) / kc : 0
-            else printf " %9s", "-"
+            printf(" %9.2f", (kc > 0) ? median(v6, col("ref", 7, v6)) / kc : 0)
+            if (g > 0) printf(" %9.2f", (kc > 0) ? median(v8, col("go", 7, v8)) / kc : 0)
+            else printf(" %9s", "-")
             printf "\n"
         }' "$RESULTS"
 done
