@@ -236,6 +236,12 @@ impl World {
 
     /// Puts a key with known bytes into the vault directly; returns the key and HMAC bytes.
     fn plant(&self, name: &str, seed: u8) -> ([u8; 32], [u8; 32]) {
+        self.plant_at(name, seed, 1_700_000_000)
+    }
+
+    /// [`World::plant`] as a version created at `created` (Unix seconds). A key is its
+    /// oldest untagged version (upstream's rule), so an older one replaces what it reads.
+    fn plant_at(&self, name: &str, seed: u8, created: i64) -> ([u8; 32], [u8; 32]) {
         let key: [u8; 32] = std::array::from_fn(|i| seed ^ (i as u8).wrapping_mul(29));
         let mac: [u8; 32] = std::array::from_fn(|i| seed.wrapping_add(101) ^ (i as u8));
         let kv = KeyVersion {
@@ -244,7 +250,7 @@ impl World {
             created_at: Some(time::OffsetDateTime::now_utc()),
             created_by: self.admin.identity.clone(),
         };
-        self.vault.insert_version(name, &kv.encode().unwrap(), 1_700_000_000, None);
+        self.vault.insert_version(name, &kv.encode().unwrap(), created, None);
         (key, mac)
     }
 }
@@ -559,10 +565,11 @@ fn a_periodic_recheck_while_the_vault_stays_up_drops_deleted_keys_and_reseals_ch
         assert!(w.cache_dir().join(format!("{k}.sealed")).exists(), "{k}");
     }
 
-    // Behind this server's back, the vault staying up: k3 gets a new version (another KES
-    // rotated it), then k2 is deleted (the portal). The pass that finds k2 gone reads k3
-    // after it (names in order), so it also finds k3's new version.
-    w.plant("k3", 33);
+    // Behind this server's back, the vault staying up: k3 changes (a version older than
+    // the one it had, which makes it read as another key, as a restore would), then k2 is
+    // deleted (the portal). The pass that finds k2 gone reads k3 after it (names in
+    // order), so it also finds k3 changed.
+    w.plant_at("k3", 33, 1_600_000_000);
     w.vault.soft_delete("k2");
     kes.wait_log("sealed cache: 'k2' no longer exists in the key store: sealed copy removed");
     kes.wait_log("sealed cache: re-checked 3 keys: 2 current, 1 removed");
