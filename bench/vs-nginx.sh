@@ -107,7 +107,8 @@ if [[ ${GO:-1} == 1 ]]; then
     fi
     if command -v go >/dev/null; then
         GO_BIN=$DIR/go-reference
-        [[ -n ${HOME:-} || -n ${GOCACHE:-} ]] || export GOCACHE=$DIR/go-cache
+        # Go keeps its build cache under $HOME; a user without a writable home gets one in $DIR.
+        [[ -n ${GOCACHE:-} || -w ${HOME:-/nonexistent} ]] || export GOCACHE=$DIR/go-cache
         if ! (cd "$ROOT/bench/go-reference" && GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local \
             go build -o "$GO_BIN" .); then
             echo "vs-nginx: the Go reference does not build; no go column" >&2
