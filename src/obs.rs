@@ -747,6 +747,8 @@ pub struct StoreFigures {
     pub sealed_rechecks: u64,
     pub sealed_recheck_stopped: u64,
     pub sealed_recheck_removed: u64,
+    /// Seals written by the reading request because the writer's queue was full.
+    pub sealed_inline: u64,
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -782,6 +784,13 @@ pub fn render_metrics(obs: &Obs, sys: &SystemFigures, store: &StoreFigures) -> S
     let _ = writeln!(out, "kes_cache_hits {}", store.cache_hits);
     family(&mut out, "kes_cache_misses", "counter", "Key lookups that missed the cache.");
     let _ = writeln!(out, "kes_cache_misses {}", store.cache_misses);
+    family(
+        &mut out,
+        "kes_cache_sealed_inline",
+        "counter",
+        "Sealed copies written by the reading request because the writer's queue was full.",
+    );
+    let _ = writeln!(out, "kes_cache_sealed_inline {}", store.sealed_inline);
     family(
         &mut out,
         "kes_cache_sealed_recheck_removed",

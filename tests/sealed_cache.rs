@@ -234,6 +234,19 @@ impl World {
         Client::connect(kes.addr.unwrap(), &self.cert, Some(&self.admin))
     }
 
+    /// Waits (generously) until every key of `names` has its sealed file: the `kes-seal`
+    /// thread writes it after the request that read the key has been answered.
+    fn wait_sealed(&self, names: &[&str]) {
+        let end = Instant::now() + Duration::from_secs(60);
+        for name in names {
+            let path = self.cache_dir().join(format!("{name}.sealed"));
+            while !path.exists() {
+                assert!(Instant::now() < end, "{} never written", path.display());
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
     /// Puts a key with known bytes into the vault directly; returns the key and HMAC bytes.
     fn plant(&self, name: &str, seed: u8) -> ([u8; 32], [u8; 32]) {
         self.plant_at(name, seed, 1_700_000_000)
@@ -361,7 +374,7 @@ fn a_restart_during_an_outage_serves_sealed_keys_until_the_vault_returns() {
     // A key deleted through this server loses its sealed copy at once.
     assert_eq!(c.post("/v1/key/create/temp", "").status, 200);
     assert_eq!(c.post("/v1/key/generate/temp", "{}").status, 200);
-    assert!(w.cache_dir().join("temp.sealed").exists());
+    w.wait_sealed(&["temp", "k1", "k2"]);
     assert_eq!(c.request("DELETE", "/v1/key/delete/temp", None).status, 200);
     assert!(!w.cache_dir().join("temp.sealed").exists());
 
@@ -457,6 +470,7 @@ fn tampered_renamed_truncated_and_foreign_sealed_files_are_refused() {
     for name in ["good", "tampered", "renamed", "truncated"] {
         assert_eq!(hmac_of(&mut c, name).status, 200);
     }
+    w.wait_sealed(&["good", "tampered", "renamed", "truncated"]);
     let good_mac = hmac_of(&mut c, "good").json()["hmac"].clone();
     drop(c);
     drop(kes);
@@ -561,9 +575,7 @@ fn a_periodic_recheck_while_the_vault_stays_up_drops_deleted_keys_and_reseals_ch
     let mac1 = hmac_of(&mut c, "k1").json()["hmac"].as_str().unwrap().to_string();
     assert_eq!(hmac_of(&mut c, "k2").status, 200);
     let old3 = hmac_of(&mut c, "k3").json()["hmac"].as_str().unwrap().to_string();
-    for k in ["k1", "k2", "k3"] {
-        assert!(w.cache_dir().join(format!("{k}.sealed")).exists(), "{k}");
-    }
+    w.wait_sealed(&["k1", "k2", "k3"]);
 
     // Behind this server's back, the vault staying up: k3 changes (a version older than
     // the one it had, which makes it read as another key, as a restore would), then k2 is
@@ -607,4 +619,34 @@ fn a_periodic_recheck_while_the_vault_stays_up_drops_deleted_keys_and_reseals_ch
     assert_eq!(hmac_of(&mut c, "k3").json()["hmac"].as_str().unwrap(), new3);
     let r = hmac_of(&mut c, "k2");
     assert_eq!((r.status, r.message()), (502, "failed to read key".to_string()));
+}
+
+/// The first read of a key is answered before its seal is written; a clean stop (SIGTERM)
+/// writes every seal still queued before the process exits.
+#[test]
+fn a_clean_stop_writes_every_queued_seal() {
+    let w = World::new("sealed-stop");
+    let names: Vec<String> = (0..20).map(|i| format!("s{i:02}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        w.plant(name, 40 + i as u8);
+    }
+    let _relay = w.relay();
+    let mut kes = w.start();
+    let mut c = w.client(&kes);
+    for name in &names {
+        assert_eq!(hmac_of(&mut c, name).status, 200, "{name}");
+    }
+    drop(c);
+    let pid = kes.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let status = kes.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", kes.errors());
+    let mut sealed: Vec<String> = files(&w.cache_dir())
+        .iter()
+        .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    sealed.sort();
+    let expect: Vec<String> = names.iter().map(|n| format!("{n}.sealed")).collect();
+    assert_eq!(sealed, expect);
 }

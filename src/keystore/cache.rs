@@ -21,7 +21,8 @@
 //! With a [`SealedCache`] (`cache.persist`), every value read from the store is also sealed
 //! to disk; a miss while offline (or a read that finds the store unreachable) is answered
 //! from a fresh sealed copy instead of failing; a key the store reports missing loses its
-//! copy; and a `kes-recheck` thread re-reads every sealed name (deleted: copy and entry
+//! copy (sealing is queued for the `kes-seal` writer thread, so a first read does not wait
+//! for its fsyncs; `shutdown` writes what is still queued); and a `kes-recheck` thread re-reads every sealed name (deleted: copy and entry
 //! removed; changed: resealed and replaced) at an online start, when the store is reachable
 //! again, and every [`recheck_interval`] while it stays reachable, one read per
 //! [`RECHECK_READ_GAP`]. A pass that meets any failure other than "not found" stops there
@@ -162,6 +163,8 @@ pub struct CacheStats {
     pub backend_read_micros: u64,
     /// Re-checks of the sealed copies, when `cache.persist` is on.
     pub recheck: RecheckStats,
+    /// Seals written by the reading request because the writer's queue was full.
+    pub sealed_inline: u64,
 }
 
 /// What the re-checks of the sealed copies did since the start.
@@ -372,8 +375,9 @@ impl<K> Shared<K> {
         };
         let key = Arc::new(parse_versions(self.parse, &stored)?);
         if let Some(sealed) = &self.sealed {
-            // Every live version, in one sealed copy (retired ones without material).
-            sealed.save_unless_removed(name, &StoredVersion::encode_all(&stored), generation);
+            // Every live version, in one sealed copy (retired ones without material), written
+            // by the `kes-seal` thread: the answer does not wait for the fsyncs.
+            sealed.save_later(name, StoredVersion::encode_all(&stored), generation);
         }
         let mut entries = self.write_entries();
         if entries.enabled && entries.removals == removals {
@@ -783,6 +787,9 @@ impl<K: Send + Sync + 'static> KeyCache<K> {
         parse: ParseFn<K>,
         sealed: Option<Arc<SealedCache>>,
     ) -> Arc<Self> {
+        if let Some(sealed) = &sealed {
+            sealed.start_writer();
+        }
         let sealed_interval =
             sealed.as_ref().map_or(MIN_PERIOD, |s| recheck_interval(s.info().max_age));
         let shared = Arc::new(Shared {
@@ -1017,6 +1024,7 @@ impl<K: Send + Sync + 'static> KeyCache<K> {
             backend_reads: self.shared.backend_reads.load(Ordering::Relaxed),
             backend_read_micros: self.shared.backend_read_micros.load(Ordering::Relaxed),
             recheck: *lock(&self.shared.recheck_stats),
+            sealed_inline: self.shared.sealed.as_ref().map_or(0, |s| s.overflowed()),
         }
     }
 }
@@ -1043,6 +1051,10 @@ impl<K> KeyCache<K> {
         // exit by itself. A panic in it was already reported by the panic hook.
         if let Some(handle) = lock(&self.worker).take() {
             self.join_by(handle, give_up, |control| control.exited);
+        }
+        // Every seal still queued is written before the process goes.
+        if let Some(sealed) = &self.shared.sealed {
+            sealed.stop_writer();
         }
     }
 
@@ -1413,8 +1425,8 @@ mod tests {
         assert!(cache.cached("k"));
         assert_eq!(cache.get("k", later()).unwrap().tag(), "new");
         // The sealed copy is the new key's.
-        let copy = StoredVersion::decode_all(&sealed.load("k").ok().unwrap().value).unwrap();
-        assert_eq!(copy[0].value.as_ref().map(|v| v[KEY_LEN..].to_vec()), Some(b"new".to_vec()));
+        sealed.flush();
+        assert_eq!(sealed_tag(&sealed, "k"), "new");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -1469,6 +1481,7 @@ mod tests {
         assert_eq!(cache.add_version("nope", &value("x"), later()), Err(StoreError::NotFound));
 
         // Delete: the store, the entry and the sealed copy, in that order.
+        sealed.flush();
         assert_eq!(sealed.names(), vec!["k"]);
         cache.delete("k", later()).unwrap();
         assert!(!cache.cached("k"));
@@ -1689,6 +1702,7 @@ mod tests {
         store.create("cold", &value("c"), later()).unwrap();
         let first = sealed_cache_over(store.clone(), config(0, 0, 0), 0, &sealed);
         assert_eq!(first.get("warm", later()).unwrap().tag(), "w");
+        sealed.flush();
         assert_eq!(sealed.names(), vec!["warm"]);
         drop(first);
 
@@ -1749,6 +1763,7 @@ mod tests {
         let cache = sealed_cache_over(store.clone(), config(0, 0, 0), 0, &sealed);
         cache.get("a", later()).unwrap();
         cache.get("b", later()).unwrap();
+        sealed.flush();
         assert_eq!(sealed.names(), vec!["a", "b"]);
         // Deleted through this server: gone at once.
         cache.remove("a");
@@ -1768,6 +1783,7 @@ mod tests {
         store.create("k", &value("k"), later()).unwrap();
         let cache = sealed_cache_over(store.clone(), config(0, 0, 0), 0, &sealed);
         cache.get("k", later()).unwrap();
+        sealed.flush();
         cache.shared.flush_all();
         store.set_unreachable(true);
         // Not offline yet (no probe), but the read fails: the copy answers.
@@ -1840,6 +1856,7 @@ mod tests {
         for k in ["gone", "same", "changed"] {
             cache.get(k, later()).unwrap();
         }
+        sealed.flush();
         assert_eq!(sealed.names(), vec!["changed", "gone", "same"]);
         // Behind the server's back, while the store stays up (no outage, no restart).
         store.delete("gone", later()).unwrap();
@@ -1870,6 +1887,7 @@ mod tests {
         let cache = sealed_cache_over(store.clone(), config(0, 0, 0), 0, &sealed);
         cache.get("a", later()).unwrap();
         cache.get("b", later()).unwrap();
+        sealed.flush();
         store.set_unreachable(true);
         let before = Instant::now();
         cache.recheck_sealed();
@@ -1952,6 +1970,7 @@ mod tests {
         // The reader still answers what it read (it began before the delete) ...
         assert_eq!(reader.join().unwrap(), Ok("old".to_string()));
         // ... but neither seals it nor caches it: no copy of the deleted key appears.
+        sealed.flush();
         assert!(sealed.names().is_empty());
         assert!(!cache.cached("k"));
         assert_eq!(cache.get("k", later()).err(), Some(CacheError::Store(StoreError::NotFound)));

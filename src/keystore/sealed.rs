@@ -24,12 +24,13 @@
 //! stored values (the key cache does), serve a copy older than `max_age`, or put key bytes
 //! into a log line or an error.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -78,6 +79,34 @@ const LATEST: &str = "";
 /// removals and saves of names in its stripe, not for every fsync in the directory.
 const ORDER_STRIPES: usize = 64;
 
+/// Seals waiting for the `kes-seal` writer thread. A read that finds the queue full seals
+/// inline, as every read did before the queue: the request then waits for the fsyncs, but no
+/// copy is ever dropped, so the sealed cache stays as complete as the reads that fed it.
+/// 256 values of a few hundred bytes each (at most [`MAX_VALUE_LEN`]) bound the memory the
+/// queue holds; a burst of first reads larger than that is a cold start, which the writer
+/// catches up with while the inline seals slow the readers down.
+pub const SEAL_QUEUE_MAX: usize = 256;
+
+/// Name of the writer thread, as `ps -T` shows it.
+const WRITER_THREAD_NAME: &str = "kes-seal";
+
+/// Stack of the writer thread: file calls and AES-GCM only.
+const WRITER_STACK: usize = 128 * 1024;
+
+/// Seals handed to the writer: at most one per name (a newer read of a name replaces the
+/// value still waiting), written in the order the names were first queued.
+#[derive(Default)]
+struct Queue {
+    order: VecDeque<String>,
+    items: HashMap<String, (StoredValue, u64)>,
+    /// A writer thread is running and takes new items.
+    open: bool,
+    /// The writer is writing an item it took off the queue.
+    writing: bool,
+    /// Seals written inline because the queue was full.
+    overflowed: u64,
+}
+
 /// Where log lines go (the server hands in its error log, mapping the `log` crate's levels
 /// onto slog's with `obs::Level::from`). The key cache and this module are L1 and must not
 /// import `obs`.
@@ -124,6 +153,9 @@ pub struct SealedCache {
     /// Removals so far, per stripe of names; held across a removal and across an ordered
     /// save, so a copy read from the store before a delete can never be written after it.
     removals: [Mutex<u64>; ORDER_STRIPES],
+    queue: Mutex<Queue>,
+    queued: Condvar,
+    writer: Mutex<Option<JoinHandle<()>>>,
     log: LogSink,
 }
 
@@ -218,6 +250,9 @@ impl SealedCache {
             index: Mutex::new(HashMap::new()),
             reported: Mutex::new(HashSet::new()),
             removals: std::array::from_fn(|_| Mutex::new(0)),
+            queue: Mutex::new(Queue::default()),
+            queued: Condvar::new(),
+            writer: Mutex::new(None),
             log,
         })
     }
@@ -477,11 +512,110 @@ impl SealedCache {
         true
     }
 
+    /// [`SealedCache::save_unless_removed`] by the `kes-seal` writer thread, so the reading
+    /// request does not wait for the write and its fsyncs: queued, or inline when the queue
+    /// is full ([`SEAL_QUEUE_MAX`]) or no writer runs. Ordered against removals like the
+    /// inline save: a removal that returns before the writer gets to the value wins.
+    pub fn save_later(&self, name: &str, value: StoredValue, generation: u64) {
+        let mut queue = lock(&self.queue);
+        if queue.open {
+            if let Some(item) = queue.items.get_mut(name) {
+                *item = (value, generation);
+                return;
+            }
+            if queue.order.len() < SEAL_QUEUE_MAX {
+                queue.order.push_back(name.to_string());
+                queue.items.insert(name.to_string(), (value, generation));
+                self.queued.notify_all();
+                return;
+            }
+            queue.overflowed += 1;
+        }
+        drop(queue);
+        self.save_unless_removed(name, &value, generation);
+    }
+
+    /// Starts the `kes-seal` writer thread, unless one runs.
+    pub fn start_writer(self: &Arc<Self>) {
+        let mut writer = lock(&self.writer);
+        if writer.is_some() {
+            return;
+        }
+        // Open before the thread looks, or it would find the queue closed and leave.
+        lock(&self.queue).open = true;
+        let me = Arc::clone(self);
+        let spawned = thread::Builder::new()
+            .name(WRITER_THREAD_NAME.to_string())
+            .stack_size(WRITER_STACK)
+            .spawn(move || me.write_queued());
+        match spawned {
+            Ok(handle) => *writer = Some(handle),
+            // Every seal is then written inline, as without the queue.
+            Err(e) => {
+                lock(&self.queue).open = false;
+                (self.log)(
+                    Level::Warn,
+                    &format!(
+                        "sealed cache: cannot start {WRITER_THREAD_NAME}, sealing inline: {e}"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Stops taking seals, writes every one still queued, and joins the writer. Later seals
+    /// are written inline. Idempotent.
+    pub fn stop_writer(&self) {
+        let Some(handle) = lock(&self.writer).take() else { return };
+        lock(&self.queue).open = false;
+        self.queued.notify_all();
+        let _ = handle.join();
+    }
+
+    /// The writer's loop: one queued seal at a time, until closed and drained.
+    fn write_queued(&self) {
+        loop {
+            let mut queue = lock(&self.queue);
+            let name = loop {
+                if let Some(name) = queue.order.pop_front() {
+                    break name;
+                }
+                if !queue.open {
+                    return;
+                }
+                queue = self.queued.wait(queue).unwrap_or_else(PoisonError::into_inner);
+            };
+            let item = queue.items.remove(&name);
+            queue.writing = true;
+            drop(queue);
+            if let Some((value, generation)) = item {
+                self.save_unless_removed(&name, &value, generation);
+            }
+            lock(&self.queue).writing = false;
+            self.queued.notify_all();
+        }
+    }
+
+    /// Waits until every seal queued so far is written (or skipped).
+    pub fn flush(&self) {
+        let mut queue = lock(&self.queue);
+        while queue.open && (queue.writing || !queue.order.is_empty()) {
+            queue = self.queued.wait(queue).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Seals written inline because the queue was full, since the start.
+    pub fn overflowed(&self) -> u64 {
+        lock(&self.queue).overflowed
+    }
+
     /// Removes the copy of `name` (deleted through this server, or found deleted in the
     /// store). Idempotent. Ordered against [`SealedCache::save_unless_removed`].
     pub fn remove(&self, name: &str) {
         let mut removals = lock(self.removals_of(name));
         *removals = removals.wrapping_add(1);
+        // A queued seal of the old value would be skipped anyway; drop it now.
+        lock(&self.queue).items.remove(name);
         lock(&self.index).remove(name);
         lock(&self.reported).remove(name);
         let Some(path) = self.path_of(name) else { return };
@@ -523,7 +657,7 @@ impl SealedCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use std::time::Instant;
 
     struct TestDir(PathBuf);
 
@@ -721,5 +855,86 @@ mod tests {
         let short = parse_seal_key("AAEC").err().unwrap();
         assert!(short.starts_with("3 bytes, not 32: the sealing key must be"), "{short}");
         assert!(parse_seal_key("not base64!").err().unwrap().starts_with("not base64"));
+    }
+
+    fn open_shared(tag: &str) -> (TestDir, Arc<SealedCache>) {
+        let d = TestDir::new(tag);
+        let (c, _) = open_with(&d.0, 1, "s");
+        (d, Arc::new(c))
+    }
+
+    #[test]
+    fn queued_seals_are_written_by_the_writer_and_all_of_them_at_stop() {
+        let (_d, c) = open_shared("queue");
+        c.start_writer();
+        for i in 0..50 {
+            c.save_later(&format!("k{i:02}"), Zeroizing::new(VALUE.to_vec()), 0);
+        }
+        c.stop_writer();
+        assert_eq!(c.names().len(), 50);
+        assert!((0..50).all(|i| c.load(&format!("k{i:02}")).is_ok()));
+        assert_eq!(c.overflowed(), 0);
+        // Stopped: later seals are written inline, at once.
+        c.save_later("late", Zeroizing::new(VALUE.to_vec()), 0);
+        assert!(c.load("late").is_ok());
+    }
+
+    #[test]
+    fn a_removal_wins_over_a_seal_of_the_value_read_before_it() {
+        let (_d, c) = open_shared("order");
+        c.start_writer();
+        for i in 0..200 {
+            let name = format!("k{i:03}");
+            // Read before the delete, queued, then the delete returns: whichever of the
+            // writer and the removal comes first, no copy is left.
+            let generation = c.generation(&name);
+            c.save_later(&name, Zeroizing::new(VALUE.to_vec()), generation);
+            c.remove(&name);
+            // Read before the delete, but queued only after it returned: skipped.
+            let name = format!("late{i:03}");
+            let generation = c.generation(&name);
+            c.remove(&name);
+            c.save_later(&name, Zeroizing::new(VALUE.to_vec()), generation);
+        }
+        c.flush();
+        c.stop_writer();
+        assert_eq!(c.names(), Vec::<String>::new());
+        // A read after the delete seals as usual.
+        let generation = c.generation("k000");
+        c.save_later("k000", Zeroizing::new(VALUE.to_vec()), generation);
+        assert!(c.load("k000").is_ok());
+    }
+
+    #[test]
+    fn a_full_queue_seals_inline_and_counts_it() {
+        let (_d, c) = open_shared("full");
+        c.start_writer();
+        // The writer stops at its first item: every write needs the index.
+        let held = lock(&c.index);
+        c.save_later("first", Zeroizing::new(VALUE.to_vec()), 0);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !lock(&c.queue).writing {
+            assert!(Instant::now() < deadline, "the writer never took the first item");
+            thread::sleep(Duration::from_millis(5));
+        }
+        for i in 0..SEAL_QUEUE_MAX {
+            c.save_later(&format!("q{i:03}"), Zeroizing::new(VALUE.to_vec()), 0);
+        }
+        assert_eq!(c.overflowed(), 0);
+        // One more: written inline by the caller (which now waits for the index, too).
+        let inline = {
+            let c = Arc::clone(&c);
+            thread::spawn(move || c.save_later("over", Zeroizing::new(VALUE.to_vec()), 0))
+        };
+        while c.overflowed() == 0 {
+            assert!(Instant::now() < deadline, "the seal over the bound was queued");
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(lock(&c.queue).order.len(), SEAL_QUEUE_MAX);
+        drop(held);
+        inline.join().unwrap();
+        c.stop_writer();
+        assert_eq!(c.names().len(), SEAL_QUEUE_MAX + 2);
+        assert_eq!(c.overflowed(), 1);
     }
 }

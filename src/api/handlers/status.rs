@@ -139,6 +139,7 @@ pub fn handle_get_metrics(ctx: &Ctx<'_>, _: &Authorized) -> Result<Response, Api
         sealed_rechecks: stats.recheck.passes,
         sealed_recheck_stopped: stats.recheck.stopped,
         sealed_recheck_removed: stats.recheck.removed,
+        sealed_inline: stats.sealed_inline,
     };
     let text = render_metrics(&ctx.state.obs, &system_figures(ctx), &store);
     Ok(Response::with_body(200, "text/plain; version=0.0.4; charset=utf-8", text.into_bytes()))
