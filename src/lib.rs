@@ -13,7 +13,7 @@
 //! L2  api                             pure: (Request, Identity, &State) -> Response
 //! L1  http | auth | keystore | crypto | obs    (no imports between these)
 //! L0  sys                             the only `unsafe`: the wiping allocator; mlockall, prctl, rlimits, seccomp
-//!     gojson, gotime, der, hex, pem, names   leaves: used by any layer, import only other leaves
+//!     gojson, gotime, der, hex, pem, names, percent   leaves: used by any layer, import only other leaves
 //! ```
 //!
 //! A module may import the modules of lower layers, the leaves, and what its row names
@@ -28,7 +28,7 @@
 //! | L2 | `api` | |
 //! | L1 | `http`, `auth`, `crypto`, `keystore`, `obs` | |
 //! | L0 | `sys` | |
-//! | leaf | `gojson`, `gotime`, `goroots`, `der`, `hex`, `pem`, `names` | |
+//! | leaf | `gojson`, `gotime`, `goroots`, `der`, `hex`, `pem`, `names`, `percent` | |
 //! | main | `src/main.rs` | `cli`, `sys` |
 //!
 //! Types a lower layer needs live in that layer and `config` maps the YAML onto them
@@ -76,7 +76,7 @@
 //! | `crypto` | secret types, stored-key codecs F0–F4, ciphertext formats, AEAD, HChaCha20, writing legacy encrypted PEM keys (the random IV); a key's versions (`VersionedKey`) |
 //! | `keystore` | the `KeyStore` trait (a key is versions, the first being upstream's key); `mem`, `fs`, `azure`; the single-flight key cache (generic over the parsed value, owning deletes and version writes) and its sealed copy on disk (`cache.persist`) |
 //! | `obs` | log levels, audit trail (the hash-chained audit file, `obs::audit_file`; stdout lines batched by one writer thread, `obs::batch`), error log, stream fan-out, Prometheus text, process figures |
-//! | `gojson`, `gotime`, `goroots`, `der`, `hex`, `pem`, `names` | leaf helpers: Go's JSON and time/duration text, Go's trusted roots (`SSL_CERT_FILE`/`SSL_CERT_DIR`), a minimal DER walker, hex text, PEM files (private keys of every kind, legacy encrypted ones included, and the certificates beside them), the name rule of keys, policies and identities |
+//! | `gojson`, `gotime`, `goroots`, `der`, `hex`, `pem`, `names`, `percent` | leaf helpers: Go's JSON and time/duration text, Go's trusted roots (`SSL_CERT_FILE`/`SSL_CERT_DIR`), a minimal DER walker, hex text, PEM files (private keys of every kind, legacy encrypted ones included, and the certificates beside them), the name rule of keys, policies and identities, percent-encoding with the keep-set of each Go function a caller must match |
 //! | `sys` | mlockall, prctl, rlimits, the seccomp filters, sd_notify, the allocator that wipes freed memory, glibc's allocator settings and the re-exec that applies its tunables (`sys::tunables`) |
 //!
 //! ## Invariants
@@ -105,5 +105,6 @@ pub mod keystore;
 pub mod names;
 pub mod obs;
 pub mod pem;
+pub mod percent;
 pub mod server;
 pub mod sys;

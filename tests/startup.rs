@@ -732,7 +732,7 @@ fn kes_server_restarts_itself_with_the_glibc_tunables() {
     let ours = kes::sys::tunables::SERVER_TUNABLES.join(":");
     let restart = |t: &str| {
         format!(
-            "Restarting with GLIBC_TUNABLES={t} so that memory comes back after bursts of connections (--no-reexec: keep the environment as it is)"
+            "Restarted with GLIBC_TUNABLES={t} so that memory comes back after bursts of connections (--no-reexec: keep the environment as it is)"
         )
     };
     let dir = TempDir::new("notify");
@@ -742,7 +742,7 @@ fn kes_server_restarts_itself_with_the_glibc_tunables() {
     let srv = dev_server(&[], &[("NOTIFY_SOCKET", sock.to_str().unwrap())]);
     assert_eq!(srv.banner[0], restart(&ours));
     assert!(srv.banner[1].starts_with("Version "), "{:?}", srv.banner);
-    assert_eq!(srv.banner.iter().filter(|l| l.starts_with("Restarting")).count(), 1);
+    assert_eq!(srv.banner.iter().filter(|l| l.starts_with("Restarted")).count(), 1);
     assert_eq!(environ_tunables(srv.child.id()), Some(ours.clone()));
     let mut buf = [0u8; 256];
     let n = listener.recv(&mut buf).unwrap();
@@ -781,6 +781,36 @@ fn kes_server_restarts_itself_with_the_glibc_tunables() {
     assert_eq!(environ_tunables(srv.child.id()), None);
 }
 
+/// A server that restarts itself and then fails on its config file prints the config
+/// error alone, exactly as `--no-reexec` does: the restart is said only once the server has
+/// started, so it never sits above an error as if it were the cause.
+#[test]
+fn a_config_error_after_the_restart_is_printed_alone() {
+    let dir = TempDir::new("restart-error");
+    let config = dir.join("config.yml");
+    std::fs::write(&config, "address: 127.0.0.1:0\nadmin:\n  identity: disabled\n").unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(KES)
+            .args(["server", "--config", config.to_str().unwrap(), "--no-mlock"])
+            .args(extra)
+            .env_remove("GLIBC_TUNABLES")
+            .env_remove(kes::sys::tunables::REEXECUTED)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let restarted = run(&[]);
+    let plain = run(&["--no-reexec"]);
+    assert_eq!(restarted.0, Some(1), "{restarted:?}");
+    assert_eq!(restarted, plain);
+    assert_eq!(restarted.1, "");
+    assert_eq!(restarted.2, format!("Error: {}: tls.key: no private key\n", config.display()));
+}
+
 /// A binary with a file capability (`setcap cap_ipc_lock=+ep`) run by an ordinary user
 /// runs in glibc's secure mode, where glibc erases these tunables from the environment and
 /// ignores them: the server does not restart (it could not help, and it would find them
@@ -810,7 +840,7 @@ fn a_binary_with_file_capabilities_warns_instead_of_restarting() {
         "{:?}",
         srv.banner
     );
-    assert!(!srv.banner.iter().any(|l| l.starts_with("Restarting")), "{:?}", srv.banner);
+    assert!(!srv.banner.iter().any(|l| l.starts_with("Restart")), "{:?}", srv.banner);
     assert_eq!(srv.banner.iter().filter(|l| l.contains("secure mode")).count(), 1);
     assert!(
         srv.banner.iter().any(|l| l.starts_with("MLock") && l.contains("enabled")),

@@ -17,6 +17,7 @@ use crate::http::{Head, Method, Response};
 use crate::keystore::cache::KeyCache;
 use crate::obs::Level;
 use crate::obs::{AuditEvent, Obs, ProcReader};
+use crate::percent::{self, percent_encode};
 use error::ApiError;
 use routes::{Auth, Route, RouteMethod};
 use std::net::IpAddr;
@@ -141,10 +142,10 @@ pub fn lookup<'a>(state: &'a State, head: &Head) -> Routed<'a> {
         Err(Miss::Unclean(cleaned)) => {
             // Encoded as Go encodes it: the decoded path may hold any byte the client escaped,
             // CR and LF included, and must not reach the header line raw.
-            let mut location = crate::http::escape_path(&cleaned);
+            let mut location = percent_encode(&cleaned, percent::PATH);
             if !head.query.is_empty() {
                 location.push('?');
-                location.push_str(&crate::http::escape_raw(head.query));
+                location.push_str(&percent_encode(head.query, percent::RAW));
             }
             Routed::Respond(Response::new(301).header("Location", location))
         }

@@ -12,7 +12,6 @@
 //! the Ed25519 seed behind such a certificate, so both name the same identity.
 
 use super::apikey::{self, ApiKey};
-use super::client::escape;
 use super::key::{failed, parse};
 use super::{
     CmdResult, Fail, Style, flag_bool, flag_error, flag_value, io_msg, json_text, local_date, out,
@@ -20,6 +19,7 @@ use super::{
 };
 use crate::auth::{ClientCert, Identity, x509};
 use crate::crypto::legacy_pem;
+use crate::percent::{PATH_SEGMENT, percent_encode};
 use lexopt::prelude::*;
 use rustls::pki_types::pem::{PemObject, SectionKind};
 use rustls::pki_types::{CertificateDer, DnsName};
@@ -490,7 +490,10 @@ fn info(args: Vec<OsString>) -> CmdResult {
     let client = super::connect(&c.conn)?;
     let (path, subject) = match c.args.first() {
         None => ("/v1/identity/self/describe".to_string(), None),
-        Some(id) => (format!("/v1/identity/describe/{}", escape(id)), Some(id.clone())),
+        Some(id) => (
+            format!("/v1/identity/describe/{}", percent_encode(id, PATH_SEGMENT)),
+            Some(id.clone()),
+        ),
     };
     let reply =
         client.call("GET", &path, None).map_err(|e| failed("failed to describe identity", e))?;

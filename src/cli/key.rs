@@ -4,9 +4,10 @@
 //! shows a key's versions once it has more than one, so a key never rotated prints exactly
 //! what upstream's CLI prints.
 
-use super::client::{Client, ClientError, ConnFlags, escape};
+use super::client::{Client, ClientError, ConnFlags};
 use super::{CmdResult, ColorMode, Fail, Style, flag_bool, flag_error, flag_value, out, text};
 use crate::api::wire::{decode_base64, encode_base64};
+use crate::percent::{PATH_SEGMENT, percent_encode};
 use lexopt::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
@@ -143,7 +144,7 @@ fn create(args: Vec<OsString>) -> CmdResult {
     let client = super::connect(&c.conn)?;
     for name in &c.args {
         client
-            .call("POST", &format!("/v1/key/create/{}", escape(name)), None)
+            .call("POST", &format!("/v1/key/create/{}", percent_encode(name, PATH_SEGMENT)), None)
             .map_err(|e| failed(format_args!("failed to create key {name:?}"), e))?;
     }
     Ok(())
@@ -187,7 +188,11 @@ fn import(args: Vec<OsString>) -> CmdResult {
     );
     let client = super::connect(&c.conn)?;
     client
-        .call("POST", &format!("/v1/key/import/{}", escape(name)), Some(&body))
+        .call(
+            "POST",
+            &format!("/v1/key/import/{}", percent_encode(name, PATH_SEGMENT)),
+            Some(&body),
+        )
         .map_err(|e| failed(format_args!("failed to import {name:?}"), e))?;
     Ok(())
 }
@@ -283,7 +288,7 @@ fn info(args: Vec<OsString>) -> CmdResult {
     let client = super::connect(&c.conn)?;
     let name = &c.args[0];
     let reply = client
-        .call("GET", &format!("/v1/key/describe/{}", escape(name)), None)
+        .call("GET", &format!("/v1/key/describe/{}", percent_encode(name, PATH_SEGMENT)), None)
         .map_err(|e| failed("failed to describe keys", e))?;
     let info: KeyInfo = serde_json::from_slice(&reply.body)
         .map_err(|e| Fail::Error(format!("failed to describe keys: invalid response: {e}")))?;
@@ -397,7 +402,7 @@ fn rm(args: Vec<OsString>) -> CmdResult {
     let client = super::connect(&c.conn)?;
     for name in &c.args {
         client
-            .call("DELETE", &format!("/v1/key/delete/{}", escape(name)), None)
+            .call("DELETE", &format!("/v1/key/delete/{}", percent_encode(name, PATH_SEGMENT)), None)
             .map_err(|e| failed(format_args!("failed to remove key {name:?}"), e))?;
     }
     Ok(())
@@ -427,7 +432,11 @@ fn crypto_call(
     body: &serde_json::Value,
 ) -> Result<serde_json::Map<String, serde_json::Value>, ClientError> {
     let bytes = zeroize::Zeroizing::new(serde_json::to_vec(body).unwrap_or_default());
-    let reply = client.call("POST", &format!("/v1/key/{op}/{}", escape(name)), Some(&bytes))?;
+    let reply = client.call(
+        "POST",
+        &format!("/v1/key/{op}/{}", percent_encode(name, PATH_SEGMENT)),
+        Some(&bytes),
+    )?;
     Ok(serde_json::from_slice(&reply.body).unwrap_or_default())
 }
 
@@ -605,7 +614,11 @@ fn rotate(args: Vec<OsString>) -> CmdResult {
     let client = super::connect(&c.conn)?;
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
     let reply = client
-        .call("PUT", &format!("/v1/key/rotate/{}", escape(name)), Some(&bytes))
+        .call(
+            "PUT",
+            &format!("/v1/key/rotate/{}", percent_encode(name, PATH_SEGMENT)),
+            Some(&bytes),
+        )
         .map_err(|e| failed(&what, e))?;
     let info: KeyInfo = serde_json::from_slice(&reply.body)
         .map_err(|e| Fail::Error(format!("{what}: invalid response: {e}")))?;

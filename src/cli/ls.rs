@@ -1,8 +1,9 @@
 //! `kes ls [PREFIX]`: lists keys, identities (`-i`) or policies (`-p`), following
 //! `continue_at` the way kms-go's `ListIter` does (`kes-api.md` §9.9, §9.17, §9.19).
 
-use super::client::{ConnFlags, escape};
+use super::client::ConnFlags;
 use super::{CmdResult, ColorMode, Fail, Style, flag_bool, flag_error, flag_value, out, text};
+use crate::percent::{PATH_SEGMENT, percent_encode};
 use lexopt::prelude::*;
 use std::ffi::OsString;
 
@@ -98,7 +99,7 @@ pub fn list(what: What, prefix: &str, conn: &ConnFlags, json: bool, style: Style
     let mut next = prefix.to_string();
     for _ in 0..MAX_LIST_PAGES {
         let reply = client
-            .call("GET", &format!("{route}{}", escape(&next)), None)
+            .call("GET", &format!("{route}{}", percent_encode(&next, PATH_SEGMENT)), None)
             .map_err(|e| Fail::Error(format!("failed to list {plural}: {e}")))?;
         let page: serde_json::Value = serde_json::from_slice(&reply.body)
             .map_err(|e| Fail::Error(format!("invalid listing from the server: {e}")))?;

@@ -1,9 +1,9 @@
 //! `kes policy info|show|ls` (`kes-config-cli.md` §4.3; `kes-api.md` §9.15–9.17). Policies
 //! are static server config, so there is nothing to create or assign here.
 
-use super::client::escape;
 use super::key::{failed, parse};
 use super::{CmdResult, Fail, Style, json_text, local_date, out};
+use crate::percent::{PATH_SEGMENT, percent_encode};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -58,7 +58,7 @@ fn info(args: Vec<OsString>) -> CmdResult {
     let name = one_name(&c.args, "policy info")?;
     let client = super::connect(&c.conn)?;
     let reply = client
-        .call("GET", &format!("/v1/policy/describe/{}", escape(&name)), None)
+        .call("GET", &format!("/v1/policy/describe/{}", percent_encode(&name, PATH_SEGMENT)), None)
         .map_err(|e| failed("failed to describe policy", e))?;
     #[derive(Serialize, Deserialize)]
     struct Info {
@@ -118,7 +118,7 @@ fn show(args: Vec<OsString>) -> CmdResult {
     let name = one_name(&c.args, "policy show")?;
     let client = super::connect(&c.conn)?;
     let reply = client
-        .call("GET", &format!("/v1/policy/read/{}", escape(&name)), None)
+        .call("GET", &format!("/v1/policy/read/{}", percent_encode(&name, PATH_SEGMENT)), None)
         .map_err(|e| failed("failed to show policy", e))?;
     let policy: Policy = serde_json::from_slice(&reply.body)
         .map_err(|e| Fail::Error(format!("failed to show policy: invalid response: {e}")))?;

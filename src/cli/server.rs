@@ -148,9 +148,9 @@ pub fn run(args: Vec<std::ffi::OsString>) -> CmdResult {
             )));
         }
     };
-    if reexec {
-        glibc_tunables()?;
-    }
+    // Said after the start, just before the banner, so that a config error is the only
+    // line a failed start prints.
+    let tunables_note = if reexec { glibc_tunables() } else { None };
     opts.audit_out = Some(stdio(std::io::stdout()));
     opts.audit_batched = true;
     opts.error_out = Some(stdio(std::io::stderr()));
@@ -164,6 +164,9 @@ pub fn run(args: Vec<std::ffi::OsString>) -> CmdResult {
     signals.thread_block().map_err(|e| Fail::Error(format!("cannot block signals: {e}")))?;
 
     let srv = server::start(opts).map_err(|e| Fail::Error(e.0))?;
+    if let Some(note) = tunables_note {
+        out(&note)?;
+    }
     out(&banner(&srv.banner))?;
     loop {
         match signals.wait() {
@@ -187,21 +190,26 @@ pub fn run(args: Vec<std::ffi::OsString>) -> CmdResult {
 }
 
 /// Restarts the process with the glibc tunables the server needs when its environment
-/// lacks them (`sys::tunables`): before any thread, lock or filter. Says so in one line on
-/// stdout, before the banner; in glibc's secure mode, where they would be ignored, warns
-/// with the fix instead. A failed re-exec is a warning too: the server still starts.
-fn glibc_tunables() -> CmdResult {
+/// lacks them (`sys::tunables`): before any thread, lock or filter. Returns the line to say
+/// once the server has started: that it was restarted with them (the restarted process
+/// finds the marker), or, in glibc's secure mode where they would be ignored, a warning
+/// with the fix. A failed re-exec is a warning too: the server still starts.
+fn glibc_tunables() -> Option<String> {
     match crate::sys::tunables::plan() {
-        Plan::Ready => Ok(()),
-        Plan::Ignored(warning) => out(&format!("WARNING: {warning}\n")),
+        Plan::Ready => {
+            let restarted = std::env::var_os(crate::sys::tunables::REEXECUTED).is_some();
+            let tunables = std::env::var_os("GLIBC_TUNABLES").filter(|_| restarted)?;
+            Some(format!(
+                "Restarted with GLIBC_TUNABLES={} so that memory comes back after bursts of connections (--no-reexec: keep the environment as it is)\n",
+                tunables.to_string_lossy()
+            ))
+        }
+        Plan::Ignored(warning) => Some(format!("WARNING: {warning}\n")),
         Plan::Reexec(tunables) => {
-            let tunables_text = tunables.to_string_lossy();
-            out(&format!(
-                "Restarting with GLIBC_TUNABLES={tunables_text} so that memory comes back after bursts of connections (--no-reexec: keep the environment as it is)\n"
-            ))?;
             let e = crate::sys::tunables::reexec(&tunables);
-            out(&format!(
-                "WARNING: cannot restart with the glibc tunables: {e}; memory taken by bursts of connections may stay with the server. Set GLIBC_TUNABLES={tunables_text} yourself\n"
+            Some(format!(
+                "WARNING: cannot restart with the glibc tunables: {e}; memory taken by bursts of connections may stay with the server. Set GLIBC_TUNABLES={} yourself\n",
+                tunables.to_string_lossy()
             ))
         }
     }

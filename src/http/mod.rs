@@ -578,43 +578,6 @@ pub fn header_is_safe(name: &str, value: &str) -> bool {
         && value.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
-/// Percent-encodes a decoded URL path as Go's `url.URL{Path: p}.String()` does (upper-case
-/// hex; letters, digits, `-._~` and `$&+,/:;=@` stay), so that a `Location` built from a
-/// request path carries no byte of the request's own: `/x\r\nX: y` becomes
-/// `/x%0D%0AX:%20y`.
-pub fn escape_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for &b in path.as_bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~$&+,/:;=@".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            push_percent(&mut out, b);
-        }
-    }
-    out
-}
-
-/// Percent-encodes what Go's `http.Redirect` would (bytes outside ASCII) and, beyond Go,
-/// every control character and space, in an already-encoded URL part such as a raw query.
-pub fn escape_raw(part: &str) -> String {
-    let mut out = String::with_capacity(part.len());
-    for &b in part.as_bytes() {
-        if b > 0x20 && b < 0x7f {
-            out.push(char::from(b));
-        } else {
-            push_percent(&mut out, b);
-        }
-    }
-    out
-}
-
-fn push_percent(out: &mut String, b: u8) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    out.push('%');
-    out.push(char::from(HEX[usize::from(b >> 4)]));
-    out.push(char::from(HEX[usize::from(b & 0xf)]));
-}
-
 /// One chunk of a chunked body.
 pub fn chunk(data: &[u8]) -> Vec<u8> {
     let mut out = format!("{:x}\r\n", data.len()).into_bytes();
@@ -904,19 +867,6 @@ mod tests {
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.resize(MAX_HEAD_BYTES + 2, b'a');
         assert_eq!(head_len(&big), Err(HeadError::TooLarge));
-    }
-
-    #[test]
-    fn paths_are_escaped_as_go_escapes_them() {
-        assert_eq!(escape_path("/x\r\nX-Injected: yes"), "/x%0D%0AX-Injected:%20yes");
-        assert_eq!(escape_path("/a\0b\nc"), "/a%00b%0Ac");
-        assert_eq!(
-            escape_path("/v1/key/list/my-key_1.~$&+,:;=@"),
-            "/v1/key/list/my-key_1.~$&+,:;=@"
-        );
-        assert_eq!(escape_path("/?#%\"<>!*'()[]"), "/%3F%23%25%22%3C%3E%21%2A%27%28%29%5B%5D");
-        assert_eq!(escape_path("/☰"), "/%E2%98%B0");
-        assert_eq!(escape_raw("a=b%0d&c=\u{7f}\x01 é"), "a=b%0d&c=%7F%01%20%C3%A9");
     }
 
     #[test]

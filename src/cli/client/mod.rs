@@ -207,19 +207,6 @@ impl Client {
     }
 }
 
-/// Go's `url.PathEscape` for one path segment (names, patterns).
-pub fn escape(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~$&+:=@".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// How the body of a response is framed, and what has been decoded.
 enum BodyState {
     Chunked(ChunkedDecoder),
@@ -609,14 +596,6 @@ mod tests {
             }
             _ => panic!("files"),
         }
-    }
-
-    #[test]
-    fn path_segments_are_escaped_like_go() {
-        assert_eq!(escape("my-key_1"), "my-key_1");
-        assert_eq!(escape("my*"), "my%2A");
-        assert_eq!(escape("a/b c"), "a%2Fb%20c");
-        assert_eq!(escape(""), "");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use ureq::unversioned::transport::DefaultConnector;
 use zeroize::Zeroizing;
 
 use crate::goroots::RootSources;
+use crate::percent::{UNRESERVED, percent_encode};
 
 use super::dns::{CachingResolver, LookupFailed};
 pub use super::dns::{DNS_CACHE_TTL, DNS_MAX_WAIT, DNS_THREAD_STACK};
@@ -485,20 +486,6 @@ fn load_roots(s: &HttpSettings) -> Result<Vec<Certificate<'static>>, String> {
     Ok(roots.certs.iter().map(|c| Certificate::from_der(c.as_ref()).to_owned()).collect())
 }
 
-/// Percent-encodes everything except RFC 3986 unreserved characters (for path segments,
-/// query values and form bodies).
-pub fn pct_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// `application/x-www-form-urlencoded` body from pairs, in a zeroizing buffer because
 /// token requests carry client secrets and assertions.
 pub fn form_body(pairs: &[(&str, &str)]) -> Zeroizing<Vec<u8>> {
@@ -507,9 +494,9 @@ pub fn form_body(pairs: &[(&str, &str)]) -> Zeroizing<Vec<u8>> {
         if i > 0 {
             out.push(b'&');
         }
-        out.extend_from_slice(pct_encode(k).as_bytes());
+        out.extend_from_slice(percent_encode(k, UNRESERVED).as_bytes());
         out.push(b'=');
-        out.extend_from_slice(pct_encode(v).as_bytes());
+        out.extend_from_slice(percent_encode(v, UNRESERVED).as_bytes());
     }
     out
 }
@@ -561,7 +548,6 @@ mod tests {
 
     #[test]
     fn encoding() {
-        assert_eq!(pct_encode("a-b_c.d~e f/g?h=i&j"), "a-b_c.d~e%20f%2Fg%3Fh%3Di%26j");
         let b = form_body(&[
             ("scope", "https://vault.azure.net/.default"),
             ("grant_type", "client_credentials"),

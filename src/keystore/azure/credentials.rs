@@ -22,8 +22,9 @@ use ureq::http::Method;
 use zeroize::Zeroizing;
 
 use super::certificate::ClientCertificate;
-use super::client::{Http, Request, TransportError, TransportKind, form_body, jitter, pct_encode};
+use super::client::{Http, Request, TransportError, TransportKind, form_body, jitter};
 use super::error::describe_token_error;
+use crate::percent::{UNRESERVED, percent_encode};
 
 /// Public-cloud Entra ID authority (`azure-rest.md` §1).
 pub const PUBLIC_AUTHORITY: &str = "https://login.microsoftonline.com";
@@ -263,10 +264,10 @@ impl Source {
                 let mut url = format!(
                     "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource={}",
                     endpoint.trim_end_matches('/'),
-                    pct_encode(resource)
+                    percent_encode(resource, UNRESERVED)
                 );
                 if let Some(c) = client_id {
-                    url.push_str(&format!("&client_id={}", pct_encode(c)));
+                    url.push_str(&format!("&client_id={}", percent_encode(c, UNRESERVED)));
                 }
                 let mut req = Request::new(Method::GET, &url);
                 req.headers.push(("metadata", "true".into()));
@@ -290,10 +291,10 @@ impl Source {
                 let sep = if endpoint.contains('?') { '&' } else { '?' };
                 let mut url = format!(
                     "{endpoint}{sep}api-version=2019-08-01&resource={}",
-                    pct_encode(resource)
+                    percent_encode(resource, UNRESERVED)
                 );
                 if let Some(c) = client_id {
-                    url.push_str(&format!("&client_id={}", pct_encode(c)));
+                    url.push_str(&format!("&client_id={}", percent_encode(c, UNRESERVED)));
                 }
                 let mut req = Request::new(Method::GET, &url);
                 req.headers.push(("x-identity-header", header.to_string()));
@@ -326,7 +327,11 @@ fn entra_token(
 
 /// The v2 token endpoint of `tenant`; also the `aud` of a certificate assertion.
 pub fn token_url(authority: &str, tenant: &str) -> String {
-    format!("{}/{}/oauth2/v2.0/token", authority.trim_end_matches('/'), pct_encode(tenant))
+    format!(
+        "{}/{}/oauth2/v2.0/token",
+        authority.trim_end_matches('/'),
+        percent_encode(tenant, UNRESERVED)
+    )
 }
 
 fn read_assertion(path: &PathBuf) -> Result<Zeroizing<String>, String> {

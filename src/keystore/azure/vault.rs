@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 
 use ureq::http::Method;
 
-use super::client::{Http, Request, Response, TransportError, Url, jitter, pct_encode};
+use super::client::{Http, Request, Response, TransportError, Url, jitter};
 use super::credentials::{Source, TokenCache, TokenError};
 use super::error::{Class, api_error, classify, parse_challenge, resource_matches_host};
 use super::wire::{BadBody, VersionItem, parse_page};
 use super::{API_VERSION, MAX_VERSION_PAGES};
 use crate::keystore::StoreError;
+use crate::percent::{UNRESERVED, percent_encode};
 
 /// The connection to one vault: HTTP, credential, token cache and the resource learned
 /// from (or derived for) the vault.
@@ -81,13 +82,17 @@ pub(super) enum Purge {
 impl Vault {
     pub(super) fn secret_url(&self, name: &str, version: &str) -> String {
         if version.is_empty() {
-            format!("{}/secrets/{}?api-version={API_VERSION}", self.base, pct_encode(name))
+            format!(
+                "{}/secrets/{}?api-version={API_VERSION}",
+                self.base,
+                percent_encode(name, UNRESERVED)
+            )
         } else {
             format!(
                 "{}/secrets/{}/{}?api-version={API_VERSION}",
                 self.base,
-                pct_encode(name),
-                pct_encode(version)
+                percent_encode(name, UNRESERVED),
+                percent_encode(version, UNRESERVED)
             )
         }
     }
@@ -188,8 +193,11 @@ impl Vault {
         attempts: u32,
         deadline: Instant,
     ) -> Result<Purge, CallError> {
-        let url =
-            format!("{}/deletedsecrets/{}?api-version={API_VERSION}", self.base, pct_encode(name));
+        let url = format!(
+            "{}/deletedsecrets/{}?api-version={API_VERSION}",
+            self.base,
+            percent_encode(name, UNRESERVED)
+        );
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -224,7 +232,7 @@ impl Vault {
         let mut url = format!(
             "{}/secrets/{}/versions?api-version={API_VERSION}",
             self.base,
-            pct_encode(name)
+            percent_encode(name, UNRESERVED)
         );
         let mut out = Vec::new();
         for page_no in 0..MAX_VERSION_PAGES {

@@ -1,0 +1,3 @@
+module kes-bench/go-reference
+
+go 1.19
