@@ -954,7 +954,7 @@ mod tests {
         }
         assert_eq!(secret.body_bytes(), plain.body_bytes());
         let shown = format!("{:?}", secret.body);
-        assert_eq!(shown, "Secret(18 bytes)");
+        assert_eq!(shown, "Secret(17 bytes)");
     }
 
     #[test]
