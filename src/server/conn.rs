@@ -3,9 +3,12 @@
 //! caught here, logged without secrets, and ends only this connection.
 //!
 //! Every phase has an *absolute* deadline (handshake, head, body, response write), checked
-//! between single socket reads and writes: rustls is driven one `read_tls` /
-//! `process_new_packets` at a time with the time left as the socket timeout, so a client
-//! trickling one byte at a time gains nothing. The phase is published to the connection's
+//! between single socket reads and writes: rustls's unbuffered state machine is driven one
+//! socket read or write at a time with the time left as the socket timeout, so a client
+//! trickling one byte at a time gains nothing. The connection owns its TLS buffers
+//! ([`Tls`]): records are read into one receive buffer, bounded to one record after the
+//! handshake and wiped as records are consumed, and each response is encrypted into one
+//! send buffer and leaves in one `write`. The phase is published to the connection's
 //! admission [`Slot`] at each change, so that the accept thread can evict unproductive
 //! connections at the cap (`admission`).
 
@@ -16,9 +19,10 @@ use crate::auth::attr::ChainFacts;
 use crate::auth::{Identity, x509};
 use crate::http::{self, Body, BodyFraming, ChunkError, ChunkedDecoder, Method, Response};
 use crate::obs::Level;
-use rustls::ServerConnection;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 use rustls_pki_types::UnixTime;
-use std::io::{BufRead, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -52,8 +56,6 @@ pub const DISCARD_LIMIT: u64 = 64 * 1024;
 pub const LINGER_TIMEOUT: Duration = Duration::from_secs(3);
 /// At most this many bytes are discarded while lingering, however fast the client sends.
 pub const LINGER_MAX_BYTES: u64 = 8 * 1024 * 1024;
-/// Most plaintext taken into the connection's buffer per read.
-const READ_CHUNK: usize = 8 * 1024;
 /// A connection's buffers keep at most this much memory between requests: after a large
 /// body they are dropped (and wiped by the allocator) rather than wiped in full after every
 /// later request.
@@ -65,20 +67,127 @@ const KEPT_BUFFER: usize = 16 * 1024;
 /// request, and no deadline stretches by more than this.
 const TIMEOUT_OVERSHOOT: Duration = Duration::from_millis(1);
 
-/// The TLS session over the connection's socket, driven by hand (never `complete_io`,
-/// whose internal read loop would let a trickle outlive any deadline).
+/// Largest TLS record on the wire: 16 KiB of plaintext, the 2 KiB of expansion TLS allows
+/// and the 5-byte header (rustls's own bound; a longer record header is refused by rustls).
+const MAX_RECORD: usize = 16 * 1024 + 2048 + 5;
+/// A connection's receive buffer starts at this size, and one socket read takes at most what
+/// fits (rustls's buffered API read 4 KiB at a time too). Large records grow it, up to the
+/// limits below, and it shrinks back between requests.
+const RECV_INITIAL: usize = 4 * 1024;
+/// During the handshake, a handshake message (a client's certificate chain) is joined in
+/// place from the records it spans. rustls refuses handshake messages over 64 KiB, so the
+/// receive buffer never needs more than that and one record's worth of headers and rest.
+const RECV_HANDSHAKE_LIMIT: usize = 0x1_0000 + MAX_RECORD;
+/// After the handshake, complete records are consumed as soon as they arrive and at most one
+/// incomplete record waits in the receive buffer: a client cannot make it grow past one
+/// record, whatever it sends.
+const RECV_TRAFFIC_LIMIT: usize = MAX_RECORD;
+/// Plaintext encrypted per call into the send buffer: one full record (rustls fragments at
+/// 16 KiB).
+const SEND_PIECE: usize = 16 * 1024;
+/// Room reserved per record for its header, explicit nonce, tag and content type (at most
+/// 29 bytes for the suites we offer; a short estimate is corrected by rustls's exact size).
+const RECORD_OVERHEAD: usize = 64;
+/// The send buffer is written out before it would grow past this (only responses larger
+/// than three records reach it: a big key list or a log stream); smaller responses leave
+/// in one `write`.
+const SEND_LIMIT: usize = 4 * (SEND_PIECE + RECORD_OVERHEAD);
+
+/// The TLS session over the connection's socket, driven by hand through rustls's unbuffered
+/// API: the connection owns its two buffers, reads the socket straight into `rx`, where
+/// rustls decrypts records in place, and encrypts responses into `tx`, which leaves in one
+/// `write` per response. Every socket call is bounded by the phase's deadline (never
+/// `complete_io`, whose internal read loop would let a trickle outlive any deadline).
 struct Tls<'a> {
-    conn: ServerConnection,
+    conn: UnbufferedServerConnection,
     sock: &'a TcpStream,
     slot: &'a Slot,
     shared: &'a Shared,
     /// The socket's receive and send timeouts as last set.
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// Received TLS bytes not yet consumed: between calls, at most one incomplete record
+    /// (ciphertext); consumed records, decrypted in place, are wiped as they go.
+    rx: RecvBuf,
+    /// Encrypted records waiting for the socket (ciphertext only: rustls encrypts elsewhere
+    /// and encodes the record here). Written out before every read and after every response.
+    tx: Vec<u8>,
+    tx_len: usize,
+    /// Plaintext that arrived while the caller was not reading (a request sent right behind
+    /// the client's Finished), handed to the next `read_plain`.
+    pending: Vec<u8>,
+    /// The client's close_notify arrived: no more plaintext will.
+    peer_closed: bool,
+    /// A TLS error ended the session (its alert is sent): rustls is not run again, as it
+    /// would meet the same bad record and queue a second fatal alert.
+    failed: bool,
     /// The buffer responses are written into, reused (and wiped) from one to the next.
     out: Vec<u8>,
     /// The `Date` header's text and the second it is for: made again once a second.
     date: (i64, String),
+}
+
+/// A connection's receive buffer: `buf[..filled]` holds TLS bytes as read from the socket.
+/// `buf` is always initialized (zeroed when it grows), so reads go straight into it.
+struct RecvBuf {
+    buf: Vec<u8>,
+    filled: usize,
+}
+
+impl RecvBuf {
+    fn new() -> RecvBuf {
+        RecvBuf { buf: vec![0; RECV_INITIAL], filled: 0 }
+    }
+
+    /// Drops the first `n` bytes (records rustls consumed, decrypted in place) and wipes the
+    /// bytes the move left behind: no plaintext stays in the buffer.
+    fn discard(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let end = self.filled;
+        self.buf.copy_within(n..end, 0);
+        self.filled = end - n;
+        crate::sys::wipe::wipe(&mut self.buf[self.filled..end]);
+    }
+
+    /// Room for the next socket read, growing the buffer (doubling, up to `limit`) when it is
+    /// full. `None` when it is full at `limit`: what waits cannot be a record rustls accepts.
+    fn spare(&mut self, limit: usize) -> Option<&mut [u8]> {
+        if self.filled == self.buf.len() {
+            if self.buf.len() >= limit {
+                return None;
+            }
+            let grown = (self.buf.len() * 2).clamp(RECV_INITIAL, limit);
+            self.buf.resize(grown, 0);
+        }
+        Some(&mut self.buf[self.filled..])
+    }
+
+    /// Gives back what a large record or a certificate chain made it grow to, once what
+    /// waits fits the initial size again (the allocator wipes the old block).
+    fn trim(&mut self) {
+        if self.buf.len() > KEPT_BUFFER && self.filled <= RECV_INITIAL {
+            let mut small = vec![0; RECV_INITIAL];
+            small[..self.filled].copy_from_slice(&self.buf[..self.filled]);
+            self.buf = small;
+        }
+    }
+}
+
+/// What rustls needs from the caller next.
+enum Step {
+    /// Plaintext was appended.
+    Plain,
+    /// The handshake needs more bytes from the client.
+    More,
+    /// The handshake is done (as far as our side goes) and nothing complete waits: a request
+    /// may be read or a response written (what was asked for is in `tx`).
+    Open,
+    /// The client sent close_notify (reported once).
+    PeerClosed,
+    /// Both sides sent close_notify.
+    Closed,
 }
 
 /// Makes sure the next blocking call ends within `left` (plus [`TIMEOUT_OVERSHOOT`]):
@@ -108,88 +217,254 @@ fn left(deadline: Instant, what: &str) -> std::io::Result<Duration> {
 }
 
 impl Tls<'_> {
-    /// One socket read into rustls, then its processing. `Ok(0)` at end of stream.
-    fn fill(&mut self, deadline: Instant) -> std::io::Result<usize> {
-        let mut sock = self.sock;
-        let n = loop {
-            let sock_ref = self.sock;
-            fit_timeout(&mut self.read_timeout, left(deadline, "read")?, |t| {
-                sock_ref.set_read_timeout(t)
-            })?;
-            match self.conn.read_tls(&mut sock) {
-                Ok(n) => break n,
-                // Nothing read: the deadline, or a kept timeout shorter than the time left.
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) => return Err(e),
-            }
-        };
-        if let Err(e) = self.conn.process_new_packets() {
-            // Send the alert rustls queued, briefly, then give up.
-            let _ = self.flush(Instant::now() + CLOSE_WRITE_TIMEOUT);
-            return Err(std::io::Error::new(ErrorKind::InvalidData, e));
+    /// Runs rustls over the received bytes until it needs the caller. Plaintext goes to
+    /// `plain` (or to `pending` when the caller is not reading); handshake records and alerts
+    /// are encoded into `tx`; once application data may be sent, `send` is encrypted into
+    /// `tx` (as much as fits [`SEND_LIMIT`], the slice advancing past it) or, with `close`,
+    /// a close_notify. Consumed records are discarded (and wiped) from `rx`.
+    fn advance(
+        &mut self,
+        mut plain: Option<&mut Vec<u8>>,
+        send: &mut &[u8],
+        close: bool,
+    ) -> Result<Step, rustls::Error> {
+        if self.failed {
+            return Err(rustls::Error::General("TLS session failed".into()));
         }
-        Ok(n)
+        loop {
+            let UnbufferedStatus { mut discard, state } =
+                self.conn.process_tls_records(&mut self.rx.buf[..self.rx.filled]);
+            let step = match state {
+                Err(e) => {
+                    self.rx.discard(discard);
+                    return Err(e);
+                }
+                Ok(ConnectionState::EncodeTlsData(mut record)) => {
+                    loop {
+                        match record.encode(&mut self.tx[self.tx_len..]) {
+                            Ok(n) => self.tx_len += n,
+                            Err(EncodeError::InsufficientSize(s)) => {
+                                self.tx.resize(self.tx_len + s.required_size, 0);
+                                continue;
+                            }
+                            Err(EncodeError::AlreadyEncoded) => {}
+                        }
+                        break;
+                    }
+                    None
+                }
+                // Sent with the next flush, which comes before any read and after every
+                // response, in the order encoded.
+                Ok(ConnectionState::TransmitTlsData(t)) => {
+                    t.done();
+                    None
+                }
+                Ok(ConnectionState::ReadTraffic(mut records)) => {
+                    let to = match plain.as_deref_mut() {
+                        Some(to) => to,
+                        None => &mut self.pending,
+                    };
+                    while let Some(record) = records.next_record() {
+                        let record = record?;
+                        discard += record.discard;
+                        to.extend_from_slice(record.payload);
+                    }
+                    Some(Step::Plain)
+                }
+                Ok(ConnectionState::PeerClosed) => {
+                    self.peer_closed = true;
+                    Some(Step::PeerClosed)
+                }
+                // Both sides sent close_notify: nothing more is read or written.
+                Ok(ConnectionState::Closed) => {
+                    self.peer_closed = true;
+                    Some(Step::Closed)
+                }
+                Ok(ConnectionState::BlockedHandshake) => Some(Step::More),
+                Ok(ConnectionState::WriteTraffic(mut w)) => {
+                    if close {
+                        let n = loop {
+                            match w.queue_close_notify(&mut self.tx[self.tx_len..]) {
+                                Ok(n) => break n,
+                                Err(EncryptError::InsufficientSize(s)) => {
+                                    self.tx.resize(self.tx_len + s.required_size, 0)
+                                }
+                                Err(EncryptError::EncryptExhausted) => {
+                                    return Err(rustls::Error::EncryptError);
+                                }
+                            }
+                        };
+                        self.tx_len += n;
+                    }
+                    while !send.is_empty() {
+                        let piece = &send[..send.len().min(SEND_PIECE)];
+                        let room = piece.len() + RECORD_OVERHEAD;
+                        if self.tx_len > 0 && self.tx_len + room > SEND_LIMIT {
+                            break;
+                        }
+                        if self.tx.len() < self.tx_len + room {
+                            self.tx.resize(self.tx_len + room, 0);
+                        }
+                        match w.encrypt(piece, &mut self.tx[self.tx_len..]) {
+                            Ok(n) => {
+                                self.tx_len += n;
+                                *send = &send[piece.len()..];
+                            }
+                            // A key update of ours queued ahead of the record, or a longer
+                            // record than estimated: rustls says how much it needs.
+                            Err(EncryptError::InsufficientSize(s)) => {
+                                self.tx.resize(self.tx_len + s.required_size, 0);
+                            }
+                            Err(EncryptError::EncryptExhausted) => {
+                                return Err(rustls::Error::EncryptError);
+                            }
+                        }
+                    }
+                    Some(Step::Open)
+                }
+                // Early data is off (`max_early_data_size = 0`).
+                Ok(_) => return Err(rustls::Error::General("unexpected early data".into())),
+            };
+            self.rx.discard(discard);
+            if let Some(step) = step {
+                return Ok(step);
+            }
+        }
     }
 
-    /// Writes everything rustls has queued, one socket write at a time, before `deadline`.
-    fn flush(&mut self, deadline: Instant) -> std::io::Result<()> {
-        let mut sock = self.sock;
-        while self.conn.wants_write() {
-            let sock_ref = self.sock;
-            fit_timeout(&mut self.write_timeout, left(deadline, "write")?, |t| {
-                sock_ref.set_write_timeout(t)
+    /// Sends the alert rustls queued for `e`, briefly, and turns `e` into the error that ends
+    /// the connection.
+    fn fail(&mut self, e: rustls::Error) -> std::io::Error {
+        if std::mem::replace(&mut self.failed, true) {
+            return std::io::Error::new(ErrorKind::InvalidData, e);
+        }
+        let status = self.conn.process_tls_records(&mut self.rx.buf[..self.rx.filled]);
+        if let Ok(ConnectionState::EncodeTlsData(mut alert)) = status.state {
+            let mut encoded = alert.encode(&mut self.tx[self.tx_len..]);
+            if let Err(EncodeError::InsufficientSize(s)) = encoded {
+                self.tx.resize(self.tx_len + s.required_size, 0);
+                encoded = alert.encode(&mut self.tx[self.tx_len..]);
+            }
+            if let Ok(n) = encoded {
+                self.tx_len += n;
+            }
+        }
+        let _ = self.flush(close_deadline());
+        std::io::Error::new(ErrorKind::InvalidData, e)
+    }
+
+    /// One socket read into the receive buffer before `deadline`. `Ok(0)` at end of stream.
+    fn fill(&mut self, deadline: Instant) -> std::io::Result<usize> {
+        let limit =
+            if self.conn.is_handshaking() { RECV_HANDSHAKE_LIMIT } else { RECV_TRAFFIC_LIMIT };
+        loop {
+            let sock = self.sock;
+            fit_timeout(&mut self.read_timeout, left(deadline, "read")?, |t| {
+                sock.set_read_timeout(t)
             })?;
-            match self.conn.write_tls(&mut sock) {
-                Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                Ok(_) => {}
-                // Nothing written: the deadline, or a kept timeout shorter than the time left.
+            let Some(room) = self.rx.spare(limit) else {
+                return Err(std::io::Error::new(
+                    ErrorKind::InvalidData,
+                    "TLS record larger than the receive buffer's limit",
+                ));
+            };
+            match (&*sock).read(room) {
+                Ok(n) => {
+                    self.rx.filled += n;
+                    return Ok(n);
+                }
+                // Nothing read: the deadline, or a kept timeout shorter than the time left.
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+    }
+
+    /// Writes the send buffer out, one socket write at a time, before `deadline`.
+    /// What was written leaves the buffer even when the deadline cuts the rest: no record is
+    /// ever sent twice.
+    fn flush(&mut self, deadline: Instant) -> std::io::Result<()> {
+        let mut at = 0;
+        let result = loop {
+            if at == self.tx_len {
+                break Ok(());
+            }
+            let sock = self.sock;
+            let timeout = left(deadline, "write").and_then(|l| {
+                fit_timeout(&mut self.write_timeout, l, |t| sock.set_write_timeout(t))
+            });
+            if let Err(e) = timeout {
+                break Err(e);
+            }
+            match (&*sock).write(&self.tx[at..self.tx_len]) {
+                Ok(0) => break Err(ErrorKind::WriteZero.into()),
+                Ok(n) => at += n,
+                // Nothing written: the deadline, or a kept timeout shorter than the time left.
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.tx.copy_within(at..self.tx_len, 0);
+        self.tx_len -= at;
+        result
     }
 
     /// Completes the handshake before `deadline`.
     fn handshake(&mut self, deadline: Instant) -> std::io::Result<()> {
-        while self.conn.is_handshaking() {
-            self.flush(deadline)?;
-            if !self.conn.is_handshaking() {
-                break;
+        loop {
+            match self.advance(None, &mut &[][..], false) {
+                Ok(Step::Open | Step::PeerClosed) if !self.conn.is_handshaking() => break,
+                // A request right behind the client's Finished went to `pending`.
+                Ok(Step::Plain) => continue,
+                Ok(_) => {}
+                Err(e) => return Err(self.fail(e)),
             }
+            self.flush(deadline)?;
             if self.fill(deadline)? == 0 {
                 return Err(ErrorKind::UnexpectedEof.into());
             }
         }
-        // TLS 1.3 session tickets and the last flight.
-        self.flush(deadline)
+        // The last flight.
+        self.flush(deadline)?;
+        self.rx.trim();
+        Ok(())
     }
 
-    /// Appends up to [`READ_CHUNK`] bytes of plaintext to `out` (copied straight from
-    /// rustls's buffer: nothing is zeroed first), reading the socket as needed before
-    /// `deadline`. `Ok(0)` when the client closed. `on_bytes` runs once when the first
-    /// bytes arrive on the wire.
+    /// Appends the plaintext of every complete record received to `out` (decrypted in place
+    /// in the receive buffer, at most a buffer's worth), reading the socket as needed before
+    /// `deadline`. `Ok(0)` when the client closed. `on_bytes` runs once when the first bytes
+    /// arrive on the wire.
     fn read_plain(
         &mut self,
         out: &mut Vec<u8>,
         deadline: Instant,
         on_bytes: &mut dyn FnMut() -> Option<Instant>,
     ) -> std::io::Result<usize> {
+        if !self.pending.is_empty() {
+            // Dropped, and so wiped by the allocator, once handed over.
+            let pending = std::mem::take(&mut self.pending);
+            out.extend_from_slice(&pending);
+            return Ok(pending.len());
+        }
+        let start = out.len();
         let mut deadline = deadline;
         loop {
-            let mut reader = self.conn.reader();
-            match reader.fill_buf() {
-                Ok(chunk) => {
-                    let n = chunk.len().min(READ_CHUNK);
-                    out.extend_from_slice(&chunk[..n]);
-                    reader.consume(n);
-                    return Ok(n);
+            loop {
+                match self.advance(Some(out), &mut &[][..], false) {
+                    Ok(Step::Plain) => {}
+                    Ok(_) => break,
+                    Err(e) => return Err(self.fail(e)),
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(0),
-                Err(e) => return Err(e),
             }
-            // Key updates and alerts rustls wants to send.
+            if out.len() > start {
+                return Ok(out.len() - start);
+            }
+            if self.peer_closed {
+                return Ok(0);
+            }
+            // Key update answers rustls wants to send.
             self.flush(deadline)?;
             if self.fill(deadline)? == 0 {
                 return Ok(0);
@@ -200,14 +475,43 @@ impl Tls<'_> {
         }
     }
 
-    /// Queues and writes `bytes` before `deadline`.
+    /// Encrypts `bytes` and writes them before `deadline`: one `write` when they fit
+    /// [`SEND_LIMIT`].
     fn write_all(&mut self, mut bytes: &[u8], deadline: Instant) -> std::io::Result<()> {
-        while !bytes.is_empty() {
-            let n = self.conn.writer().write(bytes)?;
-            bytes = &bytes[n..];
-            self.flush(deadline)?;
+        loop {
+            match self.advance(None, &mut bytes, false) {
+                Ok(Step::Open) => {
+                    self.flush(deadline)?;
+                    if bytes.is_empty() {
+                        return Ok(());
+                    }
+                }
+                Ok(Step::Plain | Step::PeerClosed) => {}
+                Ok(Step::More | Step::Closed) => return Err(ErrorKind::NotConnected.into()),
+                Err(e) => return Err(self.fail(e)),
+            }
         }
-        self.flush(deadline)
+    }
+
+    /// Sends close_notify before `deadline`.
+    fn close(&mut self, deadline: Instant) -> std::io::Result<()> {
+        loop {
+            match self.advance(None, &mut &[][..], true) {
+                Ok(Step::Open) => return self.flush(deadline),
+                Ok(Step::Plain | Step::PeerClosed) => {}
+                Ok(_) => return Ok(()),
+                Err(e) => return Err(std::io::Error::new(ErrorKind::InvalidData, e)),
+            }
+        }
+    }
+
+    /// Between requests: gives back what a large request or response made the TLS buffers
+    /// grow to (the send buffer is empty after every response).
+    fn trim(&mut self) {
+        self.rx.trim();
+        if self.tx.len() > KEPT_BUFFER {
+            self.tx = Vec::new();
+        }
     }
 
     /// Counts a deadline that ended the connection.
@@ -231,7 +535,7 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
     let peer_ip = Some(slot.ip());
     let _ = stream.set_nodelay(true);
     let config = shared.tls();
-    let Ok(conn) = ServerConnection::new(config) else { return };
+    let Ok(conn) = UnbufferedServerConnection::new(config) else { return };
     let mut tls = Tls {
         conn,
         sock: stream,
@@ -239,6 +543,12 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
         shared,
         read_timeout: None,
         write_timeout: None,
+        rx: RecvBuf::new(),
+        tx: Vec::new(),
+        tx_len: 0,
+        pending: Vec::new(),
+        peer_closed: false,
+        failed: false,
         out: Vec::new(),
         date: (0, String::new()),
     };
@@ -302,10 +612,11 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
                 // the connection ends.
                 for b in [&mut buf, &mut rest] {
                     if b.capacity() > KEPT_BUFFER {
-                        b.shrink_to(b.len().max(READ_CHUNK));
+                        b.shrink_to(b.len().max(RECV_INITIAL));
                     }
                     crate::sys::wipe::wipe_spare(b);
                 }
+                tls.trim();
                 wait = Wait::Idle;
             }
             Ok(Next::Close) => break,
@@ -330,8 +641,7 @@ pub fn serve(slot: &Slot, shared: &Shared, accepted: Instant) {
         }
     }
     if slot.phase() != Phase::Evicted {
-        tls.conn.send_close_notify();
-        let _ = tls.flush(close_deadline());
+        let _ = tls.close(close_deadline());
         // Lingering produces nothing: evictable like a trickling head.
         if unread && slot.enter(Phase::Head) {
             linger(stream);
@@ -352,7 +662,7 @@ fn linger(sock: &TcpStream) {
         return;
     }
     let deadline = Instant::now() + LINGER_TIMEOUT;
-    let mut scratch = [0u8; READ_CHUNK];
+    let mut scratch = [0u8; RECV_INITIAL];
     let mut discarded = 0u64;
     while discarded < LINGER_MAX_BYTES {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -722,12 +1032,65 @@ fn pump(tls: &mut Tls<'_>, mut stream: Box<dyn http::EventStream>) {
 /// Whether the client closed its side: one read with a tiny timeout returning EOF, a
 /// close_notify, or an error other than "nothing yet".
 fn client_gone(tls: &mut Tls<'_>) -> bool {
-    match tls.fill(Instant::now() + Duration::from_millis(1)) {
-        Ok(0) => true,
-        Ok(_) => {
-            let mut scratch = [0u8; 512];
-            matches!(tls.conn.reader().read(&mut scratch), Ok(0))
-        }
+    // What a subscriber sends is not read; it is dropped (and wiped) here.
+    let mut scratch = Vec::new();
+    match tls.read_plain(&mut scratch, Instant::now() + Duration::from_millis(1), &mut no_change) {
+        Ok(n) => n == 0,
         Err(e) => e.kind() != ErrorKind::TimedOut,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Puts `bytes` into the receive buffer as a socket read would.
+    fn receive(rx: &mut RecvBuf, bytes: &[u8]) {
+        let room = rx.spare(RECV_TRAFFIC_LIMIT).unwrap();
+        room[..bytes.len()].copy_from_slice(bytes);
+        rx.filled += bytes.len();
+    }
+
+    #[test]
+    fn consumed_records_leave_no_byte_behind_in_the_receive_buffer() {
+        let mut rx = RecvBuf::new();
+        // A record rustls decrypted in place (its plaintext now in the buffer), then the
+        // start of the next one.
+        let decrypted = b"\x17\x03\x03\x00\x30{\"plaintext\":\"c2VjcmV0IGtleSBtYXRlcmlhbA==\"}";
+        let partial = b"\x17\x03\x03\x01\x00partial";
+        receive(&mut rx, decrypted);
+        receive(&mut rx, partial);
+        rx.discard(decrypted.len());
+        assert_eq!(&rx.buf[..rx.filled], partial);
+        assert!(rx.buf[rx.filled..].iter().all(|&b| b == 0), "{:?}", &rx.buf[..64]);
+        // Everything consumed: the whole buffer is zero again.
+        rx.discard(rx.filled);
+        assert_eq!(rx.filled, 0);
+        assert!(rx.buf.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn the_receive_buffer_stops_at_its_limit_and_shrinks_between_requests() {
+        let mut rx = RecvBuf::new();
+        while let Some(room) = rx.spare(RECV_TRAFFIC_LIMIT) {
+            let n = room.len();
+            room.fill(7);
+            rx.filled += n;
+        }
+        // A client cannot make it hold more than one record after the handshake.
+        assert_eq!((rx.buf.len(), rx.filled), (RECV_TRAFFIC_LIMIT, RECV_TRAFFIC_LIMIT));
+        assert!(rx.spare(RECV_TRAFFIC_LIMIT).is_none());
+        // During the handshake a certificate chain may take it further, to its own limit.
+        assert!(rx.spare(RECV_HANDSHAKE_LIMIT).is_some());
+        rx.discard(rx.filled - 10);
+        rx.trim();
+        assert_eq!(rx.buf.len(), RECV_INITIAL);
+        assert_eq!(&rx.buf[..rx.filled], &[7; 10]);
+        assert!(rx.buf[10..].iter().all(|&b| b == 0));
+        // What fits the kept size stays (no reallocation per request).
+        receive(&mut rx, &[1; 100]);
+        let before = rx.buf.as_ptr();
+        rx.trim();
+        assert_eq!(rx.buf.as_ptr(), before);
     }
 }

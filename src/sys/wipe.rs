@@ -70,6 +70,14 @@ unsafe impl GlobalAlloc for WipingAllocator {
     }
 }
 
+/// Zeroes `buf` in a way the compiler cannot drop as a dead store: the part of a kept
+/// buffer that held plaintext a moment ago (a connection's TLS receive buffer after its
+/// records were decrypted in place and consumed).
+pub fn wipe(buf: &mut [u8]) {
+    // SAFETY: `buf` is a live, writable slice the caller borrows mutably.
+    unsafe { zero(buf.as_mut_ptr(), buf.len()) };
+}
+
 /// Zeroes the spare capacity of a buffer that is kept (a keep-alive connection's read
 /// buffer): the bytes of the previous request past `len` are gone before the next one.
 pub fn wipe_spare(buf: &mut Vec<u8>) {
