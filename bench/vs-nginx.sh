@@ -107,7 +107,8 @@ if [[ ${GO:-1} == 1 ]]; then
     fi
     if command -v go >/dev/null; then
         GO_BIN=$DIR/go-reference
-        [[ -n ${HOME:-} || -n ${GOCACHE:-} ]] || export GOCACHE=$DIR/go-cache
+        # Go keeps its build cache under $HOME; a user without a writable home gets one in $DIR.
+        [[ -n ${GOCACHE:-} || -w ${HOME:-/nonexistent} ]] || export GOCACHE=$DIR/go-cache
         if ! (cd "$ROOT/bench/go-reference" && GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local \
             go build -o "$GO_BIN" .); then
             echo "vs-nginx: the Go reference does not build; no go column" >&2
@@ -257,6 +258,9 @@ SIDES=(ours ref)
 [[ -n $GO_PID ]] && SIDES+=(go)
 echo "kes $("$KES" --version 2>/dev/null | head -1) vs $(nginx -v 2>&1)${GO_PID:+ and $(go version | cut -d' ' -f3) net/http}; $(nproc) CPUs"
 echo "start: $(uptime)"
+# Time the hypervisor gave to other guests while ours wanted the CPU (steal, /proc/stat).
+cpu_ticks() { awk '$1 == "cpu0" || $1 == "cpu1" { t = 0; for (i = 2; i <= 9; i++) t += $i; printf "%s %s ", t, $9 }' /proc/stat; }
+TICKS_START=$(cpu_ticks)
 echo "rounds=$ROUNDS secs=$SECS warmup=$WARMUP; servers on CPU 0, load generator on CPU 1${PRIO[*]:+, ${PRIO[*]}}"
 echo "each case runs its rounds back to back, kes then nginx${GO_PID:+ then go} in every round; a ratio is taken within one round"
 RESULTS=$DIR/results
@@ -372,4 +376,9 @@ for c in "${CASES[@]}"; do
 done
 echo "(server context switches are summed over the threads alive at both ends of a window: a thread that"
 echo " ended inside it is not counted, so for kes's fresh connections it is a lower bound)"
+read -r t0a s0a t1a s1a <<<"$TICKS_START"
+read -r t0b s0b t1b s1b <<<"$(cpu_ticks)"
+awk -v t0="$((t0b - t0a))" -v s0="$((s0b - s0a))" -v t1="$((t1b - t1a))" -v s1="$((s1b - s1a))" 'BEGIN {
+    printf "steal over the run (the hypervisor ran others on our cores): CPU 0 %.1f%%, CPU 1 %.1f%%\n",
+        t0 ? 100 * s0 / t0 : 0, t1 ? 100 * s1 / t1 : 0 }'
 echo "end: $(uptime)"

@@ -780,6 +780,11 @@ pub struct StoreFigures {
     pub store_requests: u64,
     pub store_retries: u64,
     pub store_throttled: u64,
+    /// Re-checks of the sealed copies (`cache.persist`): complete passes, passes stopped by
+    /// a store failure, copies removed because the key no longer exists.
+    pub sealed_rechecks: u64,
+    pub sealed_recheck_stopped: u64,
+    pub sealed_recheck_removed: u64,
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -815,6 +820,27 @@ pub fn render_metrics(obs: &Obs, sys: &SystemFigures, store: &StoreFigures) -> S
     let _ = writeln!(out, "kes_cache_hits {}", store.cache_hits);
     family(&mut out, "kes_cache_misses", "counter", "Key lookups that missed the cache.");
     let _ = writeln!(out, "kes_cache_misses {}", store.cache_misses);
+    family(
+        &mut out,
+        "kes_cache_sealed_recheck_removed",
+        "counter",
+        "Sealed copies removed by a re-check because the key store no longer has the key.",
+    );
+    let _ = writeln!(out, "kes_cache_sealed_recheck_removed {}", store.sealed_recheck_removed);
+    family(
+        &mut out,
+        "kes_cache_sealed_recheck_stopped",
+        "counter",
+        "Re-checks of the sealed copies stopped by a key store failure.",
+    );
+    let _ = writeln!(out, "kes_cache_sealed_recheck_stopped {}", store.sealed_recheck_stopped);
+    family(
+        &mut out,
+        "kes_cache_sealed_rechecks",
+        "counter",
+        "Complete re-checks of the sealed copies against the key store.",
+    );
+    let _ = writeln!(out, "kes_cache_sealed_rechecks {}", store.sealed_rechecks);
 
     let c = &sys.conns;
     family(

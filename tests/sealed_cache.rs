@@ -10,7 +10,7 @@ mod fake_vault;
 
 use base64::Engine as _;
 use common::{Client, TempDir, client_id, server_cert};
-use fake_vault::FakeVault;
+use fake_vault::{FakeVault, Fault, Op};
 use kes::crypto::{Algorithm, HmacKey, KeyVersion, SecretKey};
 use rustls::pki_types::CertificateDer;
 use std::io::{BufRead, BufReader, Read};
@@ -153,6 +153,10 @@ impl World {
     }
 
     fn write_config(&self, seal: &str) {
+        self.write_config_aged(seal, "24h");
+    }
+
+    fn write_config_aged(&self, seal: &str, max_age: &str) {
         let d = self.dir.path().display();
         std::fs::write(
             self.dir.join("config.yml"),
@@ -160,7 +164,7 @@ impl World {
                 "address: 127.0.0.1:0\n\
                  admin:\n  identity: {id}\n\
                  tls:\n  key: {d}/server.key\n  cert: {d}/server.crt\n\
-                 cache:\n  persist:\n    path: {d}/cache\n    seal: {seal}\n    max_age: 24h\n\
+                 cache:\n  persist:\n    path: {d}/cache\n    seal: {seal}\n    max_age: {max_age}\n\
                  keystore:\n  azure:\n    keyvault:\n      endpoint: {url}\n      credentials:\n\
                  \x20       tenant_id: {tenant}\n        client_id: {client}\n\
                  \x20       client_secret: file:{d}/client-secret\n",
@@ -232,6 +236,12 @@ impl World {
 
     /// Puts a key with known bytes into the vault directly; returns the key and HMAC bytes.
     fn plant(&self, name: &str, seed: u8) -> ([u8; 32], [u8; 32]) {
+        self.plant_at(name, seed, 1_700_000_000)
+    }
+
+    /// [`World::plant`] as a version created at `created` (Unix seconds). A key is its
+    /// oldest untagged version (upstream's rule), so an older one replaces what it reads.
+    fn plant_at(&self, name: &str, seed: u8, created: i64) -> ([u8; 32], [u8; 32]) {
         let key: [u8; 32] = std::array::from_fn(|i| seed ^ (i as u8).wrapping_mul(29));
         let mac: [u8; 32] = std::array::from_fn(|i| seed.wrapping_add(101) ^ (i as u8));
         let kv = KeyVersion {
@@ -240,7 +250,7 @@ impl World {
             created_at: Some(time::OffsetDateTime::now_utc()),
             created_by: self.admin.identity.clone(),
         };
-        self.vault.insert_version(name, &kv.encode().unwrap(), 1_700_000_000, None);
+        self.vault.insert_version(name, &kv.encode().unwrap(), created, None);
         (key, mac)
     }
 }
@@ -528,4 +538,73 @@ fn a_missing_or_open_sealing_key_refuses_to_start_and_says_what_to_do() {
     let _relay = w.relay();
     let kes = w.start();
     assert!(kes.banner.contains("Cache      sealed: "), "{}", kes.banner);
+}
+
+/// The value of `family` in a Prometheus text page.
+fn metric(page: &str, family: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(family)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {family} in:\n{page}"))
+}
+
+#[test]
+fn a_periodic_recheck_while_the_vault_stays_up_drops_deleted_keys_and_reseals_changed_ones() {
+    let w = World::new("sealed-periodic");
+    // max_age 60s: a re-check every 15 s while the vault stays up.
+    w.write_config_aged("credential:kes-seal", "60s");
+    w.plant("k1", 21);
+    w.plant("k2", 22);
+    w.plant("k3", 23);
+    let mut relay = w.relay();
+    let kes = w.start();
+    let mut c = w.client(&kes);
+    let mac1 = hmac_of(&mut c, "k1").json()["hmac"].as_str().unwrap().to_string();
+    assert_eq!(hmac_of(&mut c, "k2").status, 200);
+    let old3 = hmac_of(&mut c, "k3").json()["hmac"].as_str().unwrap().to_string();
+    for k in ["k1", "k2", "k3"] {
+        assert!(w.cache_dir().join(format!("{k}.sealed")).exists(), "{k}");
+    }
+
+    // Behind this server's back, the vault staying up: k3 changes (a version older than
+    // the one it had, which makes it read as another key, as a restore would), then k2 is
+    // deleted (the portal). The pass that finds k2 gone reads k3 after it (names in
+    // order), so it also finds k3 changed.
+    w.plant_at("k3", 33, 1_600_000_000);
+    w.vault.soft_delete("k2");
+    kes.wait_log("sealed cache: 'k2' no longer exists in the key store: sealed copy removed");
+    kes.wait_log("sealed cache: re-checked 3 keys: 2 current, 1 removed");
+    assert!(!w.cache_dir().join("k2.sealed").exists());
+    let r = hmac_of(&mut c, "k2");
+    assert_eq!((r.status, r.message()), (404, "key does not exist".to_string()));
+    let new3 = hmac_of(&mut c, "k3").json()["hmac"].as_str().unwrap().to_string();
+    assert_ne!(new3, old3, "k3 still answers with its old version");
+    assert_eq!(hmac_of(&mut c, "k1").json()["hmac"].as_str().unwrap(), mac1);
+    let page = c.get("/v1/metrics").text();
+    assert_eq!(metric(&page, "kes_cache_sealed_recheck_removed"), 1);
+    assert_eq!(metric(&page, "kes_cache_sealed_recheck_stopped"), 0);
+    assert!(metric(&page, "kes_cache_sealed_rechecks") >= 2, "{page}");
+    let status = c.get("/v1/status").json();
+    assert!(status["sealed_cache"]["last_recheck"].as_str().unwrap().ends_with('Z'), "{status}");
+
+    // Throttled beyond what the client waits for (Retry-After of an hour): the next pass
+    // stops at its first read and deletes nothing.
+    w.vault.inject_forever(Op::Get, Fault::Throttled { retry_after: Some("3600".into()) });
+    kes.wait_log("sealed cache: re-check stopped after 0 keys: ");
+    kes.wait_log("; next try in 1m0s");
+    assert!(w.cache_dir().join("k1.sealed").exists() && w.cache_dir().join("k3.sealed").exists());
+    assert_eq!(metric(&c.get("/v1/metrics").text(), "kes_cache_sealed_recheck_stopped"), 1);
+    w.vault.clear_faults();
+    drop(c);
+    drop(kes);
+
+    // A restart with the vault down serves what the re-checks left: not the deleted key,
+    // and k3 as it is now.
+    relay.down();
+    let kes = w.start();
+    assert!(kes.banner.contains("serving 2 keys from the sealed cache"), "{}", kes.banner);
+    let mut c = w.client(&kes);
+    assert_eq!(hmac_of(&mut c, "k1").json()["hmac"].as_str().unwrap(), mac1);
+    assert_eq!(hmac_of(&mut c, "k3").json()["hmac"].as_str().unwrap(), new3);
+    let r = hmac_of(&mut c, "k2");
+    assert_eq!((r.status, r.message()), (502, "failed to read key".to_string()));
 }

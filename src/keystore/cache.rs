@@ -21,8 +21,12 @@
 //! With a [`SealedCache`] (`cache.persist`), every value read from the store is also sealed
 //! to disk; a miss while offline (or a read that finds the store unreachable) is answered
 //! from a fresh sealed copy instead of failing; a key the store reports missing loses its
-//! copy; and when the store is reachable again a `kes-recheck` thread re-reads every sealed
-//! name (deleted: copy and entry removed; changed: replaced).
+//! copy; and a `kes-recheck` thread re-reads every sealed name (deleted: copy and entry
+//! removed; changed: resealed and replaced) at an online start, when the store is reachable
+//! again, and every [`recheck_interval`] while it stays reachable, one read per
+//! [`RECHECK_READ_GAP`]. A pass that meets any failure other than "not found" stops there
+//! and deletes nothing more; the next one starts [`RECHECK_RETRY_AFTER`] later (or as soon
+//! as the store returns).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -64,6 +68,32 @@ const RECHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Name of the thread that re-checks the sealed copies once the store is reachable.
 const RECHECK_THREAD_NAME: &str = "kes-recheck";
+
+/// Longest time between two periodic re-checks while the store stays reachable, whatever
+/// `max_age` is: a key deleted in the store behind this server's back (portal, `az`,
+/// another KES) loses its sealed copy within a day, so a restart during a later outage
+/// cannot serve it.
+pub const RECHECK_MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// Pause between two store reads of one re-check pass: at most 20 reads a second, so that
+/// 10,000 sealed keys take about 8 minutes and a twentieth of Key Vault's limit for secret
+/// reads (4,000 per vault and 10 s, `azure-rest.md` §13), leaving the rest to the requests
+/// this and other servers make.
+pub const RECHECK_READ_GAP: Duration = Duration::from_millis(50);
+
+/// Wait before the next pass after one stopped on a failure other than "not found" (a
+/// throttled read the client's own `Retry-After` handling could not get through, an
+/// authorization error, an outage): a store that refuses is not asked again at every tick.
+/// The store's return (the probe) starts one sooner.
+pub const RECHECK_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// How often the sealed copies are re-checked while the store stays reachable: a quarter
+/// of `max_age`, the age at which a key in use is resealed anyway, so a copy of a key that
+/// still exists (used or not) is confirmed and resealed well before it goes stale; at most
+/// [`RECHECK_MAX_INTERVAL`], at least [`MIN_PERIOD`].
+pub fn recheck_interval(max_age: Duration) -> Duration {
+    (max_age / 4).clamp(MIN_PERIOD, RECHECK_MAX_INTERVAL)
+}
 
 /// How long `shutdown` waits for the thread to leave. It only stays longer when it is inside
 /// a probe (bounded by [`PROBE_TIMEOUT`]); then it is left to finish on its own, holding
@@ -130,6 +160,23 @@ pub struct CacheStats {
     pub backend_reads: u64,
     /// Time spent in those calls, in microseconds.
     pub backend_read_micros: u64,
+    /// Re-checks of the sealed copies, when `cache.persist` is on.
+    pub recheck: RecheckStats,
+}
+
+/// What the re-checks of the sealed copies did since the start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecheckStats {
+    /// Passes that read every sealed name.
+    pub passes: u64,
+    /// Passes stopped by a store failure (nothing deleted after it).
+    pub stopped: u64,
+    /// Keys found current (resealed when changed or due).
+    pub current: u64,
+    /// Sealed copies removed because the store no longer has the key.
+    pub removed: u64,
+    /// When the last complete pass ended.
+    pub last: Option<SystemTime>,
 }
 
 fn offline_error() -> StoreError {
@@ -257,10 +304,25 @@ struct Shared<K> {
     sealed: Option<Arc<SealedCache>>,
     /// Since when the store has been unreachable (set with `offline`).
     offline_since: Mutex<Option<SystemTime>>,
-    /// Set when the store came back (or at an online start): the sealed copies need a
-    /// re-check, which the background thread hands to a `kes-recheck` thread.
-    recheck_due: AtomicBool,
+    /// When the next re-check of the sealed copies is due: now at an online start and when
+    /// the store comes back, [`recheck_interval`] after a complete pass,
+    /// [`RECHECK_RETRY_AFTER`] after a stopped one. The background thread hands a due
+    /// re-check to a `kes-recheck` thread while the store is reachable.
+    recheck_at: Mutex<Option<Instant>>,
+    recheck_interval: Duration,
     recheck_running: AtomicBool,
+    /// The running `kes-recheck` thread, joined by `shutdown`.
+    recheck_thread: Mutex<Option<JoinHandle<()>>>,
+    recheck_stats: Mutex<RecheckStats>,
+}
+
+/// How a re-check pass ended.
+enum PassEnd {
+    Complete,
+    /// A store failure: nothing after it was deleted.
+    Stopped,
+    /// The cache is shutting down.
+    Shutdown,
 }
 
 impl<K> Shared<K> {
@@ -289,6 +351,8 @@ impl<K> Shared<K> {
             }
             entries.removals
         };
+        // Taken before the read: a delete that returns while it runs wins over its seal.
+        let generation = self.sealed.as_ref().map_or(0, |s| s.generation(name));
         self.backend_reads.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         // The values are `Zeroizing` buffers, wiped when they drop at the end of this function.
@@ -309,7 +373,7 @@ impl<K> Shared<K> {
         let key = Arc::new(parse_versions(self.parse, &stored)?);
         if let Some(sealed) = &self.sealed {
             // Every live version, in one sealed copy (retired ones without material).
-            sealed.save(name, &StoredVersion::encode_all(&stored));
+            sealed.save_unless_removed(name, &StoredVersion::encode_all(&stored), generation);
         }
         let mut entries = self.write_entries();
         if entries.enabled && entries.removals == removals {
@@ -362,26 +426,35 @@ impl<K> Shared<K> {
         lock(&self.flights).remove(name);
     }
 
-    /// Re-reads every sealed name from the store: deleted keys lose their copy and entry,
-    /// changed ones are resealed and replaced. Stops at the first failure to reach the
-    /// store (the next return of the store starts over) and when the cache shuts down.
-    fn recheck(&self) {
-        let Some(sealed) = &self.sealed else { return };
+    /// Re-reads every sealed name from the store, one read per [`RECHECK_READ_GAP`]:
+    /// deleted keys lose their copy and entry, changed ones are resealed and replaced. Stops
+    /// at the first failure to reach or use the store (only "not found" deletes) and when
+    /// the cache shuts down.
+    fn recheck(&self) -> PassEnd {
+        let Some(sealed) = &self.sealed else { return PassEnd::Complete };
         let names = sealed.names();
-        let (mut kept, mut removed) = (0usize, 0usize);
-        for name in &names {
-            if lock(&self.control).stop {
-                return;
+        let (mut kept, mut removed) = (0u64, 0u64);
+        for (i, name) in names.iter().enumerate() {
+            if (i > 0 && !self.pause(RECHECK_READ_GAP)) || lock(&self.control).stop {
+                return PassEnd::Shutdown;
             }
+            let generation = sealed.generation(name);
             match self.store.versions(name, Instant::now() + RECHECK_TIMEOUT) {
                 Ok(stored) => match parse_versions(self.parse, &stored) {
                     Ok(key) => {
-                        sealed.save(name, &StoredVersion::encode_all(&stored));
-                        let mut entries = self.write_entries();
-                        if let Some(entry) = entries.map.get_mut(name) {
-                            entry.key = Arc::new(key);
+                        // Not over a delete through this server that ran during the read.
+                        if sealed.save_unless_removed(
+                            name,
+                            &StoredVersion::encode_all(&stored),
+                            generation,
+                        ) {
+                            let mut entries = self.write_entries();
+                            if let Some(entry) = entries.map.get_mut(name) {
+                                entry.key = Arc::new(key);
+                            }
                         }
                         kept += 1;
+                        lock(&self.recheck_stats).current += 1;
                     }
                     Err(e) => sealed.log_line(
                         Level::Error,
@@ -392,21 +465,29 @@ impl<K> Shared<K> {
                     self.forget(name);
                     sealed.remove(name);
                     removed += 1;
+                    lock(&self.recheck_stats).removed += 1;
                     sealed.log_line(
                         Level::Info,
                         &format!("sealed cache: '{name}' no longer exists in the key store: sealed copy removed"),
                     );
                 }
                 Err(e) => {
+                    lock(&self.recheck_stats).stopped += 1;
                     sealed.log_line(
                         Level::Warn,
-                        &format!("sealed cache: re-check stopped after {kept} keys: {e}"),
+                        &format!(
+                            "sealed cache: re-check stopped after {kept} keys: {e}; next try in {}",
+                            crate::gotime::format_duration(RECHECK_RETRY_AFTER)
+                        ),
                     );
-                    self.recheck_due.store(true, Ordering::SeqCst);
-                    return;
+                    return PassEnd::Stopped;
                 }
             }
         }
+        let mut stats = lock(&self.recheck_stats);
+        stats.passes += 1;
+        stats.last = Some(SystemTime::now());
+        drop(stats);
         sealed.log_line(
             Level::Info,
             &format!(
@@ -414,6 +495,39 @@ impl<K> Shared<K> {
                 names.len()
             ),
         );
+        PassEnd::Complete
+    }
+
+    /// Waits `d` unless the cache shuts down first: false then.
+    fn pause(&self, d: Duration) -> bool {
+        let end = Instant::now() + d;
+        let mut control = lock(&self.control);
+        loop {
+            if control.stop {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= end {
+                return true;
+            }
+            control =
+                self.wake.wait_timeout(control, end - now).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    /// When the next re-check is due, if one may start: none while one runs or the store
+    /// is unreachable.
+    fn recheck_waiting(&self) -> Option<Instant> {
+        if self.recheck_running.load(Ordering::SeqCst) || self.offline.load(Ordering::SeqCst) {
+            return None;
+        }
+        *lock(&self.recheck_at)
+    }
+
+    /// Makes a re-check due at `at`, or sooner if one already is.
+    fn schedule_recheck(&self, at: Instant) {
+        let mut due = lock(&self.recheck_at);
+        *due = Some(due.map_or(at, |d| d.min(at)));
     }
 
     /// Whether the normal expiries run now: always while online, and while offline only
@@ -456,7 +570,7 @@ impl<K> Shared<K> {
                         Level::Info,
                         "key store reachable again: re-checking the sealed cache",
                     );
-                    self.recheck_due.store(true, Ordering::SeqCst);
+                    self.schedule_recheck(Instant::now());
                 }
             }
             _ => {}
@@ -538,13 +652,14 @@ fn background<K: Send + Sync + 'static>(shared: Arc<Shared<K>>, probe_interval: 
     .flatten()
     .collect();
     loop {
-        let next = tasks.iter().map(|t| t.next).min();
         {
             let mut control = lock(&shared.control);
             loop {
                 if control.stop {
                     return;
                 }
+                // Read again at every wake-up: a finished re-check schedules the next one.
+                let next = tasks.iter().map(|t| t.next).chain(shared.recheck_waiting()).min();
                 let now = Instant::now();
                 control = match next {
                     Some(at) if at <= now => break,
@@ -567,7 +682,7 @@ fn background<K: Send + Sync + 'static>(shared: Arc<Shared<K>>, probe_interval: 
                 schedule.next = Instant::now() + schedule.period;
             }
         }
-        if shared.recheck_due.load(Ordering::SeqCst) && !shared.offline.load(Ordering::SeqCst) {
+        if shared.recheck_waiting().is_some_and(|at| at <= Instant::now()) {
             spawn_recheck(&shared);
         }
     }
@@ -579,19 +694,37 @@ fn spawn_recheck<K: Send + Sync + 'static>(shared: &Arc<Shared<K>>) {
     if shared.recheck_running.swap(true, Ordering::SeqCst) {
         return;
     }
-    shared.recheck_due.store(false, Ordering::SeqCst);
+    *lock(&shared.recheck_at) = None;
+    // The previous thread has cleared `recheck_running` and is leaving: reap it.
+    if let Some(previous) = lock(&shared.recheck_thread).take() {
+        let _ = previous.join();
+    }
     let for_thread = Arc::clone(shared);
     let spawned = thread::Builder::new()
         .name(RECHECK_THREAD_NAME.to_string())
         .stack_size(THREAD_STACK)
         .spawn(move || {
-            for_thread.recheck();
-            for_thread.recheck_running.store(false, Ordering::SeqCst);
+            let shared = for_thread;
+            match shared.recheck() {
+                PassEnd::Complete => {
+                    shared.schedule_recheck(Instant::now() + shared.recheck_interval);
+                }
+                PassEnd::Stopped => shared.schedule_recheck(Instant::now() + RECHECK_RETRY_AFTER),
+                PassEnd::Shutdown => {}
+            }
+            shared.recheck_running.store(false, Ordering::SeqCst);
+            // Under the lock, so neither the background thread (which waits for the next
+            // due time) nor `shutdown` (which waits for this thread) misses the change.
+            let _control = lock(&shared.control);
+            shared.wake.notify_all();
         });
-    if let Err(e) = spawned {
-        shared.recheck_running.store(false, Ordering::SeqCst);
-        shared.recheck_due.store(true, Ordering::SeqCst);
-        log::error!("{RECHECK_THREAD_NAME}: cannot start: {e}");
+    match spawned {
+        Ok(handle) => *lock(&shared.recheck_thread) = Some(handle),
+        Err(e) => {
+            shared.recheck_running.store(false, Ordering::SeqCst);
+            shared.schedule_recheck(Instant::now() + RECHECK_RETRY_AFTER);
+            log::error!("{RECHECK_THREAD_NAME}: cannot start: {e}");
+        }
     }
 }
 
@@ -650,6 +783,8 @@ impl<K: Send + Sync + 'static> KeyCache<K> {
         parse: ParseFn<K>,
         sealed: Option<Arc<SealedCache>>,
     ) -> Arc<Self> {
+        let sealed_interval =
+            sealed.as_ref().map_or(MIN_PERIOD, |s| recheck_interval(s.info().max_age));
         let shared = Arc::new(Shared {
             store,
             config,
@@ -665,8 +800,11 @@ impl<K: Send + Sync + 'static> KeyCache<K> {
             wake: Condvar::new(),
             sealed,
             offline_since: Mutex::new(None),
-            recheck_due: AtomicBool::new(false),
+            recheck_at: Mutex::new(None),
+            recheck_interval: sealed_interval,
             recheck_running: AtomicBool::new(false),
+            recheck_thread: Mutex::new(None),
+            recheck_stats: Mutex::new(RecheckStats::default()),
         });
         let for_thread = Arc::clone(&shared);
         let spawned = thread::Builder::new()
@@ -833,7 +971,7 @@ impl<K: Send + Sync + 'static> KeyCache<K> {
     /// The store is reachable: re-check every sealed copy in the background.
     pub fn recheck_sealed(&self) {
         if self.shared.sealed.is_some() {
-            self.shared.recheck_due.store(true, Ordering::SeqCst);
+            self.shared.schedule_recheck(Instant::now());
             spawn_recheck(&self.shared);
         }
     }
@@ -878,6 +1016,7 @@ impl<K: Send + Sync + 'static> KeyCache<K> {
             misses: self.shared.misses.load(Ordering::Relaxed),
             backend_reads: self.shared.backend_reads.load(Ordering::Relaxed),
             backend_read_micros: self.shared.backend_read_micros.load(Ordering::Relaxed),
+            recheck: *lock(&self.shared.recheck_stats),
         }
     }
 }
@@ -894,13 +1033,27 @@ impl<K> KeyCache<K> {
         }
         lock(&self.shared.control).stop = true;
         self.shared.wake.notify_all();
-        let Some(handle) = lock(&self.worker).take() else { return };
         let give_up = Instant::now() + SHUTDOWN_WAIT;
+        // The `kes-recheck` thread stops before its next read (one under way is bounded by
+        // RECHECK_TIMEOUT; past `give_up` it finishes on its own, deleting nothing more).
+        if let Some(handle) = lock(&self.shared.recheck_thread).take() {
+            self.join_by(handle, give_up, |_| !self.shared.recheck_running.load(Ordering::SeqCst));
+        }
+        // Inside a slow probe past `give_up`, the background thread is left to finish and
+        // exit by itself. A panic in it was already reported by the panic hook.
+        if let Some(handle) = lock(&self.worker).take() {
+            self.join_by(handle, give_up, |control| control.exited);
+        }
+    }
+
+    /// Waits until `give_up` for `done` (checked under the control lock, under which the
+    /// threads announce that they leave), then reaps `handle`; past `give_up` the thread is
+    /// left detached.
+    fn join_by(&self, handle: JoinHandle<()>, give_up: Instant, done: impl Fn(&Control) -> bool) {
         let mut control = lock(&self.shared.control);
-        while !control.exited {
+        while !done(&control) {
             let now = Instant::now();
             if now >= give_up {
-                // Inside a slow probe: let it finish and exit by itself (detached).
                 return;
             }
             control = self
@@ -911,8 +1064,6 @@ impl<K> KeyCache<K> {
                 .0;
         }
         drop(control);
-        // The thread has left `background`; join only reaps it. A panic in it was already
-        // reported by the panic hook, and there is nothing left to clean up.
         let _ = handle.join();
     }
 
@@ -1026,6 +1177,8 @@ mod tests {
         mem: MemStore,
         delay: Duration,
         closed: Mutex<bool>,
+        /// While set, a read holds on to the value it read before returning it.
+        hold: Mutex<bool>,
         gate: Condvar,
         entered: AtomicU64,
         status_calls: AtomicU64,
@@ -1039,6 +1192,11 @@ mod tests {
 
         fn set_gate(&self, closed: bool) {
             *lock(&self.closed) = closed;
+            self.gate.notify_all();
+        }
+
+        fn set_hold(&self, hold: bool) {
+            *lock(&self.hold) = hold;
             self.gate.notify_all();
         }
     }
@@ -1063,7 +1221,12 @@ mod tests {
             }
             drop(closed);
             thread::sleep(self.delay);
-            self.mem.get(name, deadline)
+            let value = self.mem.get(name, deadline);
+            let mut hold = lock(&self.hold);
+            while *hold {
+                hold = self.gate.wait(hold).unwrap();
+            }
+            value
         }
         fn delete(&self, name: &str, deadline: Instant) -> Result<(), StoreError> {
             self.mem.delete(name, deadline)
@@ -1490,18 +1653,16 @@ mod tests {
         assert_eq!(leader.join().unwrap(), Some(CacheError::Store(StoreError::NotFound)));
     }
     fn sealed_dir(tag: &str) -> (std::path::PathBuf, Arc<SealedCache>) {
+        sealed_dir_aged(tag, Duration::from_secs(3600))
+    }
+
+    fn sealed_dir_aged(tag: &str, max_age: Duration) -> (std::path::PathBuf, Arc<SealedCache>) {
         let mut r = [0u8; 6];
         getrandom::getrandom(&mut r).unwrap();
         let hex = crate::hex::encode(&r);
         let dir = std::env::temp_dir().join(format!("kes-cache-sealed-{tag}-{hex}"));
-        let sealed = SealedCache::open(
-            &dir,
-            &[7; 32],
-            "In Memory",
-            Duration::from_secs(3600),
-            Box::new(|_, _| {}),
-        )
-        .unwrap();
+        let sealed =
+            SealedCache::open(&dir, &[7; 32], "In Memory", max_age, Box::new(|_, _| {})).unwrap();
         (dir, Arc::new(sealed))
     }
 
@@ -1616,6 +1777,18 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The tag of the first version in the sealed copy of `name` ("" without a copy).
+    fn sealed_tag(sealed: &SealedCache, name: &str) -> String {
+        sealed
+            .load(name)
+            .ok()
+            .and_then(|c| StoredVersion::decode_all(&c.value).ok())
+            .and_then(|v| {
+                v[0].value.as_ref().map(|x| String::from_utf8_lossy(&x[KEY_LEN..]).into_owned())
+            })
+            .unwrap_or_default()
+    }
+
     #[test]
     fn when_the_store_returns_deleted_keys_go_and_changed_ones_are_replaced() {
         let (dir, sealed) = sealed_dir("recheck");
@@ -1643,14 +1816,145 @@ mod tests {
         }));
         assert!(!cache.cached("gone"));
         assert_eq!(cache.get("gone", later()).err(), Some(CacheError::Store(StoreError::NotFound)));
-        assert!(eventually(Duration::from_secs(5), || {
-            sealed
-                .load("changed")
-                .ok()
-                .and_then(|c| StoredVersion::decode_all(&c.value).ok())
-                .and_then(|v| v[0].value.as_ref().map(|x| x[KEY_LEN..].to_vec()))
-                == Some(b"new".to_vec())
+        assert!(eventually(Duration::from_secs(5), || sealed_tag(&sealed, "changed") == "new"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_recheck_interval_is_a_quarter_of_max_age_within_bounds() {
+        assert_eq!(recheck_interval(Duration::from_secs(3600)), Duration::from_secs(900));
+        assert_eq!(recheck_interval(Duration::from_secs(168 * 3600)), RECHECK_MAX_INTERVAL);
+        assert_eq!(recheck_interval(Duration::from_millis(1)), MIN_PERIOD);
+    }
+
+    #[test]
+    fn a_periodic_recheck_while_the_store_stays_up_drops_deleted_keys_and_reseals_changed_ones() {
+        // max_age 4 s: a pass every second.
+        let (dir, sealed) = sealed_dir_aged("periodic", Duration::from_secs(4));
+        let store = Arc::new(MemStore::new());
+        for k in ["gone", "same", "changed"] {
+            store.create(k, &value(k), later()).unwrap();
+        }
+        let cache = sealed_cache_over(store.clone(), config(0, 0, 0), 0, &sealed);
+        cache.recheck_sealed();
+        for k in ["gone", "same", "changed"] {
+            cache.get(k, later()).unwrap();
+        }
+        assert_eq!(sealed.names(), vec!["changed", "gone", "same"]);
+        // Behind the server's back, while the store stays up (no outage, no restart).
+        store.delete("gone", later()).unwrap();
+        store.delete("changed", later()).unwrap();
+        store.create("changed", &value("new"), later()).unwrap();
+        assert!(eventually(Duration::from_secs(30), || sealed.names() == vec!["changed", "same"]));
+        assert!(!cache.cached("gone"));
+        assert!(eventually(Duration::from_secs(30), || {
+            cache.get("changed", later()).unwrap().tag() == "new"
         }));
+        assert!(eventually(Duration::from_secs(30), || sealed_tag(&sealed, "changed") == "new"));
+        // The startup pass and at least one periodic pass ended.
+        assert!(eventually(Duration::from_secs(30), || cache.stats().recheck.passes >= 2));
+        let stats = cache.stats().recheck;
+        assert!(stats.removed == 1 && stats.stopped == 0 && stats.current >= 2, "{stats:?}");
+        assert!(stats.last.is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_store_failure_during_a_recheck_deletes_nothing_and_waits_before_the_next_try() {
+        let (dir, sealed) = sealed_dir_aged("failing", Duration::from_secs(4));
+        let store = Arc::new(MemStore::new());
+        for k in ["a", "b"] {
+            store.create(k, &value(k), later()).unwrap();
+        }
+        // No probe: the cache never goes offline, only the reads fail.
+        let cache = sealed_cache_over(store.clone(), config(0, 0, 0), 0, &sealed);
+        cache.get("a", later()).unwrap();
+        cache.get("b", later()).unwrap();
+        store.set_unreachable(true);
+        let before = Instant::now();
+        cache.recheck_sealed();
+        assert!(eventually(Duration::from_secs(30), || cache.stats().recheck.stopped == 1));
+        assert!(eventually(Duration::from_secs(30), || {
+            !cache.shared.recheck_running.load(Ordering::SeqCst)
+        }));
+        assert_eq!(sealed.names(), vec!["a", "b"]);
+        assert!(cache.cached("a") && cache.cached("b"));
+        // The next try waits RECHECK_RETRY_AFTER, not the next tick.
+        let next = lock(&cache.shared.recheck_at).unwrap();
+        assert!(next >= before + RECHECK_RETRY_AFTER, "{:?}", next - before);
+        assert_eq!(cache.stats().recheck.passes, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A store with `n` keys, each with a sealed copy.
+    fn sealed_keys(tag: &str, n: usize) -> (std::path::PathBuf, Arc<SealedCache>, Arc<MemStore>) {
+        let (dir, sealed) = sealed_dir(tag);
+        let store = Arc::new(MemStore::new());
+        for i in 0..n {
+            let name = format!("k{i:03}");
+            store.create(&name, &value("v"), later()).unwrap();
+            let stored = store.versions(&name, later()).unwrap();
+            sealed.save(&name, &StoredVersion::encode_all(&stored));
+        }
+        (dir, sealed, store)
+    }
+
+    /// The attacker here is size: a vault with many keys must not be read in a burst. A
+    /// lower bound on the time, which load can only lengthen.
+    #[test]
+    fn a_recheck_reads_one_key_per_gap() {
+        let (dir, sealed, store) = sealed_keys("paced", 40);
+        let cache = sealed_cache_over(store.clone(), config(0, 0, 0), 0, &sealed);
+        let (reads, started) = (store.reads(), Instant::now());
+        cache.recheck_sealed();
+        assert!(eventually(Duration::from_secs(60), || cache.stats().recheck.passes == 1));
+        assert!(started.elapsed() >= RECHECK_READ_GAP * 39, "{:?}", started.elapsed());
+        assert_eq!(store.reads(), reads + 40);
+        assert_eq!(cache.stats().recheck.current, 40);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn shutdown_stops_a_paced_recheck_before_its_next_read() {
+        // 400 keys at one read per RECHECK_READ_GAP: a pass of 20 s.
+        let (dir, sealed, store) = sealed_keys("shutdown", 400);
+        let cache = sealed_cache_over(store.clone(), config(0, 0, 0), 0, &sealed);
+        let reads = store.reads();
+        cache.recheck_sealed();
+        assert!(eventually(Duration::from_secs(30), || store.reads() >= reads + 2));
+        cache.shutdown();
+        // `shutdown` returned after the thread left: no read starts afterwards.
+        assert!(!cache.shared.recheck_running.load(Ordering::SeqCst));
+        assert!(lock(&cache.shared.recheck_thread).is_none());
+        let after = store.reads();
+        thread::sleep(RECHECK_READ_GAP * 4);
+        assert_eq!(store.reads(), after);
+        assert!(after < reads + 400, "the pass ran to its end");
+        assert_eq!(sealed.names().len(), 400);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_delete_that_returns_during_a_read_wins_over_the_seal_of_what_was_read() {
+        let (dir, sealed) = sealed_dir("order");
+        let store = Arc::new(TestStore::default());
+        store.mem.create("k", &value("old"), later()).unwrap();
+        let cache = sealed_cache_over(store.clone(), config(0, 0, 0), 0, &sealed);
+        // The read has the old value in hand and is held before it returns.
+        store.set_hold(true);
+        let reader = {
+            let cache = Arc::clone(&cache);
+            thread::spawn(move || cache.get("k", later()).map(|k| k.tag()))
+        };
+        assert!(eventually(Duration::from_secs(10), || store.entered.load(Ordering::SeqCst) == 1));
+        cache.delete("k", later()).unwrap();
+        store.set_hold(false);
+        // The reader still answers what it read (it began before the delete) ...
+        assert_eq!(reader.join().unwrap(), Ok("old".to_string()));
+        // ... but neither seals it nor caches it: no copy of the deleted key appears.
+        assert!(sealed.names().is_empty());
+        assert!(!cache.cached("k"));
+        assert_eq!(cache.get("k", later()).err(), Some(CacheError::Store(StoreError::NotFound)));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -73,6 +73,11 @@ const DIR_MODE: u32 = 0o700;
 /// is kept so a later multi-version format cannot be confused with this one.
 const LATEST: &str = "";
 
+/// Removals are counted in this many stripes (a key name picks one by its hash), so that a
+/// save ordered against removals ([`SealedCache::save_unless_removed`]) waits only for the
+/// removals and saves of names in its stripe, not for every fsync in the directory.
+const ORDER_STRIPES: usize = 64;
+
 /// Where log lines go (the server hands in its error log, mapping the `log` crate's levels
 /// onto slog's with `obs::Level::from`). The key cache and this module are L1 and must not
 /// import `obs`.
@@ -116,6 +121,9 @@ pub struct SealedCache {
     /// Names whose refusal was already logged (cleared when the copy is rewritten), so a
     /// hot key with a tampered file logs once, not once per request.
     reported: Mutex<HashSet<String>>,
+    /// Removals so far, per stripe of names; held across a removal and across an ordered
+    /// save, so a copy read from the store before a delete can never be written after it.
+    removals: [Mutex<u64>; ORDER_STRIPES],
     log: LogSink,
 }
 
@@ -209,6 +217,7 @@ impl SealedCache {
             max_age,
             index: Mutex::new(HashMap::new()),
             reported: Mutex::new(HashSet::new()),
+            removals: std::array::from_fn(|_| Mutex::new(0)),
             log,
         })
     }
@@ -441,9 +450,38 @@ impl SealedCache {
             .map_err(|e| format!("cannot sync the directory: {e}"))
     }
 
+    /// The removal counter of `name`'s stripe (FNV-1a of the name picks it).
+    fn removals_of(&self, name: &str) -> &Mutex<u64> {
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        &self.removals[(hash % ORDER_STRIPES as u64) as usize]
+    }
+
+    /// What [`SealedCache::save_unless_removed`] compares: take it before reading the store.
+    pub fn generation(&self, name: &str) -> u64 {
+        *lock(self.removals_of(name))
+    }
+
+    /// [`SealedCache::save`], unless a removal of `name` (or of a name in its stripe) ran
+    /// since `generation` was taken: the value was read before a delete that has returned,
+    /// and sealing it now would bring the deleted key back at the next offline restart.
+    /// Returns whether the value was current (saved, or already on disk).
+    pub fn save_unless_removed(&self, name: &str, value: &[u8], generation: u64) -> bool {
+        let removals = lock(self.removals_of(name));
+        if *removals != generation {
+            return false;
+        }
+        self.save(name, value);
+        drop(removals);
+        true
+    }
+
     /// Removes the copy of `name` (deleted through this server, or found deleted in the
-    /// store). Idempotent.
+    /// store). Idempotent. Ordered against [`SealedCache::save_unless_removed`].
     pub fn remove(&self, name: &str) {
+        let mut removals = lock(self.removals_of(name));
+        *removals = removals.wrapping_add(1);
         lock(&self.index).remove(name);
         lock(&self.reported).remove(name);
         let Some(path) = self.path_of(name) else { return };

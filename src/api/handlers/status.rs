@@ -77,6 +77,9 @@ pub fn handle_get_status(ctx: &Ctx<'_>, _: &Authorized) -> Result<Response, ApiE
         /// copies: since when (RFC 3339).
         #[serde(skip_serializing_if = "Option::is_none")]
         serving_since: Option<String>,
+        /// When the last complete re-check against the key store ended (RFC 3339).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        last_recheck: Option<String>,
     }
     let sys = system_figures(ctx);
     let (latency, unreachable) = match ctx.state.keys.status(ctx.deadline) {
@@ -94,6 +97,7 @@ pub fn handle_get_status(ctx: &Ctx<'_>, _: &Authorized) -> Result<Response, ApiE
             .keys
             .serving_sealed()
             .map(|(_, since)| crate::gotime::format_utc_seconds(since)),
+        last_recheck: ctx.state.keys.stats().recheck.last.map(crate::gotime::format_utc_seconds),
     });
     Ok(json(&Status {
         version: ctx.state.build.version,
@@ -132,6 +136,9 @@ pub fn handle_get_metrics(ctx: &Ctx<'_>, _: &Authorized) -> Result<Response, Api
         store_requests: backend.requests,
         store_retries: backend.retries,
         store_throttled: backend.throttled,
+        sealed_rechecks: stats.recheck.passes,
+        sealed_recheck_stopped: stats.recheck.stopped,
+        sealed_recheck_removed: stats.recheck.removed,
     };
     let text = render_metrics(&ctx.state.obs, &system_figures(ctx), &store);
     Ok(Response::with_body(200, "text/plain; version=0.0.4; charset=utf-8", text.into_bytes()))
