@@ -493,6 +493,12 @@ enum Escape {
 /// Appends the inside of a JSON string literal for `v` (no quotes).
 fn push_escaped(out: &mut String, v: &str, how: Escape) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Most values (identities, paths, methods) need no escape: one pass over the bytes
+    // finds that. 0xE2 leads U+2028 and U+2029; `\u{8}` and `\u{c}` are controls.
+    if !v.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\' || b == 0xE2) {
+        out.push_str(v);
+        return;
+    }
     let mut plain = 0;
     for (i, c) in v.char_indices() {
         let short = match c {
@@ -551,6 +557,38 @@ fn slog_json(now: OffsetDateTime, level: Level, msg: &str, fields: &[(&str, &str
     serde_json::Value::Object(map).to_string()
 }
 
+/// Appends `n` in decimal (what `write!(s, "{n}")` writes, without the formatter).
+fn push_u64(s: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf[at..].iter().for_each(|&b| s.push(char::from(b)));
+}
+
+/// Appends `ip` as its `Display` writes it; an IPv4 address without the formatter.
+fn push_ip(s: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                push_u64(s, u64::from(octet));
+            }
+        }
+        std::net::IpAddr::V6(_) => {
+            let _ = write!(s, "{ip}");
+        }
+    }
+}
+
 fn latency_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -579,15 +617,16 @@ fn write_audit_text(s: &mut String, e: &AuditEvent) {
     push_text_value(s, &[e.path]);
     s.push_str(" req.ip=");
     match e.ip {
-        Some(ip) => {
-            let _ = write!(s, "{ip}");
-        }
+        Some(ip) => push_ip(s, ip),
         None => s.push_str("\"\""),
     }
     s.push_str(" req.identity=");
     push_text_value(s, &[e.identity]);
-    let _ = write!(s, " res.code={} res.time=", e.status);
-    push_text_value(s, &[&gotime::format_duration(e.latency)]);
+    s.push_str(" res.code=");
+    push_u64(s, u64::from(e.status));
+    s.push_str(" res.time=");
+    // A duration's text never needs quotes (digits, a dot, a unit).
+    gotime::push_duration(s, e.latency);
 }
 
 /// The JSON audit line (`--log-format json`, or stdout not a terminal): keys in sorted
@@ -607,18 +646,17 @@ fn write_audit_json(s: &mut String, e: &AuditEvent) {
     push_escaped(s, e.identity, Escape::Json);
     s.push_str("\",\"ip\":\"");
     if let Some(ip) = e.ip {
-        let _ = write!(s, "{ip}");
+        push_ip(s, ip);
     }
     s.push_str("\",\"method\":\"");
     push_escaped(s, e.method, Escape::Json);
     s.push_str("\",\"path\":\"");
     push_escaped(s, e.path, Escape::Json);
-    let _ = write!(
-        s,
-        "\"}},\"res\":{{\"code\":{},\"time\":{}}},\"time\":\"",
-        e.status,
-        latency_ms(e.latency)
-    );
+    s.push_str("\"},\"res\":{\"code\":");
+    push_u64(s, u64::from(e.status));
+    s.push_str(",\"time\":");
+    push_u64(s, latency_ms(e.latency));
+    s.push_str("},\"time\":\"");
     gotime::push_rfc3339_nano(s, e.time);
     s.push_str("\"}");
 }
@@ -1169,6 +1207,17 @@ mod tests {
             events.push(AuditEvent { path: s, ..base });
             events.push(AuditEvent { message: Some(s), ip: None, status: 403, ..base });
             events.push(AuditEvent { identity: s, method: s, latency: Duration::ZERO, ..base });
+        }
+        // Addresses and numbers are written without the formatter: every width of both.
+        for (ip, status, latency) in [
+            ("0.0.0.0", 200, Duration::from_nanos(1)),
+            ("127.0.0.1", 404, Duration::from_millis(9)),
+            ("10.20.255.7", 500, Duration::from_millis(10)),
+            ("255.255.255.255", 503, Duration::from_secs(90_061)),
+            ("::ffff:1.2.3.4", 201, Duration::from_millis(999)),
+            ("fe80::1:2", 299, Duration::MAX),
+        ] {
+            events.push(AuditEvent { ip: Some(ip.parse().unwrap()), status, latency, ..base });
         }
         for e in &events {
             assert_eq!(audit_json_line(e), reference_json_line(e), "{e:?}");

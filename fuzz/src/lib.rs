@@ -40,9 +40,15 @@ pub fn chunked(data: &[u8]) {
     }
 }
 
-/// JSON request bodies with Go's rules.
+/// JSON request bodies with Go's rules. A body is accepted exactly when its first JSON
+/// value is an object or null as `serde_json::Value` reads it (the parser borrows instead).
 pub fn json_body(data: &[u8]) {
-    if let Ok(body) = kes::api::wire::Body::parse(data) {
+    let parsed = kes::api::wire::Body::parse(data);
+    let mut values = serde_json::Deserializer::from_slice(data).into_iter::<serde_json::Value>();
+    let as_value =
+        matches!(values.next(), Some(Ok(serde_json::Value::Object(_) | serde_json::Value::Null)));
+    assert_eq!(parsed.is_ok(), as_value);
+    if let Ok(body) = parsed {
         for field in ["plaintext", "ciphertext", "context", "key", "message"] {
             if let Ok(bytes) = body.bytes(field) {
                 let again =

@@ -50,6 +50,18 @@ pub(crate) fn seal(
 ) -> Result<Vec<u8>, EncryptError> {
     let mut random = [0u8; TRAILER_LEN];
     fill_random(&mut random).map_err(|_| EncryptError)?;
+    seal_with(algorithm, key, plaintext, aad, &random)
+}
+
+/// Seals `plaintext` with `random` (fresh from the OS generator) as `iv ‖ nonce`: the caller
+/// may have read them in one call with other fresh bytes (`SecretKey::seal_fresh`).
+pub(crate) fn seal_with(
+    algorithm: Algorithm,
+    key: &[u8; KEY_LEN],
+    plaintext: &[u8],
+    aad: &[u8],
+    random: &[u8; TRAILER_LEN],
+) -> Result<Vec<u8>, EncryptError> {
     let (iv, nonce) = random.split_at(IV_LEN);
     let iv: &[u8; IV_LEN] = iv.try_into().map_err(|_| EncryptError)?;
     let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| EncryptError)?;
@@ -62,7 +74,7 @@ pub(crate) fn seal(
         .ok_or(EncryptError)?
         .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut *buf)
         .map_err(|_| EncryptError)?;
-    buf.extend_from_slice(&random);
+    buf.extend_from_slice(random);
     Ok(std::mem::take(&mut *buf))
 }
 

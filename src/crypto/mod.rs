@@ -79,6 +79,9 @@ fn aes_gcm_accelerated() -> bool {
     false
 }
 
+/// Most bytes [`SecretKey::seal_fresh`] makes and seals at once (a data key is 32).
+pub const MAX_FRESH_SECRET: usize = 64;
+
 /// The operating system's random generator failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RngError;
@@ -131,6 +134,26 @@ impl SecretKey {
     /// request context; absent and empty are the same). Output is `plaintext.len() + 44` bytes.
     pub fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, EncryptError> {
         aead::seal(self.algorithm, &self.bytes, plaintext, aad)
+    }
+
+    /// Fills `secret` with fresh random bytes and seals them like [`SecretKey::encrypt`]:
+    /// one read of the OS generator gives the secret, the iv and the nonce (a data key for
+    /// `generate` costs one `getrandom` call, not two). The bytes of one read are as
+    /// independent as those of two, and the ciphertext shows only the iv and nonce.
+    /// `secret` is at most [`MAX_FRESH_SECRET`] bytes.
+    pub fn seal_fresh(&self, secret: &mut [u8], aad: &[u8]) -> Result<Vec<u8>, EncryptError> {
+        let n = secret.len();
+        if n > MAX_FRESH_SECRET {
+            return Err(EncryptError);
+        }
+        let mut random = Zeroizing::new([0u8; MAX_FRESH_SECRET + aead::TRAILER_LEN]);
+        let random = &mut random[..n + aead::TRAILER_LEN];
+        fill_random(random).map_err(|_| EncryptError)?;
+        let (fresh, trailer) = random.split_at(n);
+        let trailer: &[u8; aead::TRAILER_LEN] = trailer.try_into().map_err(|_| EncryptError)?;
+        let sealed = aead::seal_with(self.algorithm, &self.bytes, fresh, aad, trailer)?;
+        secret.copy_from_slice(fresh);
+        Ok(sealed)
     }
 
     /// Opens any ciphertext format upstream wrote (§5.4): raw, msgpack or JSON, with the
@@ -833,6 +856,31 @@ mod tests {
 
     fn algorithm() -> impl Strategy<Value = Algorithm> {
         prop_oneof![Just(Algorithm::Aes256), Just(Algorithm::ChaCha20)]
+    }
+
+    #[test]
+    fn seal_fresh_seals_the_bytes_it_hands_back_from_one_random_read() {
+        for alg in [Algorithm::Aes256, Algorithm::ChaCha20] {
+            let key = key(alg, K2);
+            let mut a = [0u8; 32];
+            let ct = key.seal_fresh(&mut a, b"ctx").unwrap();
+            assert_eq!(ct.len(), 32 + 44, "the raw format, as encrypt writes it");
+            assert_ne!(a, [0u8; 32]);
+            assert_eq!(key.decrypt(&ct, b"ctx").unwrap().as_slice(), a.as_slice());
+            assert!(key.decrypt(&ct, b"other").is_err());
+            let mut b = [0u8; 32];
+            let ct2 = key.seal_fresh(&mut b, b"ctx").unwrap();
+            assert_ne!(a, b, "a fresh secret per call");
+            assert_ne!(ct[32..], ct2[32..], "a fresh iv and nonce per call");
+            // The secret is not the iv or nonce the ciphertext shows.
+            assert!(!ct.windows(16).any(|w| a.windows(16).any(|s| s == w)));
+            let mut empty = [0u8; 0];
+            let ct = key.seal_fresh(&mut empty, b"").unwrap();
+            assert!(key.decrypt(&ct, b"").unwrap().is_empty());
+            let mut long = [0u8; MAX_FRESH_SECRET + 1];
+            assert_eq!(key.seal_fresh(&mut long, b""), Err(EncryptError));
+            assert_eq!(long, [0u8; MAX_FRESH_SECRET + 1], "nothing written on refusal");
+        }
     }
 
     proptest! {

@@ -8,6 +8,7 @@ pub mod client;
 pub mod framing;
 
 use std::borrow::Cow;
+use zeroize::Zeroizing;
 
 /// Most bytes a request head may have. kms-go and MinIO send well under 1 KiB; 16 KiB leaves
 /// room for proxies while keeping a slow-loris buffer small.
@@ -411,13 +412,28 @@ impl ChunkedDecoder {
 /// connection loop writes chunk by chunk until the client goes away.
 pub enum Body {
     Bytes(Vec<u8>),
+    /// Bytes that hold key material (a generated or decrypted data key, an HMAC): wiped
+    /// when the response is dropped.
+    Secret(Zeroizing<Vec<u8>>),
     Stream(Box<dyn EventStream>),
+}
+
+impl Body {
+    /// The bytes of a byte body; `None` for a stream.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Body::Bytes(b) => Some(b),
+            Body::Secret(b) => Some(b),
+            Body::Stream(_) => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Body {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Body::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+            Body::Secret(b) => write!(f, "Secret({} bytes)", b.len()),
             Body::Stream(_) => f.write_str("Stream"),
         }
     }
@@ -449,6 +465,16 @@ impl Response {
 
     pub fn with_body(status: u16, content_type: &'static str, body: Vec<u8>) -> Response {
         Response::new(status).header("Content-Type", content_type).body(Body::Bytes(body))
+    }
+
+    /// Like [`Response::with_body`] for a body that holds key material: it is wiped when
+    /// the response is dropped (the connection wipes its own copy after writing it).
+    pub fn with_secret_body(
+        status: u16,
+        content_type: &'static str,
+        body: Zeroizing<Vec<u8>>,
+    ) -> Response {
+        Response::new(status).header("Content-Type", content_type).body(Body::Secret(body))
     }
 
     /// A streamed `200` (`/v1/log/*`).
@@ -494,10 +520,7 @@ impl Response {
     }
 
     pub fn body_bytes(&self) -> &[u8] {
-        match &self.body {
-            Body::Bytes(b) => b,
-            Body::Stream(_) => &[],
-        }
+        self.body.bytes().unwrap_or_default()
     }
 
     /// Serializes the status line and headers (and a byte body). Stream bodies are sent
@@ -528,11 +551,11 @@ impl Response {
         for part in [b"Date: ", date.as_bytes(), b"\r\n"] {
             out.extend_from_slice(part);
         }
-        match &self.body {
-            Body::Bytes(b) => {
+        match self.body.bytes() {
+            Some(b) => {
                 let _ = write!(out, "Content-Length: {}\r\n", b.len());
             }
-            Body::Stream(_) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+            None => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         }
         if !keep_alive {
             out.extend_from_slice(b"Connection: close\r\n");
@@ -540,7 +563,7 @@ impl Response {
             out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        if let (Body::Bytes(b), true) = (&self.body, with_body) {
+        if let (Some(b), true) = (self.body.bytes(), with_body) {
             out.extend_from_slice(b);
         }
     }
@@ -912,6 +935,26 @@ mod tests {
         assert_eq!(bad.feed(b"zz\r\n"), Err(ChunkError::Malformed));
         let mut bad = ChunkedDecoder::new(100);
         assert_eq!(bad.feed(b"1\r\nab\r\n"), Err(ChunkError::Malformed));
+    }
+
+    #[test]
+    fn a_secret_body_is_written_as_a_byte_body_and_never_shown() {
+        let plain =
+            Response::with_body(200, "application/json", b"{\"k\":\"c2VjcmV0\"}\n".to_vec());
+        let secret = Response::with_secret_body(
+            200,
+            "application/json",
+            Zeroizing::new(b"{\"k\":\"c2VjcmV0\"}\n".to_vec()),
+        );
+        for (keep, minor, with_body) in [(true, 1, true), (false, 0, true), (true, 1, false)] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            plain.write_to(&mut a, keep, minor, "Fri, 04 Dec 2026 22:00:00 GMT", with_body);
+            secret.write_to(&mut b, keep, minor, "Fri, 04 Dec 2026 22:00:00 GMT", with_body);
+            assert_eq!(a, b);
+        }
+        assert_eq!(secret.body_bytes(), plain.body_bytes());
+        let shown = format!("{:?}", secret.body);
+        assert_eq!(shown, "Secret(17 bytes)");
     }
 
     #[test]

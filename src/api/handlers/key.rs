@@ -9,11 +9,10 @@
 use super::{empty, json};
 use crate::api::Ctx;
 use crate::api::error::{ApiError, StoreOp};
-use crate::api::wire::{Body, encode_base64, to_go_json_secret};
+use crate::api::wire::{Body, JsonField, encode_base64, secret_json};
 use crate::auth::Authorized;
 use crate::crypto::{
     Algorithm, HmacKey, KEY_LEN, KeyVersion, SecretKey, Version, VersionState, VersionedKey,
-    fill_random,
 };
 use crate::http::{BodyFraming, Response};
 use crate::keystore::cache::CacheError;
@@ -144,7 +143,7 @@ fn read_result(
 }
 
 /// Parses the body as a JSON object, or fails with the route's text.
-fn body(ctx: &Ctx<'_>, message: &'static str) -> Result<Body, ApiError> {
+fn body<'a>(ctx: &Ctx<'a>, message: &'static str) -> Result<Body<'a>, ApiError> {
     Body::parse(ctx.body).map_err(|_| ApiError::InvalidBody(message))
 }
 
@@ -288,7 +287,7 @@ pub fn handle_delete_key(ctx: &Ctx<'_>, auth: &Authorized) -> Result<Response, A
 }
 
 /// Generate parses its body only when one was sent (`Content-Length > 0` or chunked).
-fn optional_body(ctx: &Ctx<'_>) -> Result<Body, ApiError> {
+fn optional_body<'a>(ctx: &Ctx<'a>) -> Result<Body<'a>, ApiError> {
     match ctx.head.framing {
         BodyFraming::None => Ok(Body::empty()),
         _ => body(ctx, "invalid request body"),
@@ -302,12 +301,6 @@ fn newest<'a>(name: &str, key: &'a VersionedKey) -> Result<(&'a str, &'a KeyVers
 }
 
 pub fn handle_generate_key(ctx: &Ctx<'_>, auth: &Authorized) -> Result<Response, ApiError> {
-    #[derive(Serialize)]
-    struct Generated<'a> {
-        plaintext: &'a str,
-        ciphertext: String,
-        version: &'a str,
-    }
     let name = key_name(ctx)?;
     let req = optional_body(ctx)?;
     let context =
@@ -315,15 +308,16 @@ pub fn handle_generate_key(ctx: &Ctx<'_>, auth: &Authorized) -> Result<Response,
     let key = fetch(ctx, auth, name)?;
     let (version, newest) = newest(name, &key)?;
     let mut dek = Zeroizing::new([0u8; DEK_LEN]);
-    fill_random(dek.as_mut())
-        .map_err(|_| ApiError::Internal("failed to generate encryption key"))?;
     let ciphertext = newest
         .key
-        .encrypt(dek.as_ref(), &context)
+        .seal_fresh(dek.as_mut(), &context)
         .map_err(|_| ApiError::Internal("failed to generate encryption key"))?;
-    let plaintext = Zeroizing::new(encode_base64(dek.as_ref()));
-    let out = Generated { plaintext: &plaintext, ciphertext: encode_base64(&ciphertext), version };
-    Ok(Response::with_body(200, "application/json", to_go_json_secret(&out)))
+    let out = secret_json(&[
+        ("plaintext", JsonField::Base64(dek.as_ref())),
+        ("ciphertext", JsonField::Base64(&ciphertext)),
+        ("version", JsonField::Str(version)),
+    ]);
+    Ok(Response::with_secret_body(200, "application/json", out))
 }
 
 /// `{"ciphertext","version"}`: what encrypt and rewrap answer.
@@ -398,23 +392,14 @@ fn open(ctx: &Ctx<'_>, auth: &Authorized, name: &str, req: &Body) -> Result<Open
 }
 
 pub fn handle_decrypt_key(ctx: &Ctx<'_>, auth: &Authorized) -> Result<Response, ApiError> {
-    #[derive(Serialize)]
-    struct Decrypted<'a> {
-        plaintext: &'a str,
-    }
     let name = key_name(ctx)?;
     let req = body(ctx, "invalid request body")?;
     let opened = open(ctx, auth, name, &req)?;
-    let encoded = Zeroizing::new(encode_base64(&opened.plaintext));
-    let out = Decrypted { plaintext: &encoded };
-    Ok(Response::with_body(200, "application/json", to_go_json_secret(&out)))
+    let out = secret_json(&[("plaintext", JsonField::Base64(&opened.plaintext))]);
+    Ok(Response::with_secret_body(200, "application/json", out))
 }
 
 pub fn handle_hmac_key(ctx: &Ctx<'_>, auth: &Authorized) -> Result<Response, ApiError> {
-    #[derive(Serialize)]
-    struct Mac<'a> {
-        hmac: &'a str,
-    }
     const BAD: &str = "invalid request body";
     let name = key_name(ctx)?;
     let req = body(ctx, BAD)?;
@@ -423,8 +408,8 @@ pub fn handle_hmac_key(ctx: &Ctx<'_>, auth: &Authorized) -> Result<Response, Api
     // Always the first version's HMAC secret: MinIO derives credentials from it.
     let Some(hmac) = key.hmac() else { return Err(ApiError::HmacUnsupported) };
     let tag = Zeroizing::new(hmac.sign(&message));
-    let encoded = Zeroizing::new(encode_base64(tag.as_ref()));
-    Ok(Response::with_body(200, "application/json", to_go_json_secret(&Mac { hmac: &encoded })))
+    let out = secret_json(&[("hmac", JsonField::Base64(tag.as_ref()))]);
+    Ok(Response::with_secret_body(200, "application/json", out))
 }
 
 /// `PUT /v1/key/rewrap/<name>`: `{"ciphertext","context"?,"version"?}` in, the same
