@@ -73,16 +73,28 @@ fn push_date_time(s: &mut String, t: OffsetDateTime) {
     push_digits(s, u32::from(t.second()), 2);
 }
 
-/// The last `width` decimal digits of `v`, zero-padded.
-fn push_digits(s: &mut String, mut v: u32, width: usize) {
-    let mut buf = [b'0'; 10];
-    for slot in buf[..width].iter_mut().rev() {
-        *slot = b'0' + (v % 10) as u8;
+/// `v` in decimal, zero-padded to at least `width` digits (what `write!(s, "{v:0width$}")`
+/// writes, without the formatter): the digits of times here, and the numbers of audit lines.
+pub fn push_decimal(s: &mut String, mut v: u64, width: usize) {
+    let mut buf = [b'0'; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (v % 10) as u8;
         v /= 10;
+        if v == 0 {
+            break;
+        }
     }
-    for &b in &buf[..width] {
-        s.push(char::from(b));
-    }
+    (buf.len()..width).for_each(|_| s.push('0'));
+    let start = at.min(buf.len() - width.min(buf.len()));
+    buf[start..].iter().for_each(|&b| s.push(char::from(b)));
+}
+
+/// The digits of a date, time or fraction: `v` zero-padded to `width` (every caller's `v`
+/// has at most `width` digits).
+fn push_digits(s: &mut String, v: u32, width: usize) {
+    push_decimal(s, u64::from(v), width);
 }
 
 fn push_offset(s: &mut String, off: UtcOffset) {
@@ -276,6 +288,19 @@ mod tests {
 
     /// The appenders write what `format!` with the same widths writes, for every field at
     /// its extremes (years outside 0..=9999 keep `{:04}`'s sign and width).
+    #[test]
+    fn push_decimal_writes_what_the_formatter_writes() {
+        let mut values = vec![0, 1, 9, 10, 99, 100, 255, 999, 1000, u64::from(u32::MAX), u64::MAX];
+        values.extend((0..20).map(|e| 10u64.pow(e) - 1));
+        for v in values {
+            for width in [1, 2, 3, 4, 9, 20, 25] {
+                let mut s = String::from("x");
+                push_decimal(&mut s, v, width);
+                assert_eq!(s, format!("x{v:0width$}"), "{v} {width}");
+            }
+        }
+    }
+
     #[test]
     fn rfc3339_appenders_match_format() {
         let reference = |t: OffsetDateTime, millis: bool| {

@@ -557,21 +557,6 @@ fn slog_json(now: OffsetDateTime, level: Level, msg: &str, fields: &[(&str, &str
     serde_json::Value::Object(map).to_string()
 }
 
-/// Appends `n` in decimal (what `write!(s, "{n}")` writes, without the formatter).
-fn push_u64(s: &mut String, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf[at..].iter().for_each(|&b| s.push(char::from(b)));
-}
-
 /// Appends `ip` as its `Display` writes it; an IPv4 address without the formatter.
 fn push_ip(s: &mut String, ip: std::net::IpAddr) {
     match ip {
@@ -580,7 +565,7 @@ fn push_ip(s: &mut String, ip: std::net::IpAddr) {
                 if i > 0 {
                     s.push('.');
                 }
-                push_u64(s, u64::from(octet));
+                gotime::push_decimal(s, u64::from(octet), 1);
             }
         }
         std::net::IpAddr::V6(_) => {
@@ -623,7 +608,7 @@ fn write_audit_text(s: &mut String, e: &AuditEvent) {
     s.push_str(" req.identity=");
     push_text_value(s, &[e.identity]);
     s.push_str(" res.code=");
-    push_u64(s, u64::from(e.status));
+    gotime::push_decimal(s, u64::from(e.status), 1);
     s.push_str(" res.time=");
     // A duration's text never needs quotes (digits, a dot, a unit).
     gotime::push_duration(s, e.latency);
@@ -653,9 +638,9 @@ fn write_audit_json(s: &mut String, e: &AuditEvent) {
     s.push_str("\",\"path\":\"");
     push_escaped(s, e.path, Escape::Json);
     s.push_str("\"},\"res\":{\"code\":");
-    push_u64(s, u64::from(e.status));
+    gotime::push_decimal(s, u64::from(e.status), 1);
     s.push_str(",\"time\":");
-    push_u64(s, latency_ms(e.latency));
+    gotime::push_decimal(s, latency_ms(e.latency), 1);
     s.push_str("},\"time\":\"");
     gotime::push_rfc3339_nano(s, e.time);
     s.push_str("\"}");
